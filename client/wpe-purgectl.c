@@ -1,0 +1,658 @@
+/* wpe-purgectl.c: command-line client for wpe-purged: enqueue, wait, inspect, control. */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "proto.h"
+#include "util.h"
+
+/* Exit codes: part of the interface, scripts depend on them. */
+#define EXIT_OK 0
+#define EXIT_PURGE_FAILED 1
+#define EXIT_USAGE 2
+#define EXIT_UNREACHABLE 3
+#define EXIT_TIMEOUT 4
+
+#define ANSWER_MAX (64 * 1024 * 1024)
+#define RECONNECT_FOR_MS 30000  /* how long a wait survives the daemon being away */
+#define IO_TIMEOUT_MS 30000     /* an answer to anything but wait */
+
+static const char *sock_path;
+static int json_out;
+
+struct conn {
+	int fd;
+	char *buf;
+	size_t len, cap;
+};
+
+static __dead void
+die(int code, const char *fmt, ...) printflike(2, 3);
+
+static __dead void
+die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("wpe-purgectl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(code);
+}
+
+static const char usage_text[] =
+    "usage: wpe-purgectl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  enqueue INSTALL [-t TYPE] [--reason TEXT] [--wait [--timeout SECONDS]]\n"
+    "                     queue a purge of INSTALL (a UUID); TYPE is object, page, cdn\n"
+    "                     or all (the default)\n"
+    "  status ID          show a request\n"
+    "  wait ID [--timeout SECONDS]\n"
+    "                     wait until a request is done, failed or cancelled\n"
+    "  list               jobs not finished yet, and what each waits for\n"
+    "  stats              counters\n"
+    "  cancel ID          cancel a request\n"
+    "  pause | resume     stop / restart sending (requests are still accepted)\n"
+    "  ping               check that the daemon answers\n"
+    "\n"
+    "options:\n"
+    "  -s, --socket PATH  daemon socket (default $WPE_PURGED_SOCKET, else\n"
+    "                     " PROTO_DEFAULT_SOCKET ")\n"
+    "      --json         print the daemon's answers as JSON, one per line\n"
+    "  -h, --help         this help; COMMAND --help for one command\n"
+    "  -V, --version      print the version\n"
+    "\n"
+    "exit status: 0 success (with --wait: purged), 1 the purge failed or was cancelled,\n"
+    "2 usage error or input rejected, 3 daemon unreachable, 4 wait timed out.\n";
+
+static __dead void
+usage(int code)
+{
+	fputs(usage_text, code == 0 ? stdout : stderr);
+	exit(code);
+}
+
+static int
+conn_open(struct conn *c, int quiet)
+{
+	struct sockaddr_un sun;
+
+	memset(c, 0, sizeof *c);
+	if (strlen(sock_path) >= sizeof sun.sun_path)
+		die(EXIT_USAGE, "socket path too long: %s", sock_path);
+	if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		die(EXIT_UNREACHABLE, "socket: %s", strerror(errno));
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, sock_path, strlen(sock_path) + 1);
+	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		int e = errno;
+
+		close(c->fd);
+		c->fd = -1;
+		if (!quiet)
+			die(EXIT_UNREACHABLE, "cannot reach wpe-purged at %s: %s", sock_path,
+			    strerror(e));
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+static void
+conn_close(struct conn *c)
+{
+	if (c->fd != -1)
+		close(c->fd);
+	free(c->buf);
+	memset(c, 0, sizeof *c);
+	c->fd = -1;
+}
+
+static int
+conn_write(struct conn *c, const char *s, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = send(c->fd, s, len, MSG_NOSIGNAL);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		s += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Read one answer line within timeout_ms (-1: none). Returns the parsed object, or NULL
+ * with errno: ETIMEDOUT, or ECONNRESET for a closed or broken connection.
+ */
+static json_object *
+conn_read(struct conn *c, int timeout_ms)
+{
+	struct pollfd pfd = { c->fd, POLLIN, 0 };
+	json_object *o;
+	char *nl;
+	ssize_t n;
+	size_t linelen;
+
+	for (;;) {
+		if (c->len > 0 && (nl = memchr(c->buf, '\n', c->len)) != NULL) {
+			*nl = '\0';
+			linelen = (size_t)(nl - c->buf);
+			o = json_tokener_parse(c->buf);
+			memmove(c->buf, nl + 1, c->len - linelen - 1);
+			c->len -= linelen + 1;
+			if (o == NULL || !json_object_is_type(o, json_type_object)) {
+				json_object_put(o);
+				die(EXIT_UNREACHABLE, "the daemon sent an answer that is not JSON");
+			}
+			return o;
+		}
+		if (c->len + 4096 + 1 > c->cap) {
+			if (c->cap >= ANSWER_MAX)
+				die(EXIT_UNREACHABLE, "the daemon's answer is too long");
+			c->cap = c->cap == 0 ? 65536 : c->cap * 2;
+			c->buf = xrealloc(c->buf, c->cap);
+		}
+		n = poll(&pfd, 1, timeout_ms);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == 0) {
+			errno = ETIMEDOUT;
+			return NULL;
+		}
+		n = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			errno = ECONNRESET;
+			return NULL;
+		}
+		c->len += (size_t)n;
+	}
+}
+
+static json_object *
+request(struct conn *c, json_object *req, int timeout_ms)
+{
+	const char *s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	char *line;
+	json_object *o;
+
+	xasprintf(&line, "%s\n", s);
+	if (conn_write(c, line, strlen(line)) != 0) {
+		free(line);
+		errno = ECONNRESET;
+		return NULL;
+	}
+	free(line);
+	o = conn_read(c, timeout_ms);
+	return o;
+}
+
+/* One request on a fresh connection; any failure to talk is exit 3. */
+static json_object *
+simple(json_object *req)
+{
+	struct conn c;
+	json_object *o;
+
+	conn_open(&c, 0);
+	o = request(&c, req, IO_TIMEOUT_MS);
+	if (o == NULL)
+		die(EXIT_UNREACHABLE, "no answer from wpe-purged at %s: %s", sock_path,
+		    errno == ETIMEDOUT ? "timed out" : "connection closed");
+	conn_close(&c);
+	json_object_put(req);
+	return o;
+}
+
+static const char *
+sget(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || v == NULL)
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static int64_t
+iget(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || v == NULL)
+		return 0;
+	return json_object_get_int64(v);
+}
+
+static int
+is_ok(json_object *o)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, "ok", &v) && json_object_get_boolean(v);
+}
+
+static void
+print_json(json_object *o)
+{
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+	    JSON_C_TO_STRING_NOSLASHESCAPE));
+	fflush(stdout);
+}
+
+/* A daemon error answer: print it and exit 2 (or return if it is a timeout). */
+static void
+check_answer(json_object *o)
+{
+	const char *err;
+
+	if (is_ok(o))
+		return;
+	err = sget(o, "error");
+	if (err != NULL && strcmp(err, "timeout") == 0)
+		return;
+	if (json_out)
+		print_json(o);
+	fprintf(stderr, "wpe-purgectl: %s (%s)\n", sget(o, "message") ? sget(o, "message") :
+	    "the daemon refused the request", err ? err : "error");
+	exit(EXIT_USAGE);
+}
+
+static int64_t
+parse_id(const char *s)
+{
+	int64_t id;
+
+	if (parse_int64(s, 1, INT64_MAX, &id) != 0)
+		die(EXIT_USAGE, "not a request id: %s", s);
+	return id;
+}
+
+static double
+parse_timeout(const char *s)
+{
+	char *end;
+	double d;
+
+	errno = 0;
+	d = strtod(s, &end);
+	if (*s == '\0' || *end != '\0' || errno != 0 || !isfinite(d) || d < 0 ||
+	    d > PROTO_MAX_WAIT)
+		die(EXIT_USAGE, "--timeout takes seconds from 0 to %d, not %s", PROTO_MAX_WAIT, s);
+	return d;
+}
+
+static void
+print_status(json_object *o)
+{
+	static const char *keys[] = { "id", "install", "type", "state", "job", "job_type",
+		"attempts", "http_status", "message", "reason", "enqueued_at",
+		"next_attempt_at", "finished_at", NULL };
+	json_object *v;
+	int i;
+
+	for (i = 0; keys[i] != NULL; i++) {
+		if (json_object_object_get_ex(o, keys[i], &v) && v != NULL)
+			printf("%-16s %s\n", keys[i], json_object_get_string(v));
+	}
+}
+
+static int
+state_exit(json_object *o)
+{
+	const char *st = sget(o, "state");
+
+	if (st != NULL && strcmp(st, "done") == 0)
+		return EXIT_OK;
+	return EXIT_PURGE_FAILED;
+}
+
+/* Human line for a finished request. */
+static void
+print_final(json_object *o)
+{
+	const char *st = sget(o, "state"), *msg = sget(o, "message");
+	int64_t http = iget(o, "http_status");
+
+	if (st != NULL && strcmp(st, "done") == 0) {
+		printf("request %lld: done: %s purge of %s accepted (HTTP %lld) after %lld "
+		    "attempt(s)\n", (long long)iget(o, "id"), sget(o, "job_type"),
+		    sget(o, "install"), (long long)http, (long long)iget(o, "attempts"));
+		return;
+	}
+	fprintf(stderr, "wpe-purgectl: request %lld %s", (long long)iget(o, "id"),
+	    st != NULL ? st : "failed");
+	if (http != 0)
+		fprintf(stderr, ": HTTP %lld", (long long)http);
+	if (msg != NULL)
+		fprintf(stderr, ": %s", msg);
+	fputc('\n', stderr);
+}
+
+/*
+ * Wait for request id; survive the daemon restarting (the request is on disk) by
+ * reconnecting for up to RECONNECT_FOR_MS. timeout < 0: no limit.
+ */
+static int
+do_wait(int64_t id, double timeout)
+{
+	int64_t deadline = timeout < 0 ? -1 : clock_mono_ms() + (int64_t)(timeout * 1000);
+	int64_t away_since = 0, now, delay = 100;
+	struct conn c;
+	json_object *req, *o;
+	const char *err;
+
+	c.fd = -1;
+	c.buf = NULL;
+	for (;;) {
+		now = clock_mono_ms();
+		if (c.fd == -1 && conn_open(&c, 1) != 0) {
+			if (away_since == 0)
+				away_since = now;
+			if (now - away_since > RECONNECT_FOR_MS)
+				die(EXIT_UNREACHABLE, "lost wpe-purged at %s while waiting for "
+				    "request %lld; it is still queued", sock_path, (long long)id);
+			if (deadline >= 0 && now >= deadline)
+				break;
+			usleep((useconds_t)delay * 1000);
+			delay = delay * 2 > 2000 ? 2000 : delay * 2;
+			continue;
+		}
+		away_since = 0;
+		delay = 100;
+		req = json_object_new_object();
+		json_object_object_add(req, "op", json_object_new_string("wait"));
+		json_object_object_add(req, "id", json_object_new_int64(id));
+		if (deadline >= 0) {
+			double left = (double)(deadline - now) / 1000.0;
+
+			json_object_object_add(req, "timeout",
+			    json_object_new_double(left > 0 ? left : 0));
+		}
+		o = request(&c, req, -1);
+		json_object_put(req);
+		if (o == NULL) { /* the daemon went away: reconnect and wait again */
+			conn_close(&c);
+			continue;
+		}
+		conn_close(&c);
+		err = sget(o, "error");
+		if (!is_ok(o) && err != NULL && strcmp(err, "timeout") == 0) {
+			if (json_out)
+				print_json(o);
+			json_object_put(o);
+			break;
+		}
+		check_answer(o);
+		if (json_out)
+			print_json(o);
+		else
+			print_final(o);
+		int rc = state_exit(o);
+		json_object_put(o);
+		return rc;
+	}
+	fprintf(stderr, "wpe-purgectl: request %lld is not finished after %g s; it stays "
+	    "queued\n", (long long)id, timeout);
+	return EXIT_TIMEOUT;
+}
+
+static json_object *
+op(const char *name)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "op", json_object_new_string(name));
+	return o;
+}
+
+static __dead void
+sub_help(const char *cmd, const char *text)
+{
+	printf("usage: wpe-purgectl [-s SOCKET] [--json] %s\n", text);
+	(void)cmd;
+	exit(EXIT_OK);
+}
+
+static int
+cmd_enqueue(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "type", required_argument, NULL, 't' },
+		{ "reason", required_argument, NULL, 'r' },
+		{ "wait", no_argument, NULL, 'w' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *type = "all", *reason = NULL, *install = NULL;
+	double timeout = -1;
+	int ch, wait = 0;
+	json_object *req, *o;
+	enum purge_type t;
+
+	optind = 0; /* glibc: re-initialise after the "+" pass */
+	while ((ch = getopt_long(argc, argv, "t:h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 't': type = optarg; break;
+		case 'r': reason = optarg; break;
+		case 'w': wait = 1; break;
+		case 'T': timeout = parse_timeout(optarg); break;
+		case 'h':
+			sub_help("enqueue", "enqueue INSTALL [-t|--type object|page|cdn|all] "
+			    "[--reason TEXT] [--wait [--timeout SECONDS]]");
+		default: exit(EXIT_USAGE);
+		}
+	}
+	if (optind != argc - 1)
+		die(EXIT_USAGE, "enqueue takes one INSTALL id (see enqueue --help)");
+	install = argv[optind];
+	if (purge_type_parse(type, &t) != 0)
+		die(EXIT_USAGE, "--type must be object, page, cdn or all, not %s", type);
+	if (!uuid_valid(install))
+		die(EXIT_USAGE, "INSTALL must be a WP Engine install id (a UUID), not %s", install);
+	if (timeout >= 0 && !wait)
+		die(EXIT_USAGE, "--timeout goes with --wait");
+	req = op("enqueue");
+	json_object_object_add(req, "install", json_object_new_string(install));
+	json_object_object_add(req, "type", json_object_new_string(type));
+	if (reason != NULL)
+		json_object_object_add(req, "reason", json_object_new_string(reason));
+	o = simple(req);
+	check_answer(o);
+	if (json_out)
+		print_json(o);
+	else
+		printf("request %lld queued: %s job %lld\n", (long long)iget(o, "id"),
+		    json_object_get_boolean(json_object_object_get(o, "coalesced")) ?
+		    "joined" : "new", (long long)iget(o, "job"));
+	fflush(stdout);
+	int64_t id = iget(o, "id");
+	json_object_put(o);
+	return wait ? do_wait(id, timeout) : EXIT_OK;
+}
+
+static int
+cmd_id(const char *name, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	double timeout = -1;
+	int ch, is_wait = strcmp(name, "wait") == 0;
+	json_object *req, *o;
+	int64_t id;
+
+	optind = 0; /* glibc: re-initialise after the "+" pass */
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'T':
+			if (!is_wait)
+				die(EXIT_USAGE, "%s takes no --timeout", name);
+			timeout = parse_timeout(optarg);
+			break;
+		case 'h':
+			sub_help(name, is_wait ? "wait ID [--timeout SECONDS]" :
+			    strcmp(name, "cancel") == 0 ? "cancel ID" : "status ID");
+		default: exit(EXIT_USAGE);
+		}
+	}
+	if (optind != argc - 1)
+		die(EXIT_USAGE, "%s takes one request ID", name);
+	id = parse_id(argv[optind]);
+	if (is_wait)
+		return do_wait(id, timeout);
+	req = op(name);
+	json_object_object_add(req, "id", json_object_new_int64(id));
+	o = simple(req);
+	check_answer(o);
+	if (json_out)
+		print_json(o);
+	else if (strcmp(name, "cancel") == 0)
+		printf("request %lld cancelled\n", (long long)id);
+	else
+		print_status(o);
+	json_object_put(o);
+	return EXIT_OK;
+}
+
+static void
+print_list(json_object *o)
+{
+	json_object *jobs, *e;
+	size_t i, n;
+	const char *next;
+
+	if (!json_object_object_get_ex(o, "jobs", &jobs) || (n = json_object_array_length(jobs))
+	    == 0) {
+		printf("no unfinished jobs%s\n", json_object_get_boolean(
+		    json_object_object_get(o, "paused")) ? " (sending is paused)" : "");
+		return;
+	}
+	printf("%-6s %-36s %-6s %-8s %4s %4s %-24s %s\n", "JOB", "INSTALL", "TYPE", "STATE",
+	    "REQS", "TRY", "NEXT/STARTED", "WAITING FOR");
+	for (i = 0; i < n; i++) {
+		e = json_object_array_get_idx(jobs, i);
+		next = sget(e, "next_attempt_at");
+		if (next == NULL)
+			next = sget(e, "started_at");
+		printf("%-6lld %-36s %-6s %-8s %4lld %4lld %-24s %s", (long long)iget(e, "job"),
+		    sget(e, "install"), sget(e, "type"), sget(e, "state"),
+		    (long long)iget(e, "requests"), (long long)iget(e, "attempts"),
+		    next ? next : "-", sget(e, "waiting_for") ? sget(e, "waiting_for") : "");
+		if (sget(e, "message") != NULL)
+			printf(" (last: %s)", sget(e, "message"));
+		putchar('\n');
+	}
+	if ((int64_t)n < iget(o, "total"))
+		printf("... %lld more\n", (long long)(iget(o, "total") - (int64_t)n));
+}
+
+static void
+print_stats(json_object *o)
+{
+	json_object_object_foreach(o, key, val) {
+		if (strcmp(key, "ok") == 0)
+			continue;
+		if (val != NULL && json_object_is_type(val, json_type_object)) {
+			json_object_object_foreach(val, k2, v2)
+				printf("%s.%-18s %s\n", key, k2, json_object_get_string(v2));
+			continue;
+		}
+		printf("%-22s %s\n", key, val ? json_object_get_string(val) : "-");
+	}
+}
+
+static int
+cmd_simple(const char *name, int argc, char **argv)
+{
+	json_object *o;
+
+	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
+		sub_help(name, name);
+	if (argc != 1)
+		die(EXIT_USAGE, "%s takes no arguments", name);
+	o = simple(op(name));
+	check_answer(o);
+	if (json_out)
+		print_json(o);
+	else if (strcmp(name, "list") == 0)
+		print_list(o);
+	else if (strcmp(name, "stats") == 0)
+		print_stats(o);
+	else if (strcmp(name, "ping") == 0)
+		printf("wpe-purged %s (protocol %lld) is alive\n", sget(o, "version"),
+		    (long long)iget(o, "protocol"));
+	else
+		printf("sending %s\n", strcmp(name, "pause") == 0 ? "paused" : "resumed");
+	json_object_put(o);
+	return EXIT_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *cmd;
+	int ch;
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((sock_path = getenv("WPE_PURGED_SOCKET")) == NULL || *sock_path == '\0')
+		sock_path = PROTO_DEFAULT_SOCKET;
+	/* "+": stop at the command; its own options are parsed by the command. */
+	while ((ch = getopt_long(argc, argv, "+s:hV", lo, NULL)) != -1) {
+		switch (ch) {
+		case 's': sock_path = optarg; break;
+		case 'j': json_out = 1; break;
+		case 'h': usage(EXIT_OK);
+		case 'V': printf("wpe-purgectl %s (protocol %d)\n", WPE_VERSION, PROTO_VERSION);
+			return EXIT_OK;
+		default: usage(EXIT_USAGE);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc < 1)
+		usage(EXIT_USAGE);
+	cmd = argv[0];
+	if (strcmp(cmd, "enqueue") == 0)
+		return cmd_enqueue(argc, argv);
+	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "wait") == 0 ||
+	    strcmp(cmd, "cancel") == 0)
+		return cmd_id(cmd, argc, argv);
+	if (strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0 ||
+	    strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
+	    strcmp(cmd, "ping") == 0)
+		return cmd_simple(cmd, argc, argv);
+	die(EXIT_USAGE, "unknown command \"%s\" (see --help)", cmd);
+}

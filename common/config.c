@@ -1,0 +1,427 @@
+/* config.c: parse wpe-purged.conf (INI syntax through libinih) and the credentials file. */
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "config.h"
+#include "proto.h"
+
+enum key_kind { K_PATH, K_STRING, K_MODE, K_INT, K_DURATION, K_LOGLEVEL, K_URL };
+
+static const struct key {
+	const char *section;
+	const char *name;
+	enum key_kind kind;
+	size_t off;
+	int64_t min, max;
+} keys[] = {
+	{ "daemon", "socket", K_PATH, offsetof(struct config, socket), 1, 107 },
+	{ "daemon", "socket_mode", K_MODE, offsetof(struct config, socket_mode), 0, 0777 },
+	{ "daemon", "database", K_PATH, offsetof(struct config, database), 1, 4096 },
+	{ "daemon", "log_level", K_LOGLEVEL, offsetof(struct config, log_level), 0, 0 },
+	{ "daemon", "retention", K_DURATION, offsetof(struct config, retention), 60, 366 * 86400 },
+	{ "api", "base_url", K_URL, offsetof(struct config, base_url), 0, 0 },
+	{ "api", "credentials_file", K_PATH, offsetof(struct config, credentials_file), 1, 4096 },
+	{ "api", "ca_file", K_PATH, offsetof(struct config, ca_file), 1, 4096 },
+	{ "api", "max_in_flight", K_INT, offsetof(struct config, max_in_flight), 1, 64 },
+	{ "api", "timeout", K_DURATION, offsetof(struct config, timeout), 1, 600 },
+	{ "limits", "object_interval", K_DURATION,
+	    offsetof(struct config, limits.interval[CLASS_OBJECT]), 0, 86400 },
+	{ "limits", "page_interval", K_DURATION,
+	    offsetof(struct config, limits.interval[CLASS_PAGE]), 0, 86400 },
+	{ "limits", "cdn_interval", K_DURATION,
+	    offsetof(struct config, limits.interval[CLASS_CDN]), 0, 86400 },
+	{ "limits", "retry_initial", K_DURATION, offsetof(struct config, limits.retry_initial),
+	    1, 3600 },
+	{ "limits", "retry_max", K_DURATION, offsetof(struct config, limits.retry_max), 1,
+	    86400 },
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+struct parse_state {
+	struct config *cfg;
+	unsigned int seen; /* bit per key: duplicates are errors */
+	char *error;       /* reason for the first failing line */
+};
+
+void
+config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->socket = xstrdup(PROTO_DEFAULT_SOCKET);
+	cfg->socket_mode = 0660;
+	cfg->database = xstrdup("/var/lib/wpe-purged/queue.sqlite");
+	cfg->log_level = LOG_INFO;
+	cfg->retention = 7 * 86400;
+	cfg->base_url = xstrdup("https://api.wpengineapi.com/v1");
+	cfg->max_in_flight = 4;
+	cfg->timeout = 30;
+	cfg->limits.interval[CLASS_OBJECT] = 60;
+	cfg->limits.interval[CLASS_PAGE] = 0;
+	cfg->limits.interval[CLASS_CDN] = 0;
+	cfg->limits.retry_initial = 5;
+	cfg->limits.retry_max = 900;
+}
+
+int
+config_parse_duration(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+	char buf[32], *end;
+	size_t len = strlen(s);
+	int64_t mult = 1, v;
+
+	if (len == 0 || len >= sizeof buf)
+		return -1;
+	memcpy(buf, s, len + 1);
+	end = buf + len - 1;
+	switch (*end) {
+	case 's': mult = 1; *end = '\0'; break;
+	case 'm': mult = 60; *end = '\0'; break;
+	case 'h': mult = 3600; *end = '\0'; break;
+	case 'd': mult = 86400; *end = '\0'; break;
+	default: break;
+	}
+	if (buf[0] == '+' || buf[0] == '-' || parse_int64(buf, 0, INT32_MAX, &v) != 0)
+		return -1;
+	v *= mult;
+	if (v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int
+url_host_is_loopback(const char *host, size_t len)
+{
+	if (len == 9 && strncasecmp(host, "localhost", 9) == 0)
+		return 1;
+	if (len == 5 && strncmp(host, "[::1]", 5) == 0)
+		return 1;
+	if (len >= 4 && strncmp(host, "127.", 4) == 0) {
+		size_t i;
+
+		for (i = 4; i < len; i++) {
+			if (!isdigit((unsigned char)host[i]) && host[i] != '.')
+				return 0;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+int
+config_check_url(const char *url, char **cause)
+{
+	const char *host, *p;
+	size_t hostlen;
+	int plain;
+
+	if (strncmp(url, "https://", 8) == 0) {
+		plain = 0;
+		host = url + 8;
+	} else if (strncmp(url, "http://", 7) == 0) {
+		plain = 1;
+		host = url + 7;
+	} else {
+		xasprintf(cause, "base_url must start with https://");
+		return -1;
+	}
+	for (p = url; *p != '\0'; p++) {
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '?' ||
+		    *p == '#' || *p == '@' || *p == '\\') {
+			xasprintf(cause, "base_url may not hold spaces, user info, a query or a "
+			    "fragment");
+			return -1;
+		}
+	}
+	if (*host == '[')
+		hostlen = strcspn(host, "]") + 1;
+	else
+		hostlen = strcspn(host, ":/");
+	if (hostlen == 0 || hostlen > strlen(host)) {
+		xasprintf(cause, "base_url has no host");
+		return -1;
+	}
+	if (plain && !url_host_is_loopback(host, hostlen)) {
+		xasprintf(cause, "base_url uses plain http:// for a host that is not loopback; "
+		    "credentials are only ever sent over https");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+set_key(struct parse_state *ps, const struct key *k, const char *value)
+{
+	char *field = (char *)ps->cfg + k->off, *end, *cause;
+	int64_t v;
+	long mode;
+
+	switch (k->kind) {
+	case K_PATH:
+	case K_STRING:
+		if (*value == '\0' || strlen(value) > (size_t)k->max) {
+			xasprintf(&ps->error, "%s must be between 1 and %lld characters", k->name,
+			    (long long)k->max);
+			return -1;
+		}
+		if (k->kind == K_PATH && value[0] != '/') {
+			xasprintf(&ps->error, "%s must be an absolute path", k->name);
+			return -1;
+		}
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case K_MODE:
+		errno = 0;
+		mode = strtol(value, &end, 8);
+		if (*value == '\0' || *end != '\0' || errno != 0 || mode < 0 || mode > 0777) {
+			xasprintf(&ps->error, "%s must be an octal mode such as 0660", k->name);
+			return -1;
+		}
+		*(mode_t *)field = (mode_t)mode;
+		return 0;
+	case K_INT:
+		if (parse_int64(value, k->min, k->max, &v) != 0) {
+			xasprintf(&ps->error, "%s must be a whole number from %lld to %lld",
+			    k->name, (long long)k->min, (long long)k->max);
+			return -1;
+		}
+		*(int64_t *)field = v;
+		return 0;
+	case K_DURATION:
+		if (config_parse_duration(value, k->min, k->max, &v) != 0) {
+			xasprintf(&ps->error, "%s must be a duration from %llds to %llds "
+			    "(a number of seconds, or with a suffix s, m, h or d)", k->name,
+			    (long long)k->min, (long long)k->max);
+			return -1;
+		}
+		*(int64_t *)field = v;
+		return 0;
+	case K_LOGLEVEL:
+		if (log_level_parse(value, (enum log_level *)field) != 0) {
+			xasprintf(&ps->error, "%s must be error, warning, notice, info or debug",
+			    k->name);
+			return -1;
+		}
+		return 0;
+	case K_URL:
+		if (strlen(value) > 1024 || config_check_url(value, &cause) != 0) {
+			if (strlen(value) > 1024)
+				xasprintf(&ps->error, "base_url is too long");
+			else
+				ps->error = cause;
+			return -1;
+		}
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		end = *(char **)field + strlen(value);
+		while (end > *(char **)field + 8 && end[-1] == '/')
+			*--end = '\0';
+		return 0;
+	}
+	return -1;
+}
+
+/* libinih handler: returning 0 makes ini_parse report this line. Keep the first error. */
+static int
+config_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse_state *ps = user;
+	size_t i;
+
+	if (ps->error != NULL)
+		return 1;
+	if (name == NULL) /* a section header alone: checked when a key arrives */
+		return 1;
+	for (i = 0; i < NKEYS; i++) {
+		if (strcmp(section, keys[i].section) == 0 && strcmp(name, keys[i].name) == 0)
+			break;
+	}
+	if (i == NKEYS) {
+		for (i = 0; i < NKEYS; i++) {
+			if (strcmp(section, keys[i].section) == 0)
+				break;
+		}
+		if (i == NKEYS)
+			xasprintf(&ps->error, "unknown section [%.64s]", section);
+		else
+			xasprintf(&ps->error, "unknown key \"%.64s\" in [%s]", name, section);
+		return 0;
+	}
+	if (ps->seen & (1u << i)) {
+		xasprintf(&ps->error, "%s is set twice", name);
+		return 0;
+	}
+	ps->seen |= 1u << i;
+	return set_key(ps, &keys[i], value) == 0;
+}
+
+int
+config_load(struct config *cfg, const char *path, char **cause)
+{
+	struct parse_state ps = { cfg, 0, NULL };
+	FILE *f;
+	int line;
+
+	free(cfg->path);
+	cfg->path = xstrdup(path);
+	if ((f = fopen(path, "r")) == NULL) {
+		xasprintf(cause, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	line = ini_parse_file(f, config_handler, &ps);
+	fclose(f);
+	if (line != 0) {
+		if (line > 0)
+			xasprintf(cause, "%s:%d: %s", path, line,
+			    ps.error != NULL ? ps.error : "syntax error (expected key = value)");
+		else
+			xasprintf(cause, "%s: cannot be read", path);
+		free(ps.error);
+		return -1;
+	}
+	if (cfg->limits.retry_max < cfg->limits.retry_initial) {
+		xasprintf(cause, "%s: retry_max (%llds) is less than retry_initial (%llds)",
+		    path, (long long)cfg->limits.retry_max, (long long)cfg->limits.retry_initial);
+		return -1;
+	}
+	return 0;
+}
+
+int
+config_load_credentials(struct config *cfg, char **cause)
+{
+	char buf[1024], *path = NULL, *colon, *end;
+	const char *dir;
+	struct stat sb;
+	ssize_t n;
+	int fd, rc = -1;
+
+	if (cfg->credentials_file != NULL)
+		path = xstrdup(cfg->credentials_file);
+	else if ((dir = getenv("CREDENTIALS_DIRECTORY")) != NULL && *dir != '\0')
+		xasprintf(&path, "%s/%s", dir, CREDENTIAL_NAME);
+	else {
+		xasprintf(cause, "no API credentials: set credentials_file in [api], or start "
+		    "under systemd with LoadCredential=%s:FILE", CREDENTIAL_NAME);
+		return -1;
+	}
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1) {
+		xasprintf(cause, "credentials file %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		xasprintf(cause, "credentials file %s: not a regular file", path);
+		goto out_close;
+	}
+	/* systemd's credential directory is already private; elsewhere insist on 0600/0400. */
+	if (cfg->credentials_file != NULL && (sb.st_mode & 077) != 0) {
+		xasprintf(cause, "credentials file %s is readable by group or others (mode %04o); "
+		    "chmod 600 it", path, (unsigned)(sb.st_mode & 07777));
+		goto out_close;
+	}
+	n = read(fd, buf, sizeof buf);
+	if (n < 0) {
+		xasprintf(cause, "credentials file %s: %s", path, strerror(errno));
+		goto out_close;
+	}
+	if ((size_t)n == sizeof buf) {
+		xasprintf(cause, "credentials file %s: longer than one short line", path);
+		goto out_close;
+	}
+	buf[n] = '\0';
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	if (n > 0 && buf[n - 1] == '\r')
+		buf[--n] = '\0';
+	if (n == 0) {
+		xasprintf(cause, "credentials file %s is empty; it must hold one line "
+		    "API_USER_ID:API_PASSWORD", path);
+		goto out_wipe;
+	}
+	if (memchr(buf, '\0', (size_t)n) != NULL || strpbrk(buf, "\r\n") != NULL) {
+		xasprintf(cause, "credentials file %s must hold exactly one line "
+		    "API_USER_ID:API_PASSWORD", path);
+		goto out_wipe;
+	}
+	if ((colon = strchr(buf, ':')) == NULL || colon == buf || colon[1] == '\0') {
+		xasprintf(cause, "credentials file %s: expected API_USER_ID:API_PASSWORD", path);
+		goto out_wipe;
+	}
+	end = buf + n;
+	if (isspace((unsigned char)buf[0]) || isspace((unsigned char)colon[-1]) ||
+	    isspace((unsigned char)colon[1]) || isspace((unsigned char)end[-1])) {
+		xasprintf(cause, "credentials file %s: white space around the user id or "
+		    "password; remove it", path);
+		goto out_wipe;
+	}
+	*colon = '\0';
+	free(cfg->api_user);
+	cfg->api_user = xstrdup(buf);
+	if (cfg->api_password != NULL)
+		explicit_bzero(cfg->api_password, strlen(cfg->api_password));
+	free(cfg->api_password);
+	cfg->api_password = xstrdup(colon + 1);
+	rc = 0;
+out_wipe:
+	explicit_bzero(buf, sizeof buf);
+out_close:
+	close(fd);
+out:
+	free(path);
+	return rc;
+}
+
+void
+config_print(const struct config *cfg, FILE *f)
+{
+	static const char *cn[NCLASSES] = { "object", "page", "cdn" };
+	int i;
+
+	fprintf(f, "# effective settings from %s\n", cfg->path ? cfg->path : "(defaults)");
+	fprintf(f, "[daemon]\nsocket = %s\nsocket_mode = %04o\ndatabase = %s\n"
+	    "log_level = %s\nretention = %llds\n\n", cfg->socket, (unsigned)cfg->socket_mode,
+	    cfg->database, log_level_name(cfg->log_level), (long long)cfg->retention);
+	fprintf(f, "[api]\nbase_url = %s\n", cfg->base_url);
+	if (cfg->credentials_file != NULL)
+		fprintf(f, "credentials_file = %s\n", cfg->credentials_file);
+	else
+		fprintf(f, "# credentials_file unset: $CREDENTIALS_DIRECTORY/%s\n",
+		    CREDENTIAL_NAME);
+	if (cfg->ca_file != NULL)
+		fprintf(f, "ca_file = %s\n", cfg->ca_file);
+	fprintf(f, "max_in_flight = %lld\ntimeout = %llds\n",
+	    (long long)cfg->max_in_flight, (long long)cfg->timeout);
+	if (cfg->api_user != NULL)
+		fprintf(f, "# api user = %s, password = (redacted)\n", cfg->api_user);
+	fprintf(f, "\n[limits]\n");
+	for (i = 0; i < NCLASSES; i++)
+		fprintf(f, "%s_interval = %llds\n", cn[i], (long long)cfg->limits.interval[i]);
+	fprintf(f, "retry_initial = %llds\nretry_max = %llds\n",
+	    (long long)cfg->limits.retry_initial, (long long)cfg->limits.retry_max);
+}
+
+void
+config_free(struct config *cfg)
+{
+	free(cfg->path);
+	free(cfg->socket);
+	free(cfg->database);
+	free(cfg->base_url);
+	free(cfg->credentials_file);
+	free(cfg->ca_file);
+	free(cfg->api_user);
+	if (cfg->api_password != NULL)
+		explicit_bzero(cfg->api_password, strlen(cfg->api_password));
+	free(cfg->api_password);
+	memset(cfg, 0, sizeof *cfg);
+}

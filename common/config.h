@@ -1,0 +1,65 @@
+/* config.h: the wpe-purged.conf settings, their defaults, and the API credentials. */
+#ifndef WPE_CONFIG_H
+#define WPE_CONFIG_H
+
+#include <sys/types.h>
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/wpe-purged/wpe-purged.conf"
+#define CREDENTIAL_NAME "wpengine-api" /* systemd LoadCredential= name */
+
+/* The limit classes: each purge type covers one or more of them (all covers every one). */
+enum limit_class { CLASS_OBJECT = 0, CLASS_PAGE, CLASS_CDN };
+#define NCLASSES 3
+
+/* The [limits] section: what SIGHUP reloads. All in seconds. */
+struct limits {
+	int64_t interval[NCLASSES];
+	int64_t retry_initial;
+	int64_t retry_max;
+};
+
+struct config {
+	char *path;
+	/* [daemon] */
+	char *socket;
+	mode_t socket_mode;
+	char *database;
+	enum log_level log_level;
+	int64_t retention;
+	/* [api] */
+	char *base_url;          /* no trailing slash */
+	char *credentials_file;  /* NULL: $CREDENTIALS_DIRECTORY/wpengine-api */
+	char *ca_file;           /* NULL: system CAs */
+	int64_t max_in_flight;
+	int64_t timeout;
+	/* [limits] */
+	struct limits limits;
+	/* From the credentials file, never logged. */
+	char *api_user;
+	char *api_password;
+};
+
+/* Fill cfg with the defaults. */
+void config_defaults(struct config *);
+/*
+ * Read path over the defaults. Returns 0, or -1 with *cause set to "file:line: reason"
+ * (caller frees).
+ */
+int config_load(struct config *, const char *path, char **cause);
+/* Read the API credentials the config names. 0, or -1 with *cause. */
+int config_load_credentials(struct config *, char **cause);
+/* Print the effective settings, password redacted. */
+void config_print(const struct config *, FILE *);
+void config_free(struct config *);
+
+/* Parse "90", "90s", "15m", "2h", "7d" into seconds within [min, max]. */
+int config_parse_duration(const char *, int64_t min, int64_t max, int64_t *out);
+/* Validate a base URL; http:// only for loopback hosts. 0, or -1 with *cause. */
+int config_check_url(const char *, char **cause);
+
+#endif

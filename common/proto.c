@@ -1,0 +1,300 @@
+/* proto.c: decoding and validating wire-protocol requests; every input is untrusted. */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "proto.h"
+#include "util.h"
+
+static const char *type_names[PURGE_NTYPES] = { "object", "page", "cdn", "all" };
+
+static const struct {
+	const char *name;
+	enum proto_op op;
+	const char *fields[4]; /* allowed besides "op" */
+} ops[] = {
+	{ "enqueue", OP_ENQUEUE, { "install", "type", "reason", NULL } },
+	{ "status", OP_STATUS, { "id", NULL } },
+	{ "wait", OP_WAIT, { "id", "timeout", NULL } },
+	{ "list", OP_LIST, { NULL } },
+	{ "stats", OP_STATS, { NULL } },
+	{ "cancel", OP_CANCEL, { "id", NULL } },
+	{ "pause", OP_PAUSE, { NULL } },
+	{ "resume", OP_RESUME, { NULL } },
+	{ "ping", OP_PING, { NULL } },
+};
+
+const char *
+purge_type_name(enum purge_type t)
+{
+	return type_names[t];
+}
+
+int
+purge_type_parse(const char *s, enum purge_type *out)
+{
+	int i;
+
+	for (i = 0; i < PURGE_NTYPES; i++) {
+		if (strcmp(s, type_names[i]) == 0) {
+			*out = (enum purge_type)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int
+fail(const char **code, char **cause, const char *c, const char *fmt, ...)
+    printflike(4, 5);
+
+static int
+fail(const char **code, char **cause, const char *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	*code = c;
+	va_start(ap, fmt);
+	if (vasprintf(cause, fmt, ap) < 0)
+		fatalx("out of memory");
+	va_end(ap);
+	return -1;
+}
+
+/* A JSON string that holds valid UTF-8 with no control characters. */
+static int
+text_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	unsigned int c, need;
+
+	while (p < end) {
+		c = *p++;
+		if (c < 0x20 || c == 0x7f)
+			return 0;
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3;
+		else
+			return 0;
+		if ((size_t)(end - p) < need)
+			return 0;
+		/* reject overlongs and surrogates */
+		if ((c == 0xe0 && p[0] < 0xa0) || (c == 0xed && p[0] > 0x9f) ||
+		    (c == 0xf0 && p[0] < 0x90) || (c == 0xf4 && p[0] > 0x8f))
+			return 0;
+		while (need-- > 0) {
+			if ((*p++ & 0xc0) != 0x80)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+static int
+get_id(json_object *obj, int64_t *out, const char **code, char **cause)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(obj, "id", &v))
+		return fail(code, cause, "missing_field", "field \"%s\" is required", "id");
+	if (!json_object_is_type(v, json_type_int))
+		return fail(code, cause, "bad_type", "field \"%s\" must be an integer", "id");
+	errno = 0;
+	*out = json_object_get_int64(v);
+	if (errno != 0 || *out <= 0)
+		return fail(code, cause, "bad_value", "field \"%s\" must be a positive integer",
+		    "id");
+	return 0;
+}
+
+static int
+get_string(json_object *obj, const char *key, int required, const char **out,
+    size_t *len, const char **code, char **cause)
+{
+	json_object *v;
+
+	*out = NULL;
+	if (!json_object_object_get_ex(obj, key, &v)) {
+		if (required)
+			return fail(code, cause, "missing_field", "field \"%s\" is required", key);
+		return 0;
+	}
+	if (!json_object_is_type(v, json_type_string))
+		return fail(code, cause, "bad_type", "field \"%s\" must be a string", key);
+	*out = json_object_get_string(v);
+	*len = (size_t)json_object_get_string_len(v);
+	if (strlen(*out) != *len || !text_valid(*out, *len))
+		return fail(code, cause, "bad_value",
+		    "field \"%s\" holds control characters or invalid UTF-8", key);
+	return 0;
+}
+
+int
+proto_request_parse(const char *line, size_t len, struct proto_request *req,
+    const char **code, char **cause)
+{
+	json_tokener *tok;
+	json_object *obj = NULL, *v;
+	enum json_tokener_error jerr;
+	const char *opname, *s;
+	size_t i, j, slen;
+	int rc = -1;
+
+	memset(req, 0, sizeof *req);
+	req->timeout_ms = -1;
+	*cause = NULL;
+
+	if (len > PROTO_MAX_LINE)
+		return fail(code, cause, "line_too_long", "request longer than %d bytes", PROTO_MAX_LINE);
+	if (memchr(line, '\0', len) != NULL)
+		return fail(code, cause, "bad_json", "request holds a NUL byte");
+
+	if ((tok = json_tokener_new_ex(PROTO_MAX_DEPTH)) == NULL)
+		fatalx("out of memory");
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	obj = json_tokener_parse_ex(tok, line, (int)len);
+	jerr = json_tokener_get_error(tok);
+	if (obj == NULL || jerr != json_tokener_success ||
+	    json_tokener_get_parse_end(tok) != len) {
+		if (jerr == json_tokener_continue)
+			jerr = json_tokener_error_parse_eof;
+		fail(code, cause, "bad_json", "request is not one JSON object: %s",
+		    obj != NULL && jerr == json_tokener_success ? "trailing data" :
+		    json_tokener_error_desc(jerr));
+		goto out;
+	}
+	if (!json_object_is_type(obj, json_type_object)) {
+		fail(code, cause, "bad_json", "request must be a JSON object");
+		goto out;
+	}
+	if (!json_object_object_get_ex(obj, "op", &v)) {
+		fail(code, cause, "missing_field", "field \"%s\" is required", "op");
+		goto out;
+	}
+	if (!json_object_is_type(v, json_type_string)) {
+		fail(code, cause, "bad_type", "field \"%s\" must be a string", "op");
+		goto out;
+	}
+	opname = json_object_get_string(v);
+	for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+		if (strcmp(opname, ops[i].name) == 0)
+			break;
+	}
+	if (i == sizeof ops / sizeof ops[0]) {
+		fail(code, cause, "unknown_op", "unknown op \"%.64s\"", opname);
+		goto out;
+	}
+	req->op = ops[i].op;
+
+	json_object_object_foreach(obj, key, val) {
+		(void)val;
+		if (strcmp(key, "op") == 0)
+			continue;
+		for (j = 0; ops[i].fields[j] != NULL; j++) {
+			if (strcmp(key, ops[i].fields[j]) == 0)
+				break;
+		}
+		if (ops[i].fields[j] == NULL) {
+			fail(code, cause, "unknown_field", "unknown field \"%.64s\"", key);
+			goto out;
+		}
+	}
+
+	switch (req->op) {
+	case OP_ENQUEUE:
+		if (get_string(obj, "install", 1, &s, &slen, code, cause) != 0)
+			goto out;
+		if (slen != 36 || !uuid_valid(s)) {
+			fail(code, cause, "bad_install",
+			    "install must be a WP Engine install id (a UUID), not \"%.64s\"", s);
+			goto out;
+		}
+		for (j = 0; j < 36; j++)
+			req->install[j] = (char)tolower((unsigned char)s[j]);
+		req->install[36] = '\0';
+		if (get_string(obj, "type", 0, &s, &slen, code, cause) != 0)
+			goto out;
+		if (s == NULL)
+			req->type = PURGE_ALL;
+		else if (purge_type_parse(s, &req->type) != 0) {
+			fail(code, cause, "bad_type",
+			    "type must be object, page, cdn or all, not \"%.32s\"", s);
+			goto out;
+		}
+		if (get_string(obj, "reason", 0, &s, &slen, code, cause) != 0)
+			goto out;
+		if (s != NULL) {
+			if (slen > PROTO_MAX_REASON) {
+				fail(code, cause, "bad_value", "reason is longer than %d bytes",
+				    PROTO_MAX_REASON);
+				goto out;
+			}
+			req->reason = xstrdup(s);
+		}
+		break;
+	case OP_STATUS:
+	case OP_CANCEL:
+		if (get_id(obj, &req->id, code, cause) != 0)
+			goto out;
+		break;
+	case OP_WAIT:
+		if (get_id(obj, &req->id, code, cause) != 0)
+			goto out;
+		if (json_object_object_get_ex(obj, "timeout", &v)) {
+			double d;
+
+			if (!json_object_is_type(v, json_type_int) &&
+			    !json_object_is_type(v, json_type_double)) {
+				fail(code, cause, "bad_type", "field \"%s\" must be a number",
+				    "timeout");
+				goto out;
+			}
+			d = json_object_get_double(v);
+			if (!isfinite(d) || d < 0 || d > PROTO_MAX_WAIT) {
+				fail(code, cause, "bad_value",
+				    "timeout must be between 0 and %d seconds", PROTO_MAX_WAIT);
+				goto out;
+			}
+			req->timeout_ms = (int64_t)(d * 1000);
+		}
+		break;
+	default:
+		break;
+	}
+	rc = 0;
+out:
+	if (rc != 0)
+		proto_request_free(req);
+	json_object_put(obj);
+	json_tokener_free(tok);
+	return rc;
+}
+
+void
+proto_request_free(struct proto_request *req)
+{
+	free(req->reason);
+	req->reason = NULL;
+}
+
+json_object *
+proto_error(const char *code, const char *message)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "ok", json_object_new_boolean(0));
+	json_object_object_add(o, "error", json_object_new_string(code));
+	json_object_object_add(o, "message", json_object_new_string(message));
+	return o;
+}

@@ -1,0 +1,53 @@
+/* proto.h: the wpe-purged wire protocol: newline-delimited JSON over a Unix stream socket. */
+#ifndef WPE_PROTO_H
+#define WPE_PROTO_H
+
+#include <stdint.h>
+
+struct json_object;
+
+/*
+ * Bump PROTO_VERSION if any of these change: the ops, their fields, the answers'
+ * fields or the error codes. docs/protocol.md describes version 1.
+ */
+#define PROTO_VERSION 1
+
+#define PROTO_MAX_LINE (64 * 1024)   /* longer unterminated line: error, then close */
+#define PROTO_MAX_DEPTH 4            /* JSON nesting allowed in a request */
+#define PROTO_MAX_REASON 1024        /* bytes of "reason" text kept */
+#define PROTO_MAX_WAIT (7 * 86400)   /* longest "timeout" of a wait, seconds */
+#define PROTO_DEFAULT_SOCKET "/run/wpe-purged/wpe-purged.sock"
+
+enum purge_type { PURGE_OBJECT = 0, PURGE_PAGE, PURGE_CDN, PURGE_ALL };
+#define PURGE_NTYPES 4
+
+enum proto_op {
+	OP_ENQUEUE, OP_STATUS, OP_WAIT, OP_LIST, OP_STATS, OP_CANCEL, OP_PAUSE, OP_RESUME,
+	OP_PING
+};
+
+struct proto_request {
+	enum proto_op op;
+	char install[37];       /* enqueue: lower-case UUID */
+	enum purge_type type;   /* enqueue */
+	char *reason;           /* enqueue: optional, NULL if absent */
+	int64_t id;             /* status, wait, cancel */
+	int64_t timeout_ms;     /* wait: -1 for none */
+};
+
+const char *purge_type_name(enum purge_type);
+int purge_type_parse(const char *, enum purge_type *);
+
+/*
+ * Decode one request line (no newline). Returns 0 and fills req (free with
+ * proto_request_free), or -1 and sets *code to a machine error code and *cause to a
+ * sentence for a person (free it).
+ */
+int proto_request_parse(const char *line, size_t len, struct proto_request *req,
+    const char **code, char **cause);
+void proto_request_free(struct proto_request *);
+
+/* An error answer object {"ok":false,"error":code,"message":message}. */
+struct json_object *proto_error(const char *code, const char *message);
+
+#endif

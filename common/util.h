@@ -1,0 +1,50 @@
+/* util.h: allocation wrappers, logging, clocks and small string helpers shared by all programs. */
+#ifndef WPE_UTIL_H
+#define WPE_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WPE_VERSION "0.1.0"
+
+#ifndef __dead
+#define __dead __attribute__((__noreturn__))
+#endif
+#define printflike(a, b) __attribute__((format(printf, a, b)))
+
+enum log_level { LOG_ERROR = 0, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG };
+
+void *xmalloc(size_t);
+void *xcalloc(size_t, size_t);
+void *xrealloc(void *, size_t);
+char *xstrdup(const char *);
+int xasprintf(char **, const char *, ...) printflike(2, 3);
+
+void log_init(const char *progname);
+void log_set_level(enum log_level);
+enum log_level log_get_level(void);
+int log_level_parse(const char *, enum log_level *);
+const char *log_level_name(enum log_level);
+void log_msg(enum log_level, const char *, ...) printflike(2, 3);
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_notice(...) log_msg(LOG_NOTICE, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+/* fatal: start-up failures and broken invariants only, never client input. */
+__dead void fatal(const char *, ...) printflike(1, 2);
+__dead void fatalx(const char *, ...) printflike(1, 2);
+
+/* Wall clock and monotonic clock in milliseconds. */
+int64_t clock_wall_ms(void);
+int64_t clock_mono_ms(void);
+/* Format unix milliseconds as RFC 3339 UTC ("2026-11-27T12:00:00.123Z"); buf >= 32. */
+char *fmt_rfc3339(int64_t ms, char *buf, size_t len);
+
+/* Parse a whole decimal integer in [min, max]; 0 on success, -1 otherwise. */
+int parse_int64(const char *, int64_t min, int64_t max, int64_t *out);
+/* Is s a canonical UUID (8-4-4-4-12 hex digits)? Upper case is accepted. */
+int uuid_valid(const char *s);
+
+#endif

@@ -1,0 +1,1331 @@
+/* queue.c: the purge queue: group commit, coalescing, the scheduling timer, outcomes. */
+#include "compat.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue.h"
+#include "sched.h"
+#include "sender.h"
+#include "util.h"
+
+#define INSTALL_HASH 1024
+#define LIST_MAX 1000            /* jobs shown by "list" */
+#define PRUNE_BATCH 500
+#define PRUNE_EVERY_MS (60 * 1000)
+
+struct job;
+TAILQ_HEAD(jobs, job);
+
+/* One install: its limit state and its unfinished jobs. Times are monotonic ms. */
+struct install {
+	char id[37];
+	struct class_state cls[NCLASSES];
+	struct jobs jobs;
+	struct install *hnext;
+};
+
+/* An unfinished job (queued or sending). Finished jobs live only in the store. */
+struct job {
+	int64_t id;
+	struct install *install;
+	enum purge_type type;
+	enum job_state state;
+	int attempts;
+	int64_t not_before;  /* monotonic ms: transient-failure backoff */
+	long http_status;
+	char *message;
+	int64_t created_at;  /* wall ms */
+	int64_t started_at;  /* wall ms */
+	int64_t prev_start[NCLASSES]; /* windows before this attempt, to give back */
+	int64_t last_attempt;  /* monotonic ms this attempt started */
+	int64_t absorbed_into; /* during a group commit: the "all" job that took it over */
+	TAILQ_ENTRY(job) ientry; /* install->jobs */
+	TAILQ_ENTRY(job) qentry; /* queue->jobs, in id order */
+};
+
+/* An enqueue waiting for this loop turn's group commit. */
+struct pending {
+	struct proto_request req;
+	uid_t uid;
+	pid_t pid;
+	queue_answer_cb cb;      /* NULL once forgotten */
+	void *arg;
+	int64_t request_id, job_id;
+	int coalesced;
+	TAILQ_ENTRY(pending) entry;
+};
+
+struct waiter {
+	struct queue *q;
+	int64_t request_id;
+	int64_t job_id;
+	struct event *timer;
+	queue_answer_cb cb;
+	void *arg;
+	TAILQ_ENTRY(waiter) entry;
+};
+
+struct stats {
+	uint64_t requests, coalesced, jobs, cancelled;
+	uint64_t api_calls, api_2xx, api_400, api_401, api_403, api_404, api_429, api_5xx,
+	    api_other, api_transport;
+	uint64_t retries, done, failed, commits;
+};
+
+struct queue {
+	struct event_base *base;
+	struct config *cfg;
+	struct limits limits;
+	struct store *store;
+	struct sender *sender;
+	struct install *installs[INSTALL_HASH];
+	struct jobs jobs;
+	TAILQ_HEAD(, pending) pending;
+	TAILQ_HEAD(, waiter) waiters;
+	struct event *flush_ev;  /* lowest priority: runs after this turn's reads */
+	struct event *timer;     /* the one scheduling timer */
+	struct event *prune_ev;
+	struct event *grace_ev;
+	struct outage outage;
+	struct stats stats;
+	int paused;
+	int stopping;
+	int running, rerun;
+	int flush_armed;    /* queue_run re-entrancy guard */
+	int warned_401;
+	int64_t started_wall;
+	void (*stopped_cb)(void *);
+	void *stopped_arg;
+};
+
+static void queue_run(struct queue *);
+static void queue_run_once(struct queue *);
+static void queue_sent(void *, void *, const struct send_result *);
+
+static int64_t
+now_mono(void)
+{
+	return clock_mono_ms();
+}
+
+/* Persisted times are wall clock; the running daemon measures on the monotonic clock. */
+static int64_t
+to_wall(int64_t mono)
+{
+	return mono == 0 ? 0 : mono + (clock_wall_ms() - clock_mono_ms());
+}
+
+static int64_t
+to_mono(int64_t wall)
+{
+	return wall == 0 ? 0 : wall - (clock_wall_ms() - clock_mono_ms());
+}
+
+static unsigned
+install_hash(const char *id)
+{
+	unsigned h = 2166136261u;
+
+	while (*id != '\0')
+		h = (h ^ (unsigned char)*id++) * 16777619u;
+	return h % INSTALL_HASH;
+}
+
+static struct install *
+install_get(struct queue *q, const char *id, int create)
+{
+	unsigned h = install_hash(id);
+	struct install *in;
+
+	for (in = q->installs[h]; in != NULL; in = in->hnext) {
+		if (strcmp(in->id, id) == 0)
+			return in;
+	}
+	if (!create)
+		return NULL;
+	in = xcalloc(1, sizeof *in);
+	memcpy(in->id, id, sizeof in->id);
+	TAILQ_INIT(&in->jobs);
+	in->hnext = q->installs[h];
+	q->installs[h] = in;
+	return in;
+}
+
+static struct job *
+job_new(struct queue *q, int64_t id, struct install *in, enum purge_type type)
+{
+	struct job *j = xcalloc(1, sizeof *j), *t;
+
+	j->id = id;
+	j->install = in;
+	j->type = type;
+	j->state = JOB_QUEUED;
+	TAILQ_INSERT_TAIL(&in->jobs, j, ientry);
+	/* Keep the global list in id order (loaded jobs arrive in order; new ones are last). */
+	TAILQ_FOREACH_REVERSE(t, &q->jobs, jobs, qentry) {
+		if (t->id < id)
+			break;
+	}
+	if (t == NULL)
+		TAILQ_INSERT_HEAD(&q->jobs, j, qentry);
+	else
+		TAILQ_INSERT_AFTER(&q->jobs, t, j, qentry);
+	return j;
+}
+
+static void
+job_free(struct queue *q, struct job *j)
+{
+	TAILQ_REMOVE(&j->install->jobs, j, ientry);
+	TAILQ_REMOVE(&q->jobs, j, qentry);
+	free(j->message);
+	free(j);
+}
+
+static struct job *
+job_find(struct queue *q, int64_t id)
+{
+	struct job *j;
+
+	TAILQ_FOREACH(j, &q->jobs, qentry) {
+		if (j->id == id)
+			return j;
+	}
+	return NULL;
+}
+
+static void
+job_set_message(struct job *j, const char *msg)
+{
+	free(j->message);
+	j->message = msg != NULL ? xstrdup(msg) : NULL;
+}
+
+/* The store's view of a job, for writing. */
+static void
+job_row(const struct job *j, struct store_job *row, int64_t finished_at)
+{
+	memset(row, 0, sizeof *row);
+	row->id = j->id;
+	row->state = j->state;
+	row->attempts = j->attempts;
+	row->not_before = to_wall(j->not_before);
+	row->http_status = j->http_status;
+	row->message = j->message;
+	row->started_at = j->started_at;
+	row->finished_at = finished_at;
+}
+
+static void
+load_job(void *arg, const struct store_job *row)
+{
+	struct queue *q = arg;
+	struct job *j;
+	int64_t now = now_mono(), nb;
+
+	j = job_new(q, row->id, install_get(q, row->install, 1), row->type);
+	j->attempts = row->attempts;
+	nb = to_mono(row->not_before);
+	/* A clock set back across a restart must not strand a job for long. */
+	if (nb > now + q->limits.retry_max * 1000)
+		nb = now + q->limits.retry_max * 1000;
+	j->not_before = nb;
+	j->http_status = row->http_status;
+	job_set_message(j, row->message);
+	j->created_at = row->created_at;
+	j->started_at = row->started_at;
+}
+
+static void
+load_limit(void *arg, const char *install, int cls, const struct class_state *cs)
+{
+	struct queue *q = arg;
+	struct install *in = install_get(q, install, 1);
+	int64_t now = now_mono(), max_block = now + q->limits.retry_max * 1000;
+
+	in->cls[cls] = *cs;
+	in->cls[cls].last_start = to_mono(cs->last_start);
+	in->cls[cls].blocked_until = to_mono(cs->blocked_until);
+	/* Never trust a persisted time in the future more than the rules allow. */
+	if (in->cls[cls].last_start > now)
+		in->cls[cls].last_start = now;
+	if (in->cls[cls].blocked_until > max_block)
+		in->cls[cls].blocked_until = max_block;
+}
+
+/* Drop every queued job from memory and read them again from the store. */
+static void
+queue_reload_queued(struct queue *q)
+{
+	struct job *j, *t;
+
+	TAILQ_FOREACH_SAFE(j, &q->jobs, qentry, t) {
+		if (j->state == JOB_QUEUED)
+			job_free(q, j);
+	}
+	if (store_load(q->store, load_job, load_limit, q) != 0)
+		log_error("reloading the queue failed; will retry on the next change");
+}
+
+static void
+timer_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	queue_run(arg);
+}
+
+static void flush_cb(evutil_socket_t, short, void *);
+static void prune_cb(evutil_socket_t, short, void *);
+
+struct queue *
+queue_create(struct event_base *base, struct config *cfg, struct store *store)
+{
+	struct queue *q = xcalloc(1, sizeof *q);
+
+	q->base = base;
+	q->cfg = cfg;
+	q->limits = cfg->limits;
+	q->store = store;
+	TAILQ_INIT(&q->jobs);
+	TAILQ_INIT(&q->pending);
+	TAILQ_INIT(&q->waiters);
+	q->flush_ev = event_new(base, -1, 0, flush_cb, q);
+	q->timer = evtimer_new(base, timer_cb, q);
+	q->prune_ev = evtimer_new(base, prune_cb, q);
+	if (q->flush_ev == NULL || q->timer == NULL || q->prune_ev == NULL)
+		fatalx("out of memory creating events");
+	/* Priority 2 (lowest of 3): the commit runs once this turn's reads are handled. */
+	event_priority_set(q->flush_ev, 2);
+	q->sender = sender_create(base, cfg, queue_sent, q);
+	q->started_wall = clock_wall_ms();
+	return q;
+}
+
+int
+queue_start(struct queue *q)
+{
+	struct timeval tv = { 1, 0 };
+	int n;
+
+	if ((n = store_recover(q->store)) < 0)
+		return -1;
+	if (n > 0)
+		log_notice("%d job(s) were being sent when the daemon stopped; queued again", n);
+	if (store_load(q->store, load_job, load_limit, q) != 0)
+		return -1;
+	evtimer_add(q->prune_ev, &tv);
+	queue_run(q);
+	return 0;
+}
+
+static void
+waiter_free(struct queue *q, struct waiter *w)
+{
+	TAILQ_REMOVE(&q->waiters, w, entry);
+	if (w->timer != NULL)
+		event_free(w->timer);
+	free(w);
+}
+
+void
+queue_free(struct queue *q)
+{
+	struct pending *p;
+	struct job *j;
+	struct install *in, *next;
+	int i;
+
+	while ((p = TAILQ_FIRST(&q->pending)) != NULL) {
+		TAILQ_REMOVE(&q->pending, p, entry);
+		proto_request_free(&p->req);
+		free(p);
+	}
+	while (!TAILQ_EMPTY(&q->waiters))
+		waiter_free(q, TAILQ_FIRST(&q->waiters));
+	sender_free(q->sender);
+	while ((j = TAILQ_FIRST(&q->jobs)) != NULL)
+		job_free(q, j);
+	for (i = 0; i < INSTALL_HASH; i++) {
+		for (in = q->installs[i]; in != NULL; in = next) {
+			next = in->hnext;
+			free(in);
+		}
+	}
+	event_free(q->flush_ev);
+	event_free(q->timer);
+	event_free(q->prune_ev);
+	if (q->grace_ev != NULL)
+		event_free(q->grace_ev);
+	free(q);
+}
+
+/* Answers ----------------------------------------------------------------------- */
+
+static json_object *
+answer_ok(void)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "ok", json_object_new_boolean(1));
+	return o;
+}
+
+static json_object *
+answer_error(const char *code, const char *fmt, ...) printflike(2, 3);
+
+static json_object *
+answer_error(const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	return proto_error(code, msg);
+}
+
+static void
+add_time(json_object *o, const char *key, int64_t wall)
+{
+	char buf[32];
+
+	json_object_object_add(o, key, wall == 0 ? NULL :
+	    json_object_new_string(fmt_rfc3339(wall, buf, sizeof buf)));
+}
+
+static void
+add_str(json_object *o, const char *key, const char *s)
+{
+	json_object_object_add(o, key, s == NULL ? NULL : json_object_new_string(s));
+}
+
+static json_object *
+status_object(const struct store_status *ss)
+{
+	json_object *o = answer_ok();
+
+	json_object_object_add(o, "id", json_object_new_int64(ss->id));
+	add_str(o, "install", ss->install);
+	add_str(o, "type", purge_type_name(ss->type));
+	add_str(o, "state", job_state_name(ss->state));
+	json_object_object_add(o, "job", json_object_new_int64(ss->job));
+	add_str(o, "job_type", purge_type_name(ss->job_type));
+	json_object_object_add(o, "attempts", json_object_new_int(ss->attempts));
+	json_object_object_add(o, "http_status", ss->http_status == 0 ? NULL :
+	    json_object_new_int((int)ss->http_status));
+	add_str(o, "message", ss->message);
+	add_str(o, "reason", ss->reason);
+	add_time(o, "enqueued_at", ss->enqueued_at);
+	add_time(o, "finished_at", ss->finished_at);
+	return o;
+}
+
+static int
+state_final(enum job_state s)
+{
+	return s == JOB_DONE || s == JOB_FAILED || s == JOB_CANCELLED;
+}
+
+json_object *
+queue_status(struct queue *q, int64_t id)
+{
+	struct store_status ss;
+	json_object *o;
+	int rc;
+
+	rc = store_request_get(q->store, id, &ss);
+	if (rc < 0)
+		return answer_error("storage", "the queue database failed: %s",
+		    store_errmsg(q->store));
+	if (rc == 0)
+		return answer_error("not_found", "there is no request %lld (it may have been "
+		    "pruned after the retention period)", (long long)id);
+	o = status_object(&ss);
+	/* While it waits, say when it may go out next. */
+	if (!state_final(ss.state)) {
+		struct job *j = job_find(q, ss.job);
+
+		if (j != NULL && j->state == JOB_QUEUED)
+			add_time(o, "next_attempt_at", to_wall(sched_ready_at(j->install->cls,
+			    &q->limits, j->type, j->not_before)));
+	}
+	store_status_free(&ss);
+	return o;
+}
+
+/* Waiters ------------------------------------------------------------------------ */
+
+/* Answer (and free) every waiter on request id, or on any request of job if id is 0. */
+static void
+waiters_wake(struct queue *q, int64_t request_id, int64_t job_id)
+{
+	struct waiter *w, *t;
+	struct store_status ss;
+	json_object *o;
+	int rc;
+
+	TAILQ_FOREACH_SAFE(w, &q->waiters, entry, t) {
+		if (request_id != 0 ? w->request_id != request_id : w->job_id != job_id)
+			continue;
+		rc = store_request_get(q->store, w->request_id, &ss);
+		if (rc == 1 && !state_final(ss.state)) {
+			/* Still unfinished (e.g. a cancelled sibling): keep waiting. */
+			w->job_id = ss.job;
+			store_status_free(&ss);
+			continue;
+		}
+		if (rc == 1) {
+			o = status_object(&ss);
+			store_status_free(&ss);
+		} else
+			o = answer_error("storage", "request %lld could not be read",
+			    (long long)w->request_id);
+		w->cb(w->arg, o);
+		waiter_free(q, w);
+	}
+}
+
+static void
+waiter_timeout(evutil_socket_t fd, short events, void *arg)
+{
+	struct waiter *w = arg;
+	struct queue *q = w->q;
+	json_object *o;
+
+	(void)fd;
+	(void)events;
+	o = answer_error("timeout", "request %lld is not finished yet; it stays queued",
+	    (long long)w->request_id);
+	json_object_object_add(o, "id", json_object_new_int64(w->request_id));
+	w->cb(w->arg, o);
+	waiter_free(q, w);
+}
+
+struct waiter *
+queue_wait(struct queue *q, int64_t id, int64_t timeout_ms, queue_answer_cb cb, void *arg)
+{
+	struct store_status ss;
+	struct waiter *w;
+	struct timeval tv;
+	int rc;
+
+	rc = store_request_get(q->store, id, &ss);
+	if (rc <= 0 || state_final(ss.state)) {
+		if (rc == 1)
+			store_status_free(&ss);
+		cb(arg, queue_status(q, id));
+		return NULL;
+	}
+	w = xcalloc(1, sizeof *w);
+	w->q = q;
+	w->request_id = id;
+	w->job_id = ss.job;
+	w->cb = cb;
+	w->arg = arg;
+	store_status_free(&ss);
+	if (timeout_ms >= 0) {
+		w->timer = evtimer_new(q->base, waiter_timeout, w);
+		tv.tv_sec = timeout_ms / 1000;
+		tv.tv_usec = (timeout_ms % 1000) * 1000;
+		evtimer_add(w->timer, &tv);
+	}
+	TAILQ_INSERT_TAIL(&q->waiters, w, entry);
+	return w;
+}
+
+void
+queue_wait_cancel(struct queue *q, struct waiter *w)
+{
+	waiter_free(q, w);
+}
+
+/* Enqueue and group commit --------------------------------------------------------- */
+
+void *
+queue_enqueue(struct queue *q, const struct proto_request *req, uid_t uid, pid_t pid,
+    queue_answer_cb cb, void *arg)
+{
+	struct pending *p = xcalloc(1, sizeof *p);
+
+	p->req = *req;
+	p->req.reason = req->reason != NULL ? xstrdup(req->reason) : NULL;
+	p->uid = uid;
+	p->pid = pid;
+	p->cb = cb;
+	p->arg = arg;
+	TAILQ_INSERT_TAIL(&q->pending, p, entry);
+	if (!q->flush_armed) {
+		q->flush_armed = 1;
+		event_active(q->flush_ev, 0, 0);
+	}
+	return p;
+}
+
+void
+queue_enqueue_forget(struct queue *q, void *handle)
+{
+	struct pending *p = handle;
+
+	(void)q;
+	p->cb = NULL;
+}
+
+/* Place one request: join a queued job or make a new one. Memory and store together. */
+static int
+place(struct queue *q, struct pending *p, int64_t now_wall, struct jobs *absorbed)
+{
+	struct install *in = install_get(q, p->req.install, 1);
+	enum purge_type types[PURGE_NTYPES * 2];
+	struct job *queued[PURGE_NTYPES * 2], *j, *t;
+	size_t n = 0;
+	int idx;
+
+	TAILQ_FOREACH(j, &in->jobs, ientry) {
+		if (j->state == JOB_QUEUED && n < sizeof queued / sizeof queued[0]) {
+			queued[n] = j;
+			types[n++] = j->type;
+		}
+	}
+	idx = sched_coalesce(p->req.type, types, n);
+	if (idx >= 0) {
+		j = queued[idx];
+		p->coalesced = 1;
+	} else {
+		int64_t nb = 0, id;
+		int attempts = 0;
+		size_t i;
+
+		/* A new "all" job inherits the backoff of the jobs it absorbs. */
+		if (p->req.type == PURGE_ALL) {
+			for (i = 0; i < n; i++) {
+				if (queued[i]->not_before > nb)
+					nb = queued[i]->not_before;
+				if (queued[i]->attempts > attempts)
+					attempts = queued[i]->attempts;
+			}
+		}
+		id = store_job_insert(q->store, in->id, p->req.type, to_wall(nb), attempts,
+		    now_wall);
+		if (id < 0)
+			return -1;
+		j = job_new(q, id, in, p->req.type);
+		j->not_before = nb;
+		j->attempts = attempts;
+		j->created_at = now_wall;
+		if (p->req.type == PURGE_ALL) {
+			for (i = 0; i < n; i++) {
+				t = queued[i];
+				if (store_requests_move(q->store, t->id, id) != 0 ||
+				    store_job_delete(q->store, t->id) != 0)
+					return -1;
+				/* Out of the scheduling lists; freed or restored after commit. */
+				TAILQ_REMOVE(&in->jobs, t, ientry);
+				TAILQ_REMOVE(&q->jobs, t, qentry);
+				t->absorbed_into = id;
+				TAILQ_INSERT_TAIL(absorbed, t, qentry);
+			}
+		}
+		q->stats.jobs++;
+	}
+	p->job_id = j->id;
+	p->request_id = store_request_insert(q->store, j->id, in->id, p->req.type,
+	    p->req.reason, (int64_t)p->uid, (int64_t)p->pid, p->coalesced, now_wall);
+	return p->request_id < 0 ? -1 : 0;
+}
+
+static void
+flush_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct queue *q = arg;
+	struct pending *p;
+	struct jobs absorbed = TAILQ_HEAD_INITIALIZER(absorbed);
+	struct job *t;
+	struct waiter *w;
+	json_object *o;
+	int64_t now_wall = clock_wall_ms();
+	int failed = 0, n = 0;
+	char err[256] = "";
+
+	(void)fd;
+	(void)events;
+	q->flush_armed = 0;
+	if (TAILQ_EMPTY(&q->pending))
+		return;
+	if (store_begin(q->store) != 0)
+		failed = 1;
+	TAILQ_FOREACH(p, &q->pending, entry) {
+		if (failed || place(q, p, now_wall, &absorbed) != 0) {
+			failed = 1;
+			break;
+		}
+		n++;
+	}
+	if (!failed && store_commit(q->store) != 0)
+		failed = 1;
+	if (failed) {
+		snprintf(err, sizeof err, "%s", store_errmsg(q->store));
+		store_rollback(q->store);
+		log_error("could not commit %d request(s): %s", n + 1, err);
+		/* Memory may hold jobs the store does not: read the queued ones again. */
+		while ((t = TAILQ_FIRST(&absorbed)) != NULL) {
+			TAILQ_REMOVE(&absorbed, t, qentry);
+			free(t->message);
+			free(t);
+		}
+		queue_reload_queued(q);
+	} else {
+		q->stats.commits++;
+		while ((t = TAILQ_FIRST(&absorbed)) != NULL) {
+			TAILQ_REMOVE(&absorbed, t, qentry);
+			TAILQ_FOREACH(w, &q->waiters, entry) {
+				if (w->job_id == t->id)
+					w->job_id = t->absorbed_into;
+			}
+			free(t->message);
+			free(t);
+		}
+	}
+
+	while ((p = TAILQ_FIRST(&q->pending)) != NULL) {
+		TAILQ_REMOVE(&q->pending, p, entry);
+		if (failed)
+			o = answer_error("storage", "the request was not queued: the queue "
+			    "database failed (%s); try again", err);
+		else {
+			q->stats.requests++;
+			if (p->coalesced)
+				q->stats.coalesced++;
+			log_info("request %lld: %s purge of %s from uid %ld pid %ld, %s job %lld",
+			    (long long)p->request_id, purge_type_name(p->req.type), p->req.install,
+			    (long)p->uid, (long)p->pid, p->coalesced ? "joined" : "new",
+			    (long long)p->job_id);
+			o = answer_ok();
+			json_object_object_add(o, "id", json_object_new_int64(p->request_id));
+			json_object_object_add(o, "job", json_object_new_int64(p->job_id));
+			json_object_object_add(o, "coalesced",
+			    json_object_new_boolean(p->coalesced));
+			json_object_object_add(o, "state", json_object_new_string("queued"));
+		}
+		if (p->cb != NULL)
+			p->cb(p->arg, o);
+		else
+			json_object_put(o);
+		proto_request_free(&p->req);
+		free(p);
+	}
+	queue_run(q);
+}
+
+/* Cancel, pause, list, stats ---------------------------------------------------------- */
+
+json_object *
+queue_cancel(struct queue *q, int64_t id, uid_t uid)
+{
+	struct store_status ss;
+	struct job *j;
+	struct store_job row;
+	int64_t now_wall = clock_wall_ms();
+	int rc, live;
+
+	(void)uid;
+	rc = store_request_get(q->store, id, &ss);
+	if (rc < 0)
+		return answer_error("storage", "the queue database failed: %s",
+		    store_errmsg(q->store));
+	if (rc == 0)
+		return answer_error("not_found", "there is no request %lld", (long long)id);
+	if (state_final(ss.state)) {
+		json_object *o = answer_error("finished", "request %lld is already %s",
+		    (long long)id, job_state_name(ss.state));
+
+		store_status_free(&ss);
+		return o;
+	}
+	j = job_find(q, ss.job);
+	store_status_free(&ss);
+	if (store_begin(q->store) != 0)
+		goto fail;
+	if (store_request_cancel(q->store, id, now_wall) < 0)
+		goto fail;
+	if ((live = store_job_live_requests(q->store, j != NULL ? j->id : 0)) < 0)
+		goto fail;
+	/* The job goes when nobody needs it any more, unless its HTTP request started. */
+	if (j != NULL && live == 0 && j->state == JOB_QUEUED) {
+		j->state = JOB_CANCELLED;
+		job_row(j, &row, now_wall);
+		if (store_job_update(q->store, &row) != 0) {
+			j->state = JOB_QUEUED;
+			goto fail;
+		}
+	}
+	if (store_commit(q->store) != 0) {
+		if (j != NULL)
+			j->state = JOB_QUEUED;
+		goto fail;
+	}
+	q->stats.cancelled++;
+	log_info("request %lld cancelled", (long long)id);
+	if (j != NULL && j->state == JOB_CANCELLED)
+		job_free(q, j);
+	waiters_wake(q, id, 0);
+	queue_run(q);
+	return queue_status(q, id);
+fail:
+	store_rollback(q->store);
+	return answer_error("storage", "the queue database failed: %s", store_errmsg(q->store));
+}
+
+json_object *
+queue_pause(struct queue *q, int paused)
+{
+	json_object *o = answer_ok();
+
+	if (q->paused != paused)
+		log_notice("sending %s", paused ? "paused" : "resumed");
+	q->paused = paused;
+	json_object_object_add(o, "paused", json_object_new_boolean(paused));
+	queue_run(q);
+	return o;
+}
+
+/* Why a queued job is not going out now: for people reading "list". */
+static const char *
+job_waiting_for(struct queue *q, struct job *j, int64_t now, int64_t ready)
+{
+	static const char *cn[NCLASSES] = { "object", "page", "cdn" };
+	static char buf[64];
+	unsigned mask = sched_type_classes(j->type);
+	struct job *o;
+	int c;
+
+	if (j->state == JOB_SENDING)
+		return "response";
+	if (q->paused)
+		return "resume (sending is paused)";
+	if (ready > now) {
+		if (ready == j->not_before)
+			return "retry backoff";
+		for (c = 0; c < NCLASSES; c++) {
+			if ((mask & (1u << c)) && ready == j->install->cls[c].blocked_until) {
+				snprintf(buf, sizeof buf, "%s rate limit (429)", cn[c]);
+				return buf;
+			}
+		}
+		for (c = 0; c < NCLASSES; c++) {
+			if ((mask & (1u << c)) && ready == j->install->cls[c].last_start +
+			    q->limits.interval[c] * 1000) {
+				snprintf(buf, sizeof buf, "%s window", cn[c]);
+				return buf;
+			}
+		}
+		return "its window";
+	}
+	TAILQ_FOREACH(o, &j->install->jobs, ientry) {
+		if (o->state == JOB_SENDING &&
+		    (sched_type_classes(o->type) & mask) != 0)
+			return "the install's purge in flight";
+	}
+	if (sched_outage_next(&q->outage) != 0)
+		return "the API to recover (outage backoff)";
+	return "a free sending slot";
+}
+
+json_object *
+queue_list(struct queue *q)
+{
+	json_object *o = answer_ok(), *arr = json_object_new_array(), *e;
+	struct job *j;
+	int64_t now = now_mono(), ready;
+	int n = 0, total = 0, live;
+
+	TAILQ_FOREACH(j, &q->jobs, qentry) {
+		total++;
+		if (n >= LIST_MAX)
+			continue;
+		n++;
+		e = json_object_new_object();
+		json_object_object_add(e, "job", json_object_new_int64(j->id));
+		add_str(e, "install", j->install->id);
+		add_str(e, "type", purge_type_name(j->type));
+		add_str(e, "state", job_state_name(j->state));
+		live = store_job_live_requests(q->store, j->id);
+		json_object_object_add(e, "requests", json_object_new_int(live < 0 ? 0 : live));
+		json_object_object_add(e, "attempts", json_object_new_int(j->attempts));
+		ready = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
+		if (j->state == JOB_QUEUED)
+			add_time(e, "next_attempt_at", to_wall(ready > now ? ready : now));
+		else
+			add_time(e, "started_at", j->started_at);
+		add_str(e, "waiting_for", job_waiting_for(q, j, now, ready));
+		json_object_object_add(e, "http_status", j->http_status == 0 ? NULL :
+		    json_object_new_int((int)j->http_status));
+		add_str(e, "message", j->message);
+		add_time(e, "created_at", j->created_at);
+		json_object_array_add(arr, e);
+	}
+	json_object_object_add(o, "jobs", arr);
+	json_object_object_add(o, "total", json_object_new_int(total));
+	json_object_object_add(o, "paused", json_object_new_boolean(q->paused));
+	return o;
+}
+
+json_object *
+queue_stats(struct queue *q, int connections)
+{
+	json_object *o = answer_ok(), *api = json_object_new_object();
+	struct stats *s = &q->stats;
+	struct job *j;
+	int queued = 0, sending = 0, waiters = 0;
+	struct waiter *w;
+
+	TAILQ_FOREACH(j, &q->jobs, qentry) {
+		if (j->state == JOB_SENDING)
+			sending++;
+		else
+			queued++;
+	}
+	TAILQ_FOREACH(w, &q->waiters, entry)
+		waiters++;
+#define ADD(obj, k, v) json_object_object_add(obj, k, json_object_new_int64((int64_t)(v)))
+	ADD(o, "requests", s->requests);
+	ADD(o, "coalesced", s->coalesced);
+	ADD(o, "jobs", s->jobs);
+	ADD(o, "done", s->done);
+	ADD(o, "failed", s->failed);
+	ADD(o, "cancelled", s->cancelled);
+	ADD(o, "retries", s->retries);
+	ADD(o, "rate_limited", s->api_429);
+	ADD(o, "api_calls", s->api_calls);
+	ADD(api, "2xx", s->api_2xx);
+	ADD(api, "400", s->api_400);
+	ADD(api, "401", s->api_401);
+	ADD(api, "403", s->api_403);
+	ADD(api, "404", s->api_404);
+	ADD(api, "429", s->api_429);
+	ADD(api, "5xx", s->api_5xx);
+	ADD(api, "other", s->api_other);
+	ADD(api, "no_answer", s->api_transport);
+	json_object_object_add(o, "api", api);
+	ADD(o, "commits", s->commits);
+	ADD(o, "queued_jobs", queued);
+	ADD(o, "sending_jobs", sending);
+	ADD(o, "waiters", waiters);
+	ADD(o, "connections", connections);
+	ADD(o, "uptime", (clock_wall_ms() - q->started_wall) / 1000);
+#undef ADD
+	json_object_object_add(o, "paused", json_object_new_boolean(q->paused));
+	json_object_object_add(o, "outage", json_object_new_boolean(
+	    sched_outage_next(&q->outage) != 0));
+	add_str(o, "version", WPE_VERSION);
+	json_object_object_add(o, "protocol", json_object_new_int(PROTO_VERSION));
+	return o;
+}
+
+void
+queue_summary(struct queue *q, char *buf, size_t len)
+{
+	struct job *j;
+	int queued = 0, sending = 0;
+	int64_t next = INT64_MAX, now = now_mono(), r;
+
+	TAILQ_FOREACH(j, &q->jobs, qentry) {
+		if (j->state == JOB_SENDING) {
+			sending++;
+			continue;
+		}
+		queued++;
+		r = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
+		if (r < next)
+			next = r;
+	}
+	if (q->paused)
+		snprintf(buf, len, "paused; queued %d, sending %d", queued, sending);
+	else if (queued > 0 && next > now)
+		snprintf(buf, len, "queued %d, sending %d, next purge in %lld s", queued, sending,
+		    (long long)((next - now + 999) / 1000));
+	else
+		snprintf(buf, len, "queued %d, sending %d", queued, sending);
+}
+
+void
+queue_reload(struct queue *q, const struct limits *lim)
+{
+	q->limits = *lim;
+	queue_run(q);
+}
+
+/* Sending --------------------------------------------------------------------------- */
+
+static int
+classes_busy(struct install *in, enum purge_type t)
+{
+	unsigned mask = sched_type_classes(t);
+	struct job *j;
+
+	TAILQ_FOREACH(j, &in->jobs, ientry) {
+		if (j->state == JOB_SENDING && (sched_type_classes(j->type) & mask) != 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Commit "sending" and the window it opens, then hand the job to the sender. */
+static int
+job_start(struct queue *q, struct job *j, int64_t now)
+{
+	struct class_state saved[NCLASSES];
+	struct store_job row;
+	unsigned mask = sched_type_classes(j->type);
+	char *cause = NULL;
+	int c;
+
+	memcpy(saved, j->install->cls, sizeof saved);
+	j->state = JOB_SENDING;
+	j->attempts++;
+	j->last_attempt = now;
+	j->started_at = clock_wall_ms();
+	if (store_begin(q->store) != 0)
+		goto fail;
+	for (c = 0; c < NCLASSES; c++) {
+		if (!(mask & (1u << c)))
+			continue;
+		j->prev_start[c] = j->install->cls[c].last_start;
+		j->install->cls[c].last_start = now;
+		struct class_state w = j->install->cls[c];
+		w.last_start = to_wall(w.last_start);
+		w.blocked_until = to_wall(w.blocked_until);
+		if (store_limit_put(q->store, j->install->id, c, &w) != 0)
+			goto fail;
+	}
+	job_row(j, &row, 0);
+	if (store_job_update(q->store, &row) != 0 || store_commit(q->store) != 0)
+		goto fail;
+	if (sender_start(q->sender, j, j->install->id, j->type, &cause) != 0) {
+		struct send_result r = { 0, 0, cause, 1, NULL, NULL, 0 };
+
+		queue_sent(q, j, &r);
+		free(cause);
+		return 0;
+	}
+	q->stats.api_calls++;
+	if (j->attempts > 1)
+		q->stats.retries++;
+	log_info("job %lld: sending %s purge of %s (attempt %d)", (long long)j->id,
+	    purge_type_name(j->type), j->install->id, j->attempts);
+	return 0;
+fail:
+	store_rollback(q->store);
+	memcpy(j->install->cls, saved, sizeof saved);
+	j->state = JOB_QUEUED;
+	j->attempts--;
+	j->not_before = now + q->limits.retry_initial * 1000;
+	log_error("job %lld: could not record the start of sending: %s; retrying later",
+	    (long long)j->id, store_errmsg(q->store));
+	return -1;
+}
+
+/* Start every job that may go now and arm the one timer for the earliest that may not. */
+static void
+queue_run(struct queue *q)
+{
+	if (q->running) {
+		q->rerun = 1;
+		return;
+	}
+	q->running = 1;
+	do {
+		q->rerun = 0;
+		queue_run_once(q);
+	} while (q->rerun);
+	q->running = 0;
+}
+
+static void
+queue_run_once(struct queue *q)
+{
+	struct job *j, *t;
+	int64_t now = now_mono(), next = INT64_MAX, ready, o;
+	struct timeval tv;
+
+	evtimer_del(q->timer);
+	if (q->paused || q->stopping)
+		return;
+	TAILQ_FOREACH_SAFE(j, &q->jobs, qentry, t) {
+		if (j->state != JOB_QUEUED)
+			continue;
+		ready = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
+		if (ready > now) {
+			if (ready < next)
+				next = ready;
+			continue;
+		}
+		if (sender_in_flight(q->sender) >= q->cfg->max_in_flight)
+			break; /* a completion runs us again */
+		if (classes_busy(j->install, j->type))
+			continue;
+		if (!sched_outage_allows(&q->outage, now, sender_in_flight(q->sender))) {
+			o = sched_outage_next(&q->outage);
+			if (o > now && o < next)
+				next = o;
+			break;
+		}
+		job_start(q, j, now);
+		if (j->state == JOB_QUEUED && j->not_before < next)
+			next = j->not_before;
+	}
+	if (next != INT64_MAX) {
+		o = next - now;
+		if (o < 0)
+			o = 0;
+		tv.tv_sec = o / 1000;
+		tv.tv_usec = (o % 1000) * 1000;
+		evtimer_add(q->timer, &tv);
+	}
+}
+
+static void
+count_status(struct stats *s, const struct send_result *r)
+{
+	if (!r->transport_ok)
+		s->api_transport++;
+	else if (r->status >= 200 && r->status <= 299)
+		s->api_2xx++;
+	else if (r->status == 400)
+		s->api_400++;
+	else if (r->status == 401)
+		s->api_401++;
+	else if (r->status == 403)
+		s->api_403++;
+	else if (r->status == 404)
+		s->api_404++;
+	else if (r->status == 429)
+		s->api_429++;
+	else if (r->status >= 500 && r->status <= 599)
+		s->api_5xx++;
+	else
+		s->api_other++;
+}
+
+static void
+check_stopped(struct queue *q)
+{
+	void (*cb)(void *) = q->stopped_cb;
+
+	if (q->stopping && cb != NULL && sender_in_flight(q->sender) == 0) {
+		q->stopped_cb = NULL;
+		cb(q->stopped_arg);
+	}
+}
+
+/* The sender's answer for one job: persist the outcome first, then tell waiters. */
+static void
+queue_sent(void *arg, void *job, const struct send_result *r)
+{
+	struct queue *q = arg;
+	struct job *j = job;
+	struct install *in = j->install;
+	struct class_state saved[NCLASSES];
+	struct store_job row;
+	enum sched_outcome out = sched_classify(r->transport_ok, r->status);
+	unsigned mask = sched_type_classes(j->type);
+	int64_t now = now_mono(), now_wall = clock_wall_ms(), delay, finished = 0;
+	char msg[SENDER_MAX_MESSAGE + 64];
+	int c, final = 0;
+
+	count_status(&q->stats, r);
+	memcpy(saved, in->cls, sizeof saved);
+	if (!r->transport_ok)
+		snprintf(msg, sizeof msg, "no answer from the API: %s", r->error);
+	else if (r->message != NULL)
+		snprintf(msg, sizeof msg, "%s", r->message);
+	else
+		snprintf(msg, sizeof msg, "HTTP %ld", r->status);
+	j->http_status = r->transport_ok ? r->status : 0;
+
+	switch (out) {
+	case OUTCOME_DONE:
+		j->state = JOB_DONE;
+		job_set_message(j, r->message);
+		for (c = 0; c < NCLASSES; c++) {
+			if (mask & (1u << c))
+				in->cls[c].strikes = 0;
+		}
+		sched_outage_answer(&q->outage);
+		final = 1;
+		break;
+	case OUTCOME_RATE_LIMITED:
+		j->state = JOB_QUEUED;
+		job_set_message(j, msg);
+		for (c = 0; c < NCLASSES; c++) {
+			if (!(mask & (1u << c)))
+				continue;
+			in->cls[c].strikes++;
+			if (r->retry_after == NULL || sched_retry_after(r->retry_after, now_wall,
+			    q->limits.retry_max * 1000, &delay) != 0)
+				delay = sched_backoff_429(in->cls[c].strikes, q->limits.interval[c],
+				    &q->limits);
+			if (now + delay > in->cls[c].blocked_until)
+				in->cls[c].blocked_until = now + delay;
+		}
+		sched_outage_answer(&q->outage);
+		break;
+	case OUTCOME_TRANSIENT:
+		j->state = JOB_QUEUED;
+		job_set_message(j, msg);
+		j->not_before = now + sched_backoff_transient(j->attempts, &q->limits,
+		    arc4random());
+		/* An attempt the API never acted on gives the window back. */
+		if (!sched_attempt_counts(r->transport_ok, r->status, r->connect_failed)) {
+			for (c = 0; c < NCLASSES; c++) {
+				if ((mask & (1u << c)) && in->cls[c].last_start == j->last_attempt)
+					in->cls[c].last_start = j->prev_start[c];
+			}
+		}
+		sched_outage_failure(&q->outage, &q->limits, now, arc4random());
+		break;
+	case OUTCOME_PERMANENT:
+		j->state = JOB_FAILED;
+		job_set_message(j, msg);
+		sched_outage_answer(&q->outage);
+		final = 1;
+		if (r->status == 401 && !q->warned_401) {
+			q->warned_401 = 1;
+			log_error("THE API REJECTS OUR CREDENTIALS (HTTP 401: %s): every purge will "
+			    "fail until the credentials file is fixed", msg);
+		}
+		break;
+	}
+	if (final)
+		finished = now_wall;
+
+	if (store_begin(q->store) != 0)
+		goto fail;
+	job_row(j, &row, finished);
+	if (store_job_update(q->store, &row) != 0)
+		goto fail;
+	if (final && store_requests_finish(q->store, j->id, j->state, now_wall) != 0)
+		goto fail;
+	for (c = 0; c < NCLASSES; c++) {
+		struct class_state w;
+
+		if (!(mask & (1u << c)))
+			continue;
+		w = in->cls[c];
+		w.last_start = to_wall(w.last_start);
+		w.blocked_until = to_wall(w.blocked_until);
+		if (store_limit_put(q->store, in->id, c, &w) != 0)
+			goto fail;
+	}
+	if (store_commit(q->store) != 0)
+		goto fail;
+
+	log_msg(out == OUTCOME_DONE ? LOG_INFO : LOG_WARNING,
+	    "job %lld: %s purge of %s: %s (%s) after %.2fs%s", (long long)j->id,
+	    purge_type_name(j->type), in->id, sched_outcome_name(out), msg, r->seconds,
+	    final ? "" : ", will retry");
+	if (final) {
+		if (out == OUTCOME_DONE)
+			q->stats.done++;
+		else
+			q->stats.failed++;
+		int64_t id = j->id;
+		job_free(q, j);
+		waiters_wake(q, 0, id);
+	}
+	goto out;
+fail:
+	/*
+	 * The outcome is not on disk: the store still says "sending", so a restart sends it
+	 * again. Keep it queued in memory and try later; purges are idempotent.
+	 */
+	log_error("job %lld: could not record the API's answer: %s", (long long)j->id,
+	    store_errmsg(q->store));
+	store_rollback(q->store);
+	memcpy(in->cls, saved, sizeof saved);
+	j->state = JOB_QUEUED;
+	j->not_before = now + q->limits.retry_initial * 1000;
+out:
+	check_stopped(q);
+	queue_run(q);
+}
+
+/* Shutdown and pruning ----------------------------------------------------------------- */
+
+static void
+requeue_aborted(void *arg, void *job)
+{
+	struct queue *q = arg;
+	struct job *j = job;
+	struct store_job row;
+
+	j->state = JOB_QUEUED;
+	j->attempts--;
+	job_row(j, &row, 0);
+	/* Best effort: if this fails, the restart recovery queues it anyway. */
+	store_job_update(q->store, &row);
+	log_notice("job %lld: aborted at shutdown; it stays queued", (long long)j->id);
+}
+
+static void
+grace_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct queue *q = arg;
+
+	(void)fd;
+	(void)events;
+	log_warn("%d purge(s) still in flight at the end of the shutdown grace period",
+	    sender_in_flight(q->sender));
+	sender_abort_all(q->sender, requeue_aborted, q);
+	check_stopped(q);
+}
+
+void
+queue_shutdown(struct queue *q, int64_t grace_ms, void (*done)(void *), void *arg)
+{
+	struct timeval tv = { grace_ms / 1000, (grace_ms % 1000) * 1000 };
+
+	q->stopping = 1;
+	q->stopped_cb = done;
+	q->stopped_arg = arg;
+	evtimer_del(q->timer);
+	evtimer_del(q->prune_ev);
+	/* Commit what this turn accepted before anything else. */
+	if (!TAILQ_EMPTY(&q->pending))
+		flush_cb(-1, 0, q);
+	if (sender_in_flight(q->sender) > 0) {
+		log_notice("waiting up to %lld ms for %d purge(s) in flight", (long long)grace_ms,
+		    sender_in_flight(q->sender));
+		q->grace_ev = evtimer_new(q->base, grace_cb, q);
+		evtimer_add(q->grace_ev, &tv);
+	}
+	check_stopped(q);
+}
+
+static void
+prune_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct queue *q = arg;
+	struct timeval tv = { PRUNE_EVERY_MS / 1000, 0 };
+	int n = 0;
+
+	(void)fd;
+	(void)events;
+	if (store_begin(q->store) == 0) {
+		n = store_prune(q->store, clock_wall_ms() - q->cfg->retention * 1000,
+		    PRUNE_BATCH);
+		if (n < 0 || store_commit(q->store) != 0) {
+			store_rollback(q->store);
+			n = 0;
+		}
+	}
+	if (n > 0)
+		log_debug("pruned %d finished row(s) older than the retention period", n);
+	/* A full batch means more is waiting: come back soon, but yield to the loop. */
+	if (n >= PRUNE_BATCH)
+		tv.tv_sec = 1;
+	evtimer_add(q->prune_ev, &tv);
+}

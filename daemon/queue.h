@@ -1,0 +1,59 @@
+/* queue.h: the purge queue: requests, jobs, coalescing, sending and waiting. */
+#ifndef WPE_QUEUE_H
+#define WPE_QUEUE_H
+
+#include <sys/types.h>
+
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <json-c/json.h>
+
+#include "config.h"
+#include "proto.h"
+#include "store.h"
+
+struct queue;
+struct waiter;
+
+/* Answer for an enqueue once its group commit is done: a JSON object the callee owns. */
+typedef void (*queue_answer_cb)(void *arg, json_object *answer);
+
+struct queue *queue_create(struct event_base *, struct config *, struct store *);
+/* Load the queue from the store and start scheduling. 0, or -1. */
+int queue_start(struct queue *);
+void queue_free(struct queue *);
+
+/*
+ * Enqueue: committed with the other requests of this loop turn, then answered through cb.
+ * Returns a handle for queue_enqueue_forget if the asker goes away first.
+ */
+void *queue_enqueue(struct queue *, const struct proto_request *, uid_t, pid_t,
+    queue_answer_cb, void *arg);
+void queue_enqueue_forget(struct queue *, void *handle);
+
+json_object *queue_status(struct queue *, int64_t id);
+/*
+ * Wait for a request to finish. Answers at once (returns NULL) when it already is or does
+ * not exist; otherwise returns a waiter that will answer through cb exactly once, unless
+ * it is cancelled first with queue_wait_cancel.
+ */
+struct waiter *queue_wait(struct queue *, int64_t id, int64_t timeout_ms, queue_answer_cb,
+    void *arg);
+void queue_wait_cancel(struct queue *, struct waiter *);
+json_object *queue_cancel(struct queue *, int64_t id, uid_t);
+json_object *queue_list(struct queue *);
+json_object *queue_stats(struct queue *, int connections);
+json_object *queue_pause(struct queue *, int paused);
+
+/* Apply new [limits] after SIGHUP and reschedule. */
+void queue_reload(struct queue *, const struct limits *);
+/*
+ * Stop sending: no new requests start; those in flight get grace_ms to finish. done is
+ * called once nothing is in flight any more.
+ */
+void queue_shutdown(struct queue *, int64_t grace_ms, void (*done)(void *), void *arg);
+/* A one-line summary for sd_notify STATUS=. */
+void queue_summary(struct queue *, char *buf, size_t len);
+
+#endif

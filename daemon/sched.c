@@ -1,0 +1,200 @@
+/* sched.c: coalescing, eligibility windows, backoff arithmetic and answer classification. */
+#include <ctype.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "sched.h"
+
+unsigned
+sched_type_classes(enum purge_type t)
+{
+	switch (t) {
+	case PURGE_OBJECT:
+		return 1u << CLASS_OBJECT;
+	case PURGE_PAGE:
+		return 1u << CLASS_PAGE;
+	case PURGE_CDN:
+		return 1u << CLASS_CDN;
+	case PURGE_ALL:
+		break;
+	}
+	return (1u << NCLASSES) - 1;
+}
+
+int
+sched_coalesce(enum purge_type t, const enum purge_type *queued, size_t n)
+{
+	size_t i;
+
+	/* A queued "all" covers anything. */
+	for (i = 0; i < n; i++) {
+		if (queued[i] == PURGE_ALL)
+			return (int)i;
+	}
+	if (t == PURGE_ALL)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (queued[i] == t)
+			return (int)i;
+	}
+	return -1;
+}
+
+int64_t
+sched_ready_at(const struct class_state cs[NCLASSES], const struct limits *lim,
+    enum purge_type t, int64_t not_before)
+{
+	unsigned mask = sched_type_classes(t);
+	int64_t at = not_before, w;
+	int c;
+
+	for (c = 0; c < NCLASSES; c++) {
+		if (!(mask & (1u << c)))
+			continue;
+		if (cs[c].last_start > 0 && lim->interval[c] > 0) {
+			w = cs[c].last_start + lim->interval[c] * 1000;
+			if (w > at)
+				at = w;
+		}
+		if (cs[c].blocked_until > at)
+			at = cs[c].blocked_until;
+	}
+	return at;
+}
+
+enum sched_outcome
+sched_classify(int transport_ok, long status)
+{
+	if (!transport_ok)
+		return OUTCOME_TRANSIENT;
+	if (status >= 200 && status <= 299)
+		return OUTCOME_DONE;
+	if (status == 429)
+		return OUTCOME_RATE_LIMITED;
+	if (status == 408 || (status >= 500 && status <= 599))
+		return OUTCOME_TRANSIENT;
+	if (status >= 400 && status <= 499)
+		return OUTCOME_PERMANENT;
+	/* 1xx, 3xx (redirects are never followed), nonsense: not the API's answer. */
+	return OUTCOME_TRANSIENT;
+}
+
+const char *
+sched_outcome_name(enum sched_outcome o)
+{
+	static const char *names[] = { "done", "rate-limited", "transient", "permanent" };
+
+	return names[o];
+}
+
+int
+sched_attempt_counts(int transport_ok, long status, int connect_failed)
+{
+	if (!transport_ok)
+		return !connect_failed;
+	return !(status >= 500 && status <= 599);
+}
+
+static int64_t
+cap_mul(int64_t base_ms, int doublings, int64_t cap_ms)
+{
+	int64_t v = base_ms;
+
+	while (doublings-- > 0 && v < cap_ms)
+		v *= 2;
+	return v < cap_ms ? v : cap_ms;
+}
+
+int64_t
+sched_backoff_transient(int attempt, const struct limits *lim, uint32_t rnd)
+{
+	int64_t lo = lim->retry_initial * 1000, hi;
+
+	if (attempt < 1)
+		attempt = 1;
+	hi = cap_mul(lo, attempt - 1, lim->retry_max * 1000);
+	if (hi <= lo)
+		return hi;
+	return lo + (int64_t)((uint64_t)rnd * (uint64_t)(hi - lo) / UINT32_MAX);
+}
+
+int64_t
+sched_backoff_429(int strikes, int64_t interval_s, const struct limits *lim)
+{
+	int64_t base = interval_s > lim->retry_initial ? interval_s : lim->retry_initial;
+
+	if (strikes < 1)
+		strikes = 1;
+	return cap_mul(base * 1000, strikes - 1, lim->retry_max * 1000);
+}
+
+int
+sched_retry_after(const char *value, int64_t now_wall_ms, int64_t cap_ms, int64_t *delay_ms)
+{
+	char buf[64];
+	size_t len;
+	const char *p;
+	int64_t v = 0;
+	time_t when;
+
+	while (*value == ' ' || *value == '\t')
+		value++;
+	len = strlen(value);
+	while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t' ||
+	    value[len - 1] == '\r' || value[len - 1] == '\n'))
+		len--;
+	if (len == 0 || len >= sizeof buf)
+		return -1;
+	memcpy(buf, value, len);
+	buf[len] = '\0';
+
+	if (isdigit((unsigned char)buf[0])) {
+		for (p = buf; *p != '\0'; p++) {
+			if (!isdigit((unsigned char)*p))
+				return -1;
+			if (v < cap_ms) /* saturate: absurd values are capped, not overflowed */
+				v = v * 10 + (*p - '0');
+		}
+		v = v > cap_ms / 1000 ? cap_ms : v * 1000;
+	} else {
+		/* An HTTP-date (IMF-fixdate, RFC 850 or asctime): curl's parser knows all. */
+		if ((when = curl_getdate(buf, NULL)) == -1)
+			return -1;
+		v = (int64_t)when * 1000 - now_wall_ms;
+		if (v < 0)
+			v = 0;
+	}
+	*delay_ms = v < cap_ms ? v : cap_ms;
+	return 0;
+}
+
+void
+sched_outage_failure(struct outage *o, const struct limits *lim, int64_t now, uint32_t rnd)
+{
+	o->failures++;
+	if (o->failures >= OUTAGE_THRESHOLD)
+		o->until = now + sched_backoff_transient(o->failures - OUTAGE_THRESHOLD + 1, lim,
+		    rnd);
+}
+
+void
+sched_outage_answer(struct outage *o)
+{
+	o->failures = 0;
+	o->until = 0;
+}
+
+int
+sched_outage_allows(const struct outage *o, int64_t now, int in_flight)
+{
+	if (o->failures < OUTAGE_THRESHOLD)
+		return 1;
+	return in_flight == 0 && now >= o->until;
+}
+
+int64_t
+sched_outage_next(const struct outage *o)
+{
+	return o->failures < OUTAGE_THRESHOLD ? 0 : o->until;
+}

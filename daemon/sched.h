@@ -1,0 +1,81 @@
+/* sched.h: pure purge-scheduling decisions; every function takes "now" and does no I/O. */
+#ifndef WPE_SCHED_H
+#define WPE_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "proto.h"
+
+/* Per install and limit class: what the API has seen of us. Times in ms, 0 = never. */
+struct class_state {
+	int64_t last_start;     /* last purge covering this class started */
+	int64_t blocked_until;  /* 429: nothing for this class before */
+	int strikes;            /* consecutive 429s */
+};
+
+/* Bit mask of the limit classes a purge type covers. */
+unsigned sched_type_classes(enum purge_type);
+
+/*
+ * Coalescing: where does a new request of type t go, given the types of the install's
+ * queued jobs (those whose HTTP request has not started)? Returns the index of the job to
+ * join, or -1 for a new job. For a new "all" job every queued job of the install is
+ * absorbed into it (there can be no queued "all" job then, or it would have been joined).
+ */
+int sched_coalesce(enum purge_type t, const enum purge_type *queued, size_t n);
+
+/* Earliest time a queued job of type t may start, given its own not_before. */
+int64_t sched_ready_at(const struct class_state cs[NCLASSES], const struct limits *,
+    enum purge_type t, int64_t not_before);
+
+/* How the API's answer is handled. */
+enum sched_outcome { OUTCOME_DONE, OUTCOME_RATE_LIMITED, OUTCOME_TRANSIENT, OUTCOME_PERMANENT };
+/* transport_ok is 0 for timeouts, connection, TLS errors; status is the HTTP status. */
+enum sched_outcome sched_classify(int transport_ok, long status);
+const char *sched_outcome_name(enum sched_outcome);
+/*
+ * Did a failed attempt use up the install's window? Not when the API surely did not act
+ * on it: no connection was made (connect_failed) or it answered 5xx. A timeout or a
+ * broken answer might have been acted on, so it counts.
+ */
+int sched_attempt_counts(int transport_ok, long status, int connect_failed);
+
+/*
+ * Delay after the attempt-th consecutive transient failure (attempt >= 1): exponential
+ * from retry_initial, capped at retry_max, with full jitter above retry_initial.
+ * rnd is a uniform random 32-bit number. Returns ms.
+ */
+int64_t sched_backoff_transient(int attempt, const struct limits *, uint32_t rnd);
+
+/*
+ * Delay after the strikes-th consecutive 429 of a class when the API sent no usable
+ * Retry-After: at least the class interval (or retry_initial), doubling, capped. ms.
+ */
+int64_t sched_backoff_429(int strikes, int64_t interval_s, const struct limits *);
+
+/*
+ * Parse a Retry-After value: delta-seconds or an HTTP-date. now_wall_ms is the current
+ * wall clock. Returns 0 and the delay in ms (>= 0, capped at cap_ms), -1 if unusable.
+ */
+int sched_retry_after(const char *value, int64_t now_wall_ms, int64_t cap_ms,
+    int64_t *delay_ms);
+
+/*
+ * Whole-daemon backoff when the API looks down: after OUTAGE_THRESHOLD transient failures
+ * in a row, only one probe at a time, spaced by the transient backoff.
+ */
+#define OUTAGE_THRESHOLD 3
+struct outage {
+	int failures;   /* consecutive transient failures, any job */
+	int64_t until;  /* no probe before */
+};
+void sched_outage_failure(struct outage *, const struct limits *, int64_t now, uint32_t rnd);
+void sched_outage_answer(struct outage *);
+/* May a request start now, with in_flight requests under way? */
+int sched_outage_allows(const struct outage *, int64_t now, int in_flight);
+/* When may the next request start (0 = no outage restriction)? */
+int64_t sched_outage_next(const struct outage *);
+
+#endif

@@ -1,0 +1,374 @@
+/* sender.c: POST purge requests with libcurl's multi_socket API driven by libevent. */
+#include "compat.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+
+#include "sender.h"
+#include "util.h"
+
+struct xfer {
+	struct sender *s;
+	CURL *easy;
+	void *job;
+	struct curl_slist *headers;
+	char *body;              /* the API's answer, at most SENDER_MAX_BODY bytes */
+	size_t len;
+	char error[CURL_ERROR_SIZE];
+	int64_t started;
+	LIST_ENTRY(xfer) entry;
+};
+
+/* A socket libcurl asked us to watch; lives until CURL_POLL_REMOVE. */
+struct sockinfo {
+	struct event *ev;
+	short what;
+};
+
+struct sender {
+	struct event_base *base;
+	const struct config *cfg;
+	CURLM *multi;
+	struct event *timer;
+	sender_done_cb cb;
+	void *arg;
+	int in_flight;
+	LIST_HEAD(, xfer) xfers;
+};
+
+static void check_multi_info(struct sender *);
+
+static void
+mcode_check(const char *where, CURLMcode rc)
+{
+	if (rc != CURLM_OK && rc != CURLM_BAD_SOCKET)
+		log_error("%s: %s", where, curl_multi_strerror(rc));
+}
+
+/* libevent: a watched socket is ready. */
+static void
+event_cb(evutil_socket_t fd, short kind, void *arg)
+{
+	struct sender *s = arg;
+	int running, action = (kind & EV_READ ? CURL_CSELECT_IN : 0) |
+	    (kind & EV_WRITE ? CURL_CSELECT_OUT : 0);
+
+	mcode_check("curl_multi_socket_action",
+	    curl_multi_socket_action(s->multi, fd, action, &running));
+	check_multi_info(s);
+}
+
+/* libevent: libcurl's timeout expired. */
+static void
+timer_cb(evutil_socket_t fd, short kind, void *arg)
+{
+	struct sender *s = arg;
+	int running;
+
+	(void)fd;
+	(void)kind;
+	mcode_check("curl_multi_socket_action",
+	    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running));
+	check_multi_info(s);
+}
+
+/* libcurl: arm or disarm our one timer. Never call libcurl from here. */
+static int
+multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
+{
+	struct sender *s = arg;
+	struct timeval tv;
+
+	(void)multi;
+	if (timeout_ms < 0) {
+		evtimer_del(s->timer);
+		return 0;
+	}
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	evtimer_add(s->timer, &tv);
+	return 0;
+}
+
+/* libcurl: start, change or stop watching a socket. Never close it. */
+static int
+sock_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *sockp)
+{
+	struct sender *s = arg;
+	struct sockinfo *si = sockp;
+	short kind;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (si != NULL) {
+			event_free(si->ev);
+			free(si);
+		}
+		curl_multi_assign(s->multi, fd, NULL);
+		return 0;
+	}
+	kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) |
+	    (what & CURL_POLL_OUT ? EV_WRITE : 0) | EV_PERSIST);
+	if (si == NULL) {
+		si = xcalloc(1, sizeof *si);
+		curl_multi_assign(s->multi, fd, si);
+	} else {
+		if (si->what == kind)
+			return 0;
+		event_free(si->ev);
+	}
+	si->what = kind;
+	if ((si->ev = event_new(s->base, fd, kind, event_cb, s)) == NULL)
+		fatalx("out of memory creating a socket event");
+	event_add(si->ev, NULL);
+	return 0;
+}
+
+static size_t
+write_cb(char *ptr, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * n, room = SENDER_MAX_BODY - x->len;
+
+	/* Keep a bounded prefix; accept (and drop) the rest so the transfer completes. */
+	if (room > 0) {
+		if (len < room)
+			room = len;
+		memcpy(x->body + x->len, ptr, room);
+		x->len += room;
+		x->body[x->len] = '\0';
+	}
+	return len;
+}
+
+struct sender *
+sender_create(struct event_base *base, const struct config *cfg, sender_done_cb cb,
+    void *arg)
+{
+	struct sender *s = xcalloc(1, sizeof *s);
+
+	s->base = base;
+	s->cfg = cfg;
+	s->cb = cb;
+	s->arg = arg;
+	LIST_INIT(&s->xfers);
+	if ((s->multi = curl_multi_init()) == NULL)
+		fatalx("curl_multi_init failed");
+	s->timer = evtimer_new(base, timer_cb, s);
+	curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+	curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+	curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+	curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->max_in_flight);
+	curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_in_flight);
+	return s;
+}
+
+static void
+xfer_free(struct sender *s, struct xfer *x)
+{
+	LIST_REMOVE(x, entry);
+	curl_multi_remove_handle(s->multi, x->easy);
+	curl_easy_cleanup(x->easy);
+	curl_slist_free_all(x->headers);
+	free(x->body);
+	free(x);
+	s->in_flight--;
+}
+
+int
+sender_start(struct sender *s, void *job, const char *install, enum purge_type type,
+    char **cause)
+{
+	const struct config *cfg = s->cfg;
+	struct xfer *x;
+	char *url, body[32];
+	CURLMcode mrc;
+
+	if (!uuid_valid(install)) { /* the URL path must never carry anything else */
+		xasprintf(cause, "refusing to send: bad install id");
+		return -1;
+	}
+	x = xcalloc(1, sizeof *x);
+	x->s = s;
+	x->job = job;
+	x->body = xmalloc(SENDER_MAX_BODY + 1);
+	x->body[0] = '\0';
+	x->started = clock_mono_ms();
+	if ((x->easy = curl_easy_init()) == NULL) {
+		free(x->body);
+		free(x);
+		xasprintf(cause, "curl_easy_init failed");
+		return -1;
+	}
+	xasprintf(&url, "%s/installs/%s/purge_cache", cfg->base_url, install);
+	snprintf(body, sizeof body, "{\"type\":\"%s\"}", purge_type_name(type));
+	x->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	x->headers = curl_slist_append(x->headers, "Accept: application/json");
+	x->headers = curl_slist_append(x->headers, "Expect:");
+
+	curl_easy_setopt(x->easy, CURLOPT_URL, url);
+	curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "https,http");
+	curl_easy_setopt(x->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(x->easy, CURLOPT_COPYPOSTFIELDS, body);
+	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
+	curl_easy_setopt(x->easy, CURLOPT_USERAGENT, "wpe-purged/" WPE_VERSION);
+	curl_easy_setopt(x->easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+	curl_easy_setopt(x->easy, CURLOPT_USERNAME, cfg->api_user);
+	curl_easy_setopt(x->easy, CURLOPT_PASSWORD, cfg->api_password);
+	curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)cfg->timeout * 1000);
+	curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS,
+	    (long)(cfg->timeout < 10 ? cfg->timeout : 10) * 1000);
+	curl_easy_setopt(x->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (cfg->ca_file != NULL)
+		curl_easy_setopt(x->easy, CURLOPT_CAINFO, cfg->ca_file);
+	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->error);
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+	free(url);
+
+	LIST_INSERT_HEAD(&s->xfers, x, entry);
+	s->in_flight++;
+	if ((mrc = curl_multi_add_handle(s->multi, x->easy)) != CURLM_OK) {
+		xasprintf(cause, "curl_multi_add_handle: %s", curl_multi_strerror(mrc));
+		xfer_free(s, x);
+		return -1;
+	}
+	return 0;
+}
+
+int
+sender_in_flight(const struct sender *s)
+{
+	return s->in_flight;
+}
+
+/* Control characters become spaces; cut at most max bytes, on a UTF-8 boundary. */
+static char *
+sanitize(const char *in, size_t max)
+{
+	size_t len = strlen(in), i;
+	char *out;
+
+	if (len > max) {
+		len = max;
+		while (len > 0 && ((unsigned char)in[len] & 0xc0) == 0x80)
+			len--;
+	}
+	out = xmalloc(len + 1);
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		out[i] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+	}
+	out[len] = '\0';
+	return out;
+}
+
+char *
+sender_parse_message(const char *body, size_t len)
+{
+	json_tokener *tok;
+	json_object *obj, *m;
+	char *msg = NULL;
+
+	if (len == 0)
+		return NULL;
+	if ((tok = json_tokener_new_ex(16)) == NULL)
+		return NULL;
+	json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
+	obj = json_tokener_parse_ex(tok, body, (int)len);
+	if (obj != NULL && json_object_is_type(obj, json_type_object) &&
+	    json_object_object_get_ex(obj, "message", &m) &&
+	    json_object_is_type(m, json_type_string) && json_object_get_string_len(m) > 0)
+		msg = sanitize(json_object_get_string(m), SENDER_MAX_MESSAGE);
+	json_object_put(obj);
+	json_tokener_free(tok);
+	return msg;
+}
+
+static void
+check_multi_info(struct sender *s)
+{
+	struct send_result r;
+	struct curl_header *h;
+	struct xfer *x;
+	CURLMsg *msg;
+	int left;
+	char *ra;
+
+	while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+		memset(&r, 0, sizeof r);
+		ra = NULL;
+		if (msg->data.result == CURLE_OK) {
+			r.transport_ok = 1;
+			curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
+			if (curl_easy_header(x->easy, "Retry-After", 0, CURLH_HEADER, -1, &h) ==
+			    CURLHE_OK && h->value != NULL)
+				ra = sanitize(h->value, 64);
+			r.retry_after = ra;
+			r.message = sender_parse_message(x->body, x->len);
+		} else {
+			CURLcode rc = msg->data.result;
+
+			r.error = x->error[0] != '\0' ? x->error : curl_easy_strerror(rc);
+			r.connect_failed = rc == CURLE_COULDNT_CONNECT ||
+			    rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY ||
+			    rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_PEER_FAILED_VERIFICATION ||
+			    rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_UNSUPPORTED_PROTOCOL;
+		}
+		r.seconds = (double)(clock_mono_ms() - x->started) / 1000.0;
+		/* Read all we need, then clean up, then tell the queue. */
+		{
+			void *job = x->job;
+			char errbuf[CURL_ERROR_SIZE];
+
+			if (!r.transport_ok) {
+				snprintf(errbuf, sizeof errbuf, "%s", r.error);
+				r.error = errbuf;
+			}
+			xfer_free(s, x);
+			s->cb(s->arg, job, &r);
+		}
+		free(ra);
+		free(r.message);
+	}
+}
+
+void
+sender_abort_all(struct sender *s, void (*cb)(void *, void *), void *arg)
+{
+	struct xfer *x;
+
+	while ((x = LIST_FIRST(&s->xfers)) != NULL) {
+		void *job = x->job;
+
+		xfer_free(s, x);
+		if (cb != NULL)
+			cb(arg, job);
+	}
+}
+
+void
+sender_free(struct sender *s)
+{
+	if (s == NULL)
+		return;
+	sender_abort_all(s, NULL, NULL);
+	curl_multi_cleanup(s->multi);
+	event_free(s->timer);
+	free(s);
+}

@@ -1,0 +1,606 @@
+/* store.c: the SQLite queue: schema and migrations, prepared statements, transactions. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "store.h"
+#include "util.h"
+
+#define STORE_APP_ID 0x57504550 /* "WPEP": refuse databases that are not ours */
+#define STORE_SCHEMA 1
+
+static const char *state_names[JOB_NSTATES] = { "queued", "sending", "done", "failed",
+	"cancelled" };
+
+enum stmt {
+	S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_RECOVER_JOBS, S_LOAD_JOBS, S_LOAD_LIMITS,
+	S_JOB_INSERT, S_JOB_UPDATE, S_JOB_DELETE,
+	S_REQ_INSERT, S_REQ_MOVE, S_REQ_FINISH, S_REQ_LIVE, S_REQ_GET, S_REQ_CANCEL,
+	S_LIMIT_PUT, S_PRUNE_REQ, S_PRUNE_JOB,
+	S_COUNT
+};
+
+static const char *stmt_sql[S_COUNT] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_RECOVER_JOBS] = "UPDATE jobs SET state = 'queued' WHERE state = 'sending'",
+	[S_LOAD_JOBS] = "SELECT id, install, type, attempts, not_before, http_status, message,"
+	    " created_at, started_at FROM jobs WHERE state = 'queued' ORDER BY id",
+	[S_LOAD_LIMITS] = "SELECT install, class, last_start, blocked_until, strikes"
+	    " FROM limits",
+	[S_JOB_INSERT] = "INSERT INTO jobs (install, type, state, attempts, not_before,"
+	    " created_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+	[S_JOB_UPDATE] = "UPDATE jobs SET state = ?2, attempts = ?3, not_before = ?4,"
+	    " http_status = ?5, message = ?6, started_at = ?7, finished_at = ?8 WHERE id = ?1",
+	[S_JOB_DELETE] = "DELETE FROM jobs WHERE id = ?1",
+	[S_REQ_INSERT] = "INSERT INTO requests (job, install, type, state, reason, uid, pid,"
+	    " coalesced, enqueued_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
+	[S_REQ_MOVE] = "UPDATE requests SET job = ?2 WHERE job = ?1 AND state = 'queued'",
+	[S_REQ_FINISH] = "UPDATE requests SET state = ?2, finished_at = ?3"
+	    " WHERE job = ?1 AND state = 'queued'",
+	[S_REQ_LIVE] = "SELECT count(*) FROM requests WHERE job = ?1 AND state = 'queued'",
+	[S_REQ_GET] = "SELECT r.id, r.install, r.type, r.state, r.job, j.type, j.state,"
+	    " j.attempts, j.http_status, j.message, r.reason, r.enqueued_at, r.finished_at,"
+	    " r.uid FROM requests r JOIN jobs j ON j.id = r.job WHERE r.id = ?1",
+	[S_REQ_CANCEL] = "UPDATE requests SET state = 'cancelled', finished_at = ?2"
+	    " WHERE id = ?1 AND state = 'queued'",
+	[S_LIMIT_PUT] = "INSERT OR REPLACE INTO limits (install, class, last_start,"
+	    " blocked_until, strikes) VALUES (?1, ?2, ?3, ?4, ?5)",
+	[S_PRUNE_REQ] = "DELETE FROM requests WHERE id IN (SELECT id FROM requests"
+	    " WHERE finished_at IS NOT NULL AND finished_at < ?1 LIMIT ?2)",
+	[S_PRUNE_JOB] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+	    " WHERE finished_at IS NOT NULL AND finished_at < ?1 AND NOT EXISTS"
+	    " (SELECT 1 FROM requests WHERE requests.job = jobs.id) LIMIT ?2)",
+};
+
+static const char schema_v1[] =
+    "CREATE TABLE jobs ("
+    " id INTEGER PRIMARY KEY,"
+    " install TEXT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " state TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " not_before INTEGER NOT NULL DEFAULT 0,"
+    " http_status INTEGER,"
+    " message TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " started_at INTEGER,"
+    " finished_at INTEGER);"
+    "CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'sending');"
+    "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;"
+    "CREATE TABLE requests ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " job INTEGER NOT NULL,"
+    " install TEXT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " state TEXT NOT NULL,"
+    " reason TEXT,"
+    " uid INTEGER,"
+    " pid INTEGER,"
+    " coalesced INTEGER NOT NULL,"
+    " enqueued_at INTEGER NOT NULL,"
+    " finished_at INTEGER);"
+    "CREATE INDEX requests_job ON requests(job);"
+    "CREATE INDEX requests_finished ON requests(finished_at) WHERE finished_at IS NOT NULL;"
+    "CREATE TABLE limits ("
+    " install TEXT NOT NULL,"
+    " class INTEGER NOT NULL,"
+    " last_start INTEGER NOT NULL,"
+    " blocked_until INTEGER NOT NULL,"
+    " strikes INTEGER NOT NULL,"
+    " PRIMARY KEY (install, class)) WITHOUT ROWID;";
+
+struct store {
+	sqlite3 *db;
+	sqlite3_stmt *st[S_COUNT];
+};
+
+const char *
+job_state_name(enum job_state s)
+{
+	return state_names[s];
+}
+
+static int
+state_parse(const char *s)
+{
+	int i;
+
+	for (i = 0; s != NULL && i < JOB_NSTATES; i++) {
+		if (strcmp(s, state_names[i]) == 0)
+			return i;
+	}
+	return -1;
+}
+
+static int
+type_parse(const char *s)
+{
+	enum purge_type t;
+
+	if (s == NULL || purge_type_parse(s, &t) != 0)
+		return -1;
+	return (int)t;
+}
+
+const char *
+store_errmsg(struct store *st)
+{
+	return sqlite3_errmsg(st->db);
+}
+
+static int
+store_exec(struct store *st, const char *sql)
+{
+	char *err = NULL;
+
+	if (sqlite3_exec(st->db, sql, NULL, NULL, &err) != SQLITE_OK) {
+		log_error("database: %s", err != NULL ? err : sqlite3_errmsg(st->db));
+		sqlite3_free(err);
+		return -1;
+	}
+	return 0;
+}
+
+static int64_t
+pragma_int(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s;
+	int64_t v = -1;
+
+	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+/* Create the schema in a new database, or check and migrate an existing one. */
+static int
+store_migrate(struct store *st, const char *path, char **cause)
+{
+	int64_t app, version, objects;
+	char *sql;
+
+	if (store_exec(st, "BEGIN IMMEDIATE") != 0) {
+		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(st->db));
+		return -1;
+	}
+	app = pragma_int(st, "PRAGMA application_id");
+	version = pragma_int(st, "PRAGMA user_version");
+	objects = pragma_int(st, "SELECT count(*) FROM sqlite_schema");
+	if (app < 0 || version < 0 || objects < 0) {
+		xasprintf(cause, "%s: not a usable SQLite database: %s", path,
+		    sqlite3_errmsg(st->db));
+		goto fail;
+	}
+	if (objects == 0 && app == 0 && version == 0) {
+		xasprintf(&sql, "%s PRAGMA application_id = %d; PRAGMA user_version = %d;",
+		    schema_v1, STORE_APP_ID, STORE_SCHEMA);
+		if (store_exec(st, sql) != 0) {
+			free(sql);
+			xasprintf(cause, "%s: cannot create the schema: %s", path,
+			    sqlite3_errmsg(st->db));
+			goto fail;
+		}
+		free(sql);
+		log_notice("created queue database %s (schema %d)", path, STORE_SCHEMA);
+	} else if (app != STORE_APP_ID) {
+		xasprintf(cause, "%s is a SQLite database that wpe-purged did not create "
+		    "(application_id %lld); refusing to touch it", path, (long long)app);
+		goto fail;
+	} else if (version > STORE_SCHEMA) {
+		xasprintf(cause, "%s has schema %lld, newer than this wpe-purged (%d)", path,
+		    (long long)version, STORE_SCHEMA);
+		goto fail;
+	}
+	/* Future migrations go here: if (version < 2) { ALTER ...; user_version = 2 } */
+	if (store_exec(st, "COMMIT") != 0) {
+		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(st->db));
+		goto fail;
+	}
+	return 0;
+fail:
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+struct store *
+store_open(const char *path, char **cause)
+{
+	struct store *st = xcalloc(1, sizeof *st);
+	int i, rc;
+
+	rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	    SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		xasprintf(cause, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) :
+		    sqlite3_errstr(rc));
+		goto fail;
+	}
+	sqlite3_extended_result_codes(st->db, 1);
+	sqlite3_db_config(st->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+	sqlite3_db_config(st->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+	sqlite3_busy_timeout(st->db, 5000);
+	/* Check it is ours before anything writes to it (WAL mode writes the header). */
+	if (pragma_int(st, "SELECT count(*) FROM sqlite_schema") < 0) {
+		xasprintf(cause, "%s is not a SQLite database (or is corrupt): %s; refusing to "
+		    "overwrite it", path, sqlite3_errmsg(st->db));
+		goto fail;
+	}
+	if (pragma_int(st, "PRAGMA application_id") != STORE_APP_ID &&
+	    pragma_int(st, "SELECT count(*) FROM sqlite_schema") != 0) {
+		xasprintf(cause, "%s is a SQLite database that wpe-purged did not create; "
+		    "refusing to touch it", path);
+		goto fail;
+	}
+	/*
+	 * WAL with synchronous=FULL: an acknowledged enqueue is on disk even if the machine
+	 * loses power, and group commit keeps that to one fsync per event-loop turn.
+	 */
+	if (store_exec(st, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+	    " PRAGMA foreign_keys = ON;") != 0) {
+		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(st->db));
+		goto fail;
+	}
+	if (store_migrate(st, path, cause) != 0)
+		goto fail;
+	for (i = 0; i < S_COUNT; i++) {
+		if (sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		    &st->st[i], NULL) != SQLITE_OK) {
+			xasprintf(cause, "%s: preparing statement %d: %s", path, i,
+			    sqlite3_errmsg(st->db));
+			goto fail;
+		}
+	}
+	return st;
+fail:
+	store_close(st);
+	return NULL;
+}
+
+void
+store_close(struct store *st)
+{
+	int i;
+
+	if (st == NULL)
+		return;
+	for (i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(st->st[i]);
+	sqlite3_close(st->db);
+	free(st);
+}
+
+/* Reset a statement for reuse; every bind starts from a clean slate. */
+static sqlite3_stmt *
+stmt(struct store *st, enum stmt which)
+{
+	sqlite3_stmt *s = st->st[which];
+
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return s;
+}
+
+/* Step a statement that returns no rows. */
+static int
+run(struct store *st, sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		log_error("database: %s", sqlite3_errmsg(st->db));
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_begin(struct store *st)
+{
+	return run(st, stmt(st, S_BEGIN));
+}
+
+int
+store_commit(struct store *st)
+{
+	return run(st, stmt(st, S_COMMIT));
+}
+
+void
+store_rollback(struct store *st)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		run(st, stmt(st, S_ROLLBACK));
+}
+
+int
+store_recover(struct store *st)
+{
+	if (run(st, stmt(st, S_RECOVER_JOBS)) != 0)
+		return -1;
+	return sqlite3_changes(st->db);
+}
+
+static void
+copy_install(char *dst, const unsigned char *src)
+{
+	snprintf(dst, 37, "%s", src != NULL ? (const char *)src : "");
+}
+
+int
+store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
+    void (*limit_cb)(void *, const char *, int, const struct class_state *), void *arg)
+{
+	sqlite3_stmt *s;
+	struct store_job j;
+	struct class_state cs;
+	int rc, t, cls;
+
+	s = stmt(st, S_LOAD_JOBS);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		memset(&j, 0, sizeof j);
+		j.id = sqlite3_column_int64(s, 0);
+		copy_install(j.install, sqlite3_column_text(s, 1));
+		if ((t = type_parse((const char *)sqlite3_column_text(s, 2))) < 0 ||
+		    !uuid_valid(j.install)) {
+			log_warn("database: job %lld has a bad install or type; skipped",
+			    (long long)j.id);
+			continue;
+		}
+		j.type = (enum purge_type)t;
+		j.state = JOB_QUEUED;
+		j.attempts = sqlite3_column_int(s, 3);
+		j.not_before = sqlite3_column_int64(s, 4);
+		j.http_status = sqlite3_column_int(s, 5);
+		j.message = (char *)sqlite3_column_text(s, 6);
+		j.created_at = sqlite3_column_int64(s, 7);
+		j.started_at = sqlite3_column_int64(s, 8);
+		job_cb(arg, &j);
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE)
+		goto fail;
+
+	s = stmt(st, S_LOAD_LIMITS);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		char install[37];
+
+		copy_install(install, sqlite3_column_text(s, 0));
+		cls = sqlite3_column_int(s, 1);
+		if (!uuid_valid(install) || cls < 0 || cls >= NCLASSES)
+			continue;
+		cs.last_start = sqlite3_column_int64(s, 2);
+		cs.blocked_until = sqlite3_column_int64(s, 3);
+		cs.strikes = sqlite3_column_int(s, 4);
+		limit_cb(arg, install, cls, &cs);
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE)
+		goto fail;
+	return 0;
+fail:
+	log_error("database: loading the queue: %s", sqlite3_errmsg(st->db));
+	return -1;
+}
+
+int64_t
+store_job_insert(struct store *st, const char *install, enum purge_type type,
+    int64_t not_before, int attempts, int64_t now)
+{
+	sqlite3_stmt *s = stmt(st, S_JOB_INSERT);
+
+	sqlite3_bind_text(s, 1, install, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, purge_type_name(type), -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, attempts);
+	sqlite3_bind_int64(s, 4, not_before);
+	sqlite3_bind_int64(s, 5, now);
+	if (run(st, s) != 0)
+		return -1;
+	return sqlite3_last_insert_rowid(st->db);
+}
+
+static void
+bind_opt_int64(sqlite3_stmt *s, int i, int64_t v)
+{
+	if (v == 0)
+		sqlite3_bind_null(s, i);
+	else
+		sqlite3_bind_int64(s, i, v);
+}
+
+int
+store_job_update(struct store *st, const struct store_job *j)
+{
+	sqlite3_stmt *s = stmt(st, S_JOB_UPDATE);
+
+	sqlite3_bind_int64(s, 1, j->id);
+	sqlite3_bind_text(s, 2, job_state_name(j->state), -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, j->attempts);
+	sqlite3_bind_int64(s, 4, j->not_before);
+	bind_opt_int64(s, 5, j->http_status);
+	if (j->message != NULL)
+		sqlite3_bind_text(s, 6, j->message, -1, SQLITE_STATIC);
+	bind_opt_int64(s, 7, j->started_at);
+	bind_opt_int64(s, 8, j->finished_at);
+	return run(st, s);
+}
+
+int
+store_job_delete(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s = stmt(st, S_JOB_DELETE);
+
+	sqlite3_bind_int64(s, 1, id);
+	return run(st, s);
+}
+
+int64_t
+store_request_insert(struct store *st, int64_t job, const char *install,
+    enum purge_type type, const char *reason, int64_t uid, int64_t pid, int coalesced,
+    int64_t now)
+{
+	sqlite3_stmt *s = stmt(st, S_REQ_INSERT);
+
+	sqlite3_bind_int64(s, 1, job);
+	sqlite3_bind_text(s, 2, install, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, purge_type_name(type), -1, SQLITE_STATIC);
+	if (reason != NULL)
+		sqlite3_bind_text(s, 4, reason, -1, SQLITE_STATIC);
+	if (uid >= 0)
+		sqlite3_bind_int64(s, 5, uid);
+	if (pid >= 0)
+		sqlite3_bind_int64(s, 6, pid);
+	sqlite3_bind_int(s, 7, coalesced);
+	sqlite3_bind_int64(s, 8, now);
+	if (run(st, s) != 0)
+		return -1;
+	return sqlite3_last_insert_rowid(st->db);
+}
+
+int
+store_requests_move(struct store *st, int64_t from, int64_t to)
+{
+	sqlite3_stmt *s = stmt(st, S_REQ_MOVE);
+
+	sqlite3_bind_int64(s, 1, from);
+	sqlite3_bind_int64(s, 2, to);
+	return run(st, s);
+}
+
+int
+store_requests_finish(struct store *st, int64_t job, enum job_state state, int64_t now)
+{
+	sqlite3_stmt *s = stmt(st, S_REQ_FINISH);
+
+	sqlite3_bind_int64(s, 1, job);
+	sqlite3_bind_text(s, 2, job_state_name(state), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
+	return run(st, s);
+}
+
+int
+store_job_live_requests(struct store *st, int64_t job)
+{
+	sqlite3_stmt *s = stmt(st, S_REQ_LIVE);
+	int n = -1;
+
+	sqlite3_bind_int64(s, 1, job);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int(s, 0);
+	else
+		log_error("database: %s", sqlite3_errmsg(st->db));
+	sqlite3_reset(s);
+	return n;
+}
+
+static char *
+dup_text(const unsigned char *t)
+{
+	return t != NULL ? xstrdup((const char *)t) : NULL;
+}
+
+int
+store_request_get(struct store *st, int64_t id, struct store_status *out)
+{
+	sqlite3_stmt *s = stmt(st, S_REQ_GET);
+	int rc, t, jt, rs, js;
+
+	memset(out, 0, sizeof *out);
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE) {
+		sqlite3_reset(s);
+		return 0;
+	}
+	if (rc != SQLITE_ROW) {
+		log_error("database: %s", sqlite3_errmsg(st->db));
+		sqlite3_reset(s);
+		return -1;
+	}
+	out->id = sqlite3_column_int64(s, 0);
+	copy_install(out->install, sqlite3_column_text(s, 1));
+	t = type_parse((const char *)sqlite3_column_text(s, 2));
+	rs = state_parse((const char *)sqlite3_column_text(s, 3));
+	out->job = sqlite3_column_int64(s, 4);
+	jt = type_parse((const char *)sqlite3_column_text(s, 5));
+	js = state_parse((const char *)sqlite3_column_text(s, 6));
+	out->type = t < 0 ? PURGE_ALL : (enum purge_type)t;
+	out->job_type = jt < 0 ? PURGE_ALL : (enum purge_type)jt;
+	/* An unfinished request is in whatever state its job is. */
+	if (rs < 0 || js < 0)
+		out->state = JOB_FAILED;
+	else
+		out->state = rs == JOB_QUEUED ? (enum job_state)js : (enum job_state)rs;
+	out->attempts = sqlite3_column_int(s, 7);
+	out->http_status = sqlite3_column_int(s, 8);
+	out->message = dup_text(sqlite3_column_text(s, 9));
+	out->reason = dup_text(sqlite3_column_text(s, 10));
+	out->enqueued_at = sqlite3_column_int64(s, 11);
+	out->finished_at = sqlite3_column_int64(s, 12);
+	out->uid = sqlite3_column_type(s, 13) == SQLITE_NULL ? -1 :
+	    sqlite3_column_int64(s, 13);
+	sqlite3_reset(s);
+	return 1;
+}
+
+void
+store_status_free(struct store_status *ss)
+{
+	free(ss->message);
+	free(ss->reason);
+	ss->message = ss->reason = NULL;
+}
+
+int
+store_request_cancel(struct store *st, int64_t id, int64_t now)
+{
+	sqlite3_stmt *s = stmt(st, S_REQ_CANCEL);
+
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, now);
+	if (run(st, s) != 0)
+		return -1;
+	return sqlite3_changes(st->db);
+}
+
+int
+store_limit_put(struct store *st, const char *install, int cls, const struct class_state *cs)
+{
+	sqlite3_stmt *s = stmt(st, S_LIMIT_PUT);
+
+	sqlite3_bind_text(s, 1, install, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, cls);
+	sqlite3_bind_int64(s, 3, cs->last_start);
+	sqlite3_bind_int64(s, 4, cs->blocked_until);
+	sqlite3_bind_int(s, 5, cs->strikes);
+	return run(st, s);
+}
+
+int
+store_prune(struct store *st, int64_t before, int batch)
+{
+	sqlite3_stmt *s;
+	int n;
+
+	s = stmt(st, S_PRUNE_REQ);
+	sqlite3_bind_int64(s, 1, before);
+	sqlite3_bind_int(s, 2, batch);
+	if (run(st, s) != 0)
+		return -1;
+	n = sqlite3_changes(st->db);
+	s = stmt(st, S_PRUNE_JOB);
+	sqlite3_bind_int64(s, 1, before);
+	sqlite3_bind_int(s, 2, batch);
+	if (run(st, s) != 0)
+		return -1;
+	return n + sqlite3_changes(st->db);
+}

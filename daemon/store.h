@@ -1,0 +1,85 @@
+/* store.h: the SQLite queue database; the only module that speaks SQL. */
+#ifndef WPE_STORE_H
+#define WPE_STORE_H
+
+#include <stdint.h>
+
+#include "proto.h"
+#include "sched.h"
+
+enum job_state { JOB_QUEUED = 0, JOB_SENDING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
+#define JOB_NSTATES 5
+const char *job_state_name(enum job_state);
+
+/* A job row as the store reads and writes it; times are wall-clock unix ms. */
+struct store_job {
+	int64_t id;
+	char install[37];
+	enum purge_type type;
+	enum job_state state;
+	int attempts;
+	int64_t not_before;
+	long http_status;       /* 0: none yet */
+	char *message;          /* last API message, may be NULL */
+	int64_t created_at;
+	int64_t started_at;     /* 0: never */
+	int64_t finished_at;    /* 0: not finished */
+};
+
+/* What "status" reports of one request. */
+struct store_status {
+	int64_t id;
+	char install[37];
+	enum purge_type type;
+	enum job_state state;
+	int64_t job;
+	enum purge_type job_type;
+	int attempts;
+	long http_status;
+	char *message;
+	char *reason;
+	int64_t enqueued_at;
+	int64_t finished_at;
+	int64_t uid;
+};
+
+struct store;
+
+/* Open or create the database. NULL and *cause on failure (foreign or corrupt file). */
+struct store *store_open(const char *path, char **cause);
+void store_close(struct store *);
+/* The message of the last error, for answers and logs. */
+const char *store_errmsg(struct store *);
+
+int store_begin(struct store *);
+int store_commit(struct store *);
+void store_rollback(struct store *);
+
+/* Jobs that were being sent when the daemon stopped are queued again. Returns count. */
+int store_recover(struct store *);
+/* Call job_cb for each queued job (oldest first) and limit_cb for each limit row. */
+int store_load(struct store *, void (*job_cb)(void *, const struct store_job *),
+    void (*limit_cb)(void *, const char *, int, const struct class_state *), void *arg);
+
+int64_t store_job_insert(struct store *, const char *install, enum purge_type,
+    int64_t not_before, int attempts, int64_t now);
+int store_job_update(struct store *, const struct store_job *);
+int store_job_delete(struct store *, int64_t id);
+int64_t store_request_insert(struct store *, int64_t job, const char *install,
+    enum purge_type, const char *reason, int64_t uid, int64_t pid, int coalesced,
+    int64_t now);
+/* Move the unfinished requests of job from to job to. */
+int store_requests_move(struct store *, int64_t from, int64_t to);
+/* Finish the unfinished requests of a job with state. */
+int store_requests_finish(struct store *, int64_t job, enum job_state, int64_t now);
+/* Unfinished requests that still belong to job. -1 on error. */
+int store_job_live_requests(struct store *, int64_t job);
+/* 1 and *out filled (free with store_status_free), 0 if there is no such request, -1. */
+int store_request_get(struct store *, int64_t id, struct store_status *out);
+void store_status_free(struct store_status *);
+int store_request_cancel(struct store *, int64_t id, int64_t now);
+int store_limit_put(struct store *, const char *install, int cls, const struct class_state *);
+/* Delete up to batch finished requests and jobs older than before. Returns rows. */
+int store_prune(struct store *, int64_t before, int batch);
+
+#endif

@@ -1,0 +1,258 @@
+/* wpe-purged.c: the daemon's entry point: options, start-up, signals, shutdown. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "queue.h"
+#include "server.h"
+#include "store.h"
+#include "util.h"
+
+#define SHUTDOWN_GRACE_MS 5000
+#define STATUS_EVERY_S 5
+
+struct daemon {
+	struct event_base *base;
+	struct config cfg;
+	struct store *store;
+	struct queue *q;
+	struct server *srv;
+	struct event *status_ev;
+	struct event *watchdog_ev;
+	uint64_t watchdog_usec;
+	int verbose;
+	int stopping;
+};
+
+static __dead void
+usage(FILE *f, int code)
+{
+	fprintf(f, "usage: wpe-purged [-v] [-c FILE] [--check-config]\n"
+	    "\n"
+	    "  -c, --config FILE   configuration file (default %s)\n"
+	    "      --check-config  validate the configuration and credentials, print the\n"
+	    "                      effective settings (password redacted) and exit\n"
+	    "  -v, --verbose       log debug messages\n"
+	    "  -V, --version       print the version and exit\n"
+	    "  -h, --help          print this help and exit\n", CONFIG_DEFAULT_PATH);
+	exit(code);
+}
+
+static void
+notify_status(struct daemon *d)
+{
+	char buf[160];
+
+	queue_summary(d->q, buf, sizeof buf);
+	sd_notifyf(0, "STATUS=%s", buf);
+}
+
+static void
+status_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	notify_status(arg);
+}
+
+static void
+watchdog_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	(void)arg;
+	/* Sent from the event loop: a wedged loop stops the pings and systemd restarts us. */
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static void
+stopped_cb(void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval tv = { 0, 200 * 1000 };
+
+	/* Let the last answers drain, then leave the loop. */
+	event_base_loopexit(d->base, &tv);
+}
+
+static void
+sig_stop(evutil_socket_t sig, short events, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)events;
+	if (d->stopping) {
+		log_notice("second signal %d: exiting now", (int)sig);
+		event_base_loopbreak(d->base);
+		return;
+	}
+	d->stopping = 1;
+	log_notice("received signal %d: shutting down", (int)sig);
+	sd_notify(0, "STOPPING=1");
+	queue_shutdown(d->q, SHUTDOWN_GRACE_MS, stopped_cb, d);
+	server_stop(d->srv);
+}
+
+static void
+sig_hup(evutil_socket_t sig, short events, void *arg)
+{
+	struct daemon *d = arg;
+	struct config nc;
+	char *cause = NULL;
+
+	(void)sig;
+	(void)events;
+	sd_notify(0, "RELOADING=1");
+	config_defaults(&nc);
+	if (config_load(&nc, d->cfg.path, &cause) != 0) {
+		log_error("reload failed, keeping the running settings: %s", cause);
+		free(cause);
+	} else {
+		d->cfg.limits = nc.limits;
+		d->cfg.log_level = nc.log_level;
+		if (!d->verbose)
+			log_set_level(nc.log_level);
+		if (strcmp(nc.socket, d->cfg.socket) != 0 ||
+		    strcmp(nc.database, d->cfg.database) != 0 ||
+		    strcmp(nc.base_url, d->cfg.base_url) != 0)
+			log_notice("reload: only [limits] and log_level change on SIGHUP; "
+			    "restart for the other settings");
+		queue_reload(d->q, &nc.limits);
+		log_notice("reloaded [limits] and log level from %s", d->cfg.path);
+	}
+	config_free(&nc);
+	sd_notify(0, "READY=1");
+	notify_status(d);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct daemon d;
+	const char *path = CONFIG_DEFAULT_PATH;
+	struct event *sigs[4];
+	struct timeval tv;
+	char *cause = NULL;
+	int ch, check = 0, i;
+
+	memset(&d, 0, sizeof d);
+	log_init("wpe-purged");
+	while ((ch = getopt_long(argc, argv, "c:vVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'C':
+			check = 1;
+			break;
+		case 'v':
+			d.verbose = 1;
+			break;
+		case 'V':
+			printf("wpe-purged %s (protocol %d)\n", WPE_VERSION, PROTO_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout, 0);
+		default:
+			usage(stderr, 2);
+		}
+	}
+	if (optind != argc)
+		usage(stderr, 2);
+
+	config_defaults(&d.cfg);
+	if (config_load(&d.cfg, path, &cause) != 0 ||
+	    config_load_credentials(&d.cfg, &cause) != 0) {
+		if (check)
+			fprintf(stderr, "%s\n", cause);
+		else
+			log_error("%s", cause);
+		free(cause);
+		config_free(&d.cfg);
+		return 2;
+	}
+	if (check) {
+		config_print(&d.cfg, stdout);
+		config_free(&d.cfg);
+		return 0;
+	}
+	log_set_level(d.verbose ? LOG_DEBUG : d.cfg.log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		fatalx("curl_global_init failed");
+
+	if ((d.base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	/* Three priorities: I/O at 1 (the default), group commit at 2, after the reads. */
+	event_base_priority_init(d.base, 3);
+
+	if ((d.store = store_open(d.cfg.database, &cause)) == NULL) {
+		log_error("%s", cause);
+		free(cause);
+		return 1;
+	}
+	d.q = queue_create(d.base, &d.cfg, d.store);
+	if (queue_start(d.q) != 0) {
+		log_error("could not load the queue from %s", d.cfg.database);
+		return 1;
+	}
+	if ((d.srv = server_create(d.base, &d.cfg, d.q, &cause)) == NULL) {
+		log_error("%s", cause);
+		free(cause);
+		return 1;
+	}
+	sigs[0] = evsignal_new(d.base, SIGTERM, sig_stop, &d);
+	sigs[1] = evsignal_new(d.base, SIGINT, sig_stop, &d);
+	sigs[2] = evsignal_new(d.base, SIGHUP, sig_hup, &d);
+	sigs[3] = NULL;
+	for (i = 0; i < 3; i++)
+		evsignal_add(sigs[i], NULL);
+
+	d.status_ev = event_new(d.base, -1, EV_PERSIST, status_cb, &d);
+	tv.tv_sec = STATUS_EVERY_S;
+	tv.tv_usec = 0;
+	event_add(d.status_ev, &tv);
+	if (sd_watchdog_enabled(0, &d.watchdog_usec) > 0) {
+		d.watchdog_ev = event_new(d.base, -1, EV_PERSIST, watchdog_cb, &d);
+		tv.tv_sec = (time_t)(d.watchdog_usec / 2 / 1000000);
+		tv.tv_usec = (suseconds_t)(d.watchdog_usec / 2 % 1000000);
+		event_add(d.watchdog_ev, &tv);
+	}
+
+	log_notice("wpe-purged %s ready on %s (database %s, API %s)", WPE_VERSION,
+	    d.cfg.socket, d.cfg.database, d.cfg.base_url);
+	sd_notify(0, "READY=1");
+	notify_status(&d);
+
+	event_base_dispatch(d.base);
+
+	for (i = 0; i < 3; i++)
+		event_free(sigs[i]);
+	event_free(d.status_ev);
+	if (d.watchdog_ev != NULL)
+		event_free(d.watchdog_ev);
+	server_free(d.srv);
+	queue_free(d.q);    /* the sender's curl_multi_cleanup runs before the base goes */
+	store_close(d.store);
+	event_base_free(d.base);
+	curl_global_cleanup();
+	config_free(&d.cfg);
+	log_notice("stopped");
+	return 0;
+}
