@@ -57,6 +57,8 @@ struct pending {
 	TAILQ_ENTRY(pending) entry;
 };
 
+TAILQ_HEAD(pendings, pending);
+
 struct waiter {
 	struct queue *q;
 	int64_t request_id;
@@ -82,7 +84,7 @@ struct queue {
 	struct sender *sender;
 	struct install *installs[INSTALL_HASH];
 	struct jobs jobs;
-	TAILQ_HEAD(, pending) pending;
+	struct pendings pending;
 	TAILQ_HEAD(, waiter) waiters;
 	struct event *flush_ev;  /* lowest priority: runs after this turn's reads */
 	struct event *timer;     /* the one scheduling timer */
@@ -449,9 +451,12 @@ queue_status(struct queue *q, int64_t id)
 	if (!state_final(ss.state)) {
 		struct job *j = job_find(q, ss.job);
 
-		if (j != NULL && j->state == JOB_QUEUED)
-			add_time(o, "next_attempt_at", to_wall(sched_ready_at(j->install->cls,
-			    &q->limits, j->type, j->not_before)));
+		if (j != NULL && j->state == JOB_QUEUED) {
+			int64_t ready = sched_ready_at(j->install->cls, &q->limits, j->type,
+			    j->not_before), now = now_mono();
+
+			add_time(o, "next_attempt_at", to_wall(ready > now ? ready : now));
+		}
 	}
 	store_status_free(&ss);
 	return o;
@@ -643,6 +648,7 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	struct queue *q = arg;
 	struct pending *p;
 	struct jobs absorbed = TAILQ_HEAD_INITIALIZER(absorbed);
+	struct pendings batch = TAILQ_HEAD_INITIALIZER(batch);
 	struct job *t;
 	struct waiter *w;
 	json_object *o;
@@ -655,9 +661,14 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	q->flush_armed = 0;
 	if (TAILQ_EMPTY(&q->pending))
 		return;
+	/*
+	 * Detach this turn's batch: answering wakes clients whose next pipelined enqueue
+	 * joins q->pending for the next commit, never this one's answer loop.
+	 */
+	TAILQ_CONCAT(&batch, &q->pending, entry);
 	if (store_begin(q->store) != 0)
 		failed = 1;
-	TAILQ_FOREACH(p, &q->pending, entry) {
+	TAILQ_FOREACH(p, &batch, entry) {
 		if (failed || place(q, p, now_wall, &absorbed) != 0) {
 			failed = 1;
 			break;
@@ -690,8 +701,8 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 		}
 	}
 
-	while ((p = TAILQ_FIRST(&q->pending)) != NULL) {
-		TAILQ_REMOVE(&q->pending, p, entry);
+	while ((p = TAILQ_FIRST(&batch)) != NULL) {
+		TAILQ_REMOVE(&batch, p, entry);
 		if (failed)
 			o = answer_error("storage", "the request was not queued: the queue "
 			    "database failed (%s); try again", err);

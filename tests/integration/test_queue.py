@@ -1,0 +1,451 @@
+"""test_queue.py: the queue daemon through its socket: protocol, coalescing, durability."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import (CTL, DAEMON, I1, I2, I3, PASSWORD, Client, Env, EnvTest, wait_for)
+
+
+class Protocol(EnvTest):
+    def test_ping_and_version(self):
+        r = self.env.request({"op": "ping"})
+        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 1})
+
+    def test_errors_keep_connection_usable(self):
+        bad = [
+            ("not json", "bad_json"),
+            ('{"op":"enqueue"}', "missing_field"),
+            ('{"op":"enqueue","install":"torquemag"}', "bad_install"),
+            ('{"op":"enqueue","install":"%s","type":"everything"}' % I1, "bad_type"),
+            ('{"op":"enqueue","install":%s}' % json.dumps(I1 + "/../x"), "bad_install"),
+            ('{"op":"status","id":"1"}', "bad_type"),
+            ('{"op":"frobnicate"}', "unknown_op"),
+            ('{"op":"ping","x":1}', "unknown_field"),
+            ('[]', "bad_json"),
+            ('{"op":"status","id":424242}', "not_found"),
+        ]
+        with self.env.connect() as c:
+            for line, code in bad:
+                r = c.call(line + "\n")
+                self.assertFalse(r["ok"], line)
+                self.assertEqual(r["error"], code, line)
+                self.assertTrue(len(r["message"]) > 10, r)
+            self.assertTrue(c.call({"op": "ping"})["ok"])
+        # and nothing reached the API
+        time.sleep(0.3)
+        self.assertEqual(self.env.calls(), [])
+
+    def test_pipelined_answers_in_order(self):
+        with self.env.connect() as c:
+            c.send("".join(json.dumps(o) + "\n" for o in [
+                {"op": "pause"},
+                {"op": "enqueue", "install": I1, "type": "page"},
+                {"op": "ping"},
+                {"op": "enqueue", "install": I1, "type": "page"},
+                {"op": "bogus"},
+                {"op": "status", "id": 1},
+            ]))
+            answers = [c.recv() for _ in range(6)]
+        self.assertEqual(answers[0]["paused"], True)
+        self.assertEqual((answers[1]["id"], answers[1]["coalesced"]), (1, False))
+        self.assertEqual(answers[2]["version"], "0.1.0")
+        self.assertEqual((answers[3]["id"], answers[3]["coalesced"]), (2, True))
+        self.assertEqual(answers[3]["job"], answers[1]["job"])
+        self.assertEqual(answers[4]["error"], "unknown_op")
+        self.assertEqual((answers[5]["id"], answers[5]["state"]), (1, "queued"))
+
+    def test_request_split_across_writes(self):
+        line = json.dumps({"op": "ping"}) + "\n"
+        with self.env.connect() as c:
+            for ch in line:
+                c.send(ch)
+                time.sleep(0.001)
+            self.assertTrue(c.recv()["ok"])
+            # CRLF and blank lines are tolerated
+            c.send('\r\n\n{"op":"ping"}\r\n')
+            self.assertTrue(c.recv()["ok"])
+
+    def test_overlong_line_is_refused_and_closed(self):
+        with self.env.connect() as c:
+            c.send('{"op":"ping","pad":"' + "x" * (70 * 1024))
+            r = c.recv()
+            self.assertEqual(r["error"], "line_too_long")
+            with self.assertRaises((EOFError, ConnectionResetError)):
+                c.recv()
+        # the daemon is fine
+        self.assertTrue(self.env.request({"op": "ping"})["ok"])
+
+    def test_last_line_without_newline_at_eof(self):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(self.env.sock)
+        s.sendall(b'{"op":"ping"}')
+        s.shutdown(socket.SHUT_WR)
+        data = s.recv(4096)
+        s.close()
+        self.assertTrue(json.loads(data)["ok"])
+
+
+class Coalescing(EnvTest):
+    def setUp(self):
+        super().setUp()
+        self.assertTrue(self.env.request({"op": "pause"})["ok"])
+
+    def jobs(self):
+        return self.env.request({"op": "list"})["jobs"]
+
+    def test_same_install_and_type_join(self):
+        a = self.enqueue(I1, "object")
+        b = self.enqueue(I1, "object")
+        c = self.enqueue(I2, "object")
+        d = self.enqueue(I1, "page")
+        self.assertFalse(a["coalesced"])
+        self.assertTrue(b["coalesced"])
+        self.assertEqual(a["job"], b["job"])
+        self.assertNotEqual(c["job"], a["job"])
+        self.assertNotEqual(d["job"], a["job"])
+        jobs = {j["job"]: j for j in self.jobs()}
+        self.assertEqual(jobs[a["job"]]["requests"], 2)
+        self.assertEqual(jobs[a["job"]]["waiting_for"], "resume (sending is paused)")
+        st = self.env.request({"op": "stats"})
+        self.assertEqual((st["requests"], st["coalesced"], st["jobs"]), (4, 1, 3))
+
+    def test_all_absorbs_narrower_and_covers_later_ones(self):
+        o = self.enqueue(I1, "object")
+        p = self.enqueue(I1, "page")
+        other = self.enqueue(I2, "page")
+        a = self.enqueue(I1, "all")
+        self.assertFalse(a["coalesced"])
+        for r in (o, p):
+            s = self.status(r["id"])
+            self.assertEqual(s["job"], a["job"])
+            self.assertEqual(s["job_type"], "all")
+            self.assertEqual(s["type"], r is o and "object" or "page")
+        self.assertEqual(self.status(other["id"])["job"], other["job"])
+        c = self.enqueue(I1, "cdn")
+        self.assertTrue(c["coalesced"])
+        self.assertEqual(c["job"], a["job"])
+        jobs = [j for j in self.jobs() if j["install"] == I1]
+        self.assertEqual(len(jobs), 1)
+        self.assertEqual(jobs[0]["requests"], 4)
+        # one purge covers all four
+        self.env.request({"op": "resume"})
+        for r in (o, p, a, c):
+            self.wait_state(r["id"])
+        self.assertEqual([x["type"] for x in self.env.purges(I1)], ["all"])
+
+    def test_cancel(self):
+        a = self.enqueue(I1, "page")
+        b = self.enqueue(I1, "page")
+        only = self.enqueue(I2, "page")
+        r = self.env.request({"op": "cancel", "id": only["id"]})
+        self.assertEqual(r["state"], "cancelled")
+        r = self.env.request({"op": "cancel", "id": only["id"]})
+        self.assertEqual(r["error"], "finished")
+        self.env.request({"op": "cancel", "id": a["id"]})
+        self.assertEqual([j["install"] for j in self.jobs()], [I1])
+        self.env.request({"op": "resume"})
+        self.assertEqual(self.wait_state(b["id"])["state"], "done")
+        self.assertEqual(self.status(a["id"])["state"], "cancelled")
+        time.sleep(0.3)
+        self.assertEqual(self.env.purges(I2, status=None), [])  # nobody needed it
+
+    def test_pause_stops_sending(self):
+        r = self.enqueue(I1, "cdn")
+        time.sleep(0.5)
+        self.assertEqual(self.env.calls(), [])
+        self.assertEqual(self.status(r["id"])["state"], "queued")
+        self.env.request({"op": "resume"})
+        self.wait_state(r["id"])
+        self.assertEqual(len(self.env.purges(I1)), 1)
+
+
+class Wait(EnvTest):
+    def test_wait_answers_when_done_without_polling(self):
+        self.env.request({"op": "pause"})
+        r = self.enqueue(I1, "page")
+        got = {}
+
+        def waiter():
+            with self.env.connect() as c:
+                got["a"] = c.call({"op": "wait", "id": r["id"], "timeout": 20})
+                got["t"] = time.monotonic()
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.5)
+        self.assertNotIn("a", got)
+        self.assertEqual(self.env.request({"op": "stats"})["waiters"], 1)
+        t0 = time.monotonic()
+        self.env.request({"op": "resume"})
+        t.join(10)
+        self.assertEqual(got["a"]["state"], "done")
+        self.assertEqual(got["a"]["http_status"], 202)
+        self.assertLess(got["t"] - t0, 1.0)
+
+    def test_wait_timeout(self):
+        self.env.request({"op": "pause"})
+        r = self.enqueue(I1, "page")
+        t0 = time.monotonic()
+        a = self.env.request({"op": "wait", "id": r["id"], "timeout": 0.3})
+        self.assertEqual(a["error"], "timeout")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.28)
+        rc, out, err = self.env.ctl("wait", str(r["id"]), "--timeout", "0.2")
+        self.assertEqual(rc, 4, err)
+        self.assertIn("stays queued", err)
+        self.assertEqual(self.status(r["id"])["state"], "queued")
+
+    def test_wait_for_unknown_and_finished(self):
+        a = self.env.request({"op": "wait", "id": 999})
+        self.assertEqual(a["error"], "not_found")
+        r = self.enqueue(I1, "page")
+        self.wait_state(r["id"])
+        t0 = time.monotonic()
+        self.assertEqual(self.env.request({"op": "wait", "id": r["id"]})["state"], "done")
+        self.assertLess(time.monotonic() - t0, 0.5)
+
+
+class Client_(EnvTest):
+    def test_enqueue_wait_success(self):
+        rc, out, err = self.env.ctl("enqueue", I1, "--type", "page", "--wait",
+                                    "--reason", "deploy 7")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("queued", out)
+        self.assertIn("done", out)
+        rc, lines, err = self.env.ctl_json("status", "1")
+        self.assertEqual(lines[0]["reason"], "deploy 7")
+        self.assertEqual(lines[0]["state"], "done")
+
+    def test_json_output_is_the_daemon_answers(self):
+        rc, lines, err = self.env.ctl_json("enqueue", I2, "-t", "cdn", "--wait")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(set(lines[0]), {"ok", "id", "job", "coalesced", "state"})
+        self.assertEqual(lines[1]["state"], "done")
+        for key in ("install", "type", "state", "job", "attempts", "http_status", "message",
+                    "enqueued_at", "finished_at"):
+            self.assertIn(key, lines[1])
+        self.assertRegex(lines[1]["enqueued_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+    def test_failed_purge_exit_1(self):
+        from harness import UNKNOWN
+        rc, out, err = self.env.ctl("enqueue", UNKNOWN, "--wait")
+        self.assertEqual(rc, 1)
+        self.assertIn("HTTP 404", err)
+        self.assertIn("Not Found", err)
+
+    def test_usage_and_rejections_exit_2(self):
+        for args in (["enqueue"], ["enqueue", "not-a-uuid"], ["enqueue", I1, "-t", "x"],
+                     ["frob"], ["status", "abc"], ["wait", "1", "--timeout", "-3"], []):
+            rc, out, err = self.env.ctl(*args)
+            self.assertEqual(rc, 2, args)
+            self.assertTrue(err.strip(), args)
+        rc, out, err = self.env.ctl("status", "12345")
+        self.assertEqual(rc, 2)
+        self.assertIn("no request 12345", err)
+
+    def test_unreachable_exit_3(self):
+        p = subprocess.run([CTL, "-s", "/nonexistent/sock", "ping"], capture_output=True,
+                           text=True, timeout=10)
+        self.assertEqual(p.returncode, 3)
+        self.assertIn("cannot reach", p.stderr)
+
+    def test_socket_from_environment(self):
+        p = subprocess.run([CTL, "ping"], capture_output=True, text=True, timeout=10,
+                           env=dict(os.environ, WPE_PURGED_SOCKET=self.env.sock))
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_help_everywhere(self):
+        for args in (["--help"], ["enqueue", "--help"], ["wait", "--help"],
+                     ["status", "--help"], ["list", "--help"], ["cancel", "--help"]):
+            rc, out, err = self.env.ctl(*args)
+            self.assertEqual(rc, 0, args)
+            self.assertIn("usage", out)
+
+    def test_list_and_stats_tables(self):
+        self.env.ctl("pause")
+        self.env.ctl("enqueue", I3, "-t", "object")
+        rc, out, err = self.env.ctl("list")
+        self.assertEqual(rc, 0)
+        self.assertIn("WAITING FOR", out)
+        self.assertIn(I3, out)
+        rc, out, err = self.env.ctl("stats")
+        self.assertIn("requests", out)
+        self.assertIn("api.429", out)
+
+
+class Durability(unittest.TestCase):
+    def setUp(self):
+        self.env = Env()
+
+    def tearDown(self):
+        self.env.close()
+
+    def test_acknowledged_requests_survive_kill9(self):
+        env = self.env
+        env.start()
+        env.request({"op": "pause"})
+        acked = []
+        lock = threading.Lock()
+
+        def client(n):
+            with env.connect() as c:
+                for i in range(n):
+                    inst = (I1, I2, I3)[i % 3]
+                    r = c.call({"op": "enqueue", "install": inst,
+                                "type": ("object", "page", "cdn", "all")[i % 4]})
+                    if r.get("ok"):
+                        with lock:
+                            acked.append(r["id"])
+
+        threads = [threading.Thread(target=client, args=(50,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.15)
+        env.kill9()          # in the middle of the burst
+        for t in threads:
+            t.join(10)
+        self.assertGreater(len(acked), 0)
+        env.start()
+        for rid in acked:
+            s = env.request({"op": "status", "id": rid})
+            self.assertTrue(s["ok"], (rid, s))
+            self.assertIn(s["state"], ("queued", "sending", "done"))
+        # paused state is not persisted: sending resumes after restart
+        for rid in acked:
+            wait_for(lambda: env.request({"op": "status", "id": rid})["state"] == "done",
+                     timeout=20, what="request %d done" % rid)
+        out = subprocess.run(["sqlite3", env.db, "PRAGMA integrity_check"],
+                             capture_output=True, text=True).stdout.strip()
+        self.assertEqual(out, "ok")
+
+    def test_job_being_sent_is_sent_again_after_kill9(self):
+        env = self.env
+        env.start()
+        env.fault(delay_ms=3000)
+        r = env.request({"op": "enqueue", "install": I1, "type": "page"})
+        wait_for(lambda: env.request({"op": "status", "id": r["id"]})["state"] == "sending",
+                 what="sending")
+        env.kill9()
+        env.start()
+        s = wait_for(lambda: (lambda s: s if s["state"] == "done" else None)(
+            env.request({"op": "status", "id": r["id"]})), timeout=15, what="done")
+        self.assertEqual(s["attempts"], 2)
+        self.assertIn("queued again", env.log())
+
+    def test_sigterm_finishes_in_flight_and_exits_0(self):
+        env = self.env
+        env.start()
+        env.fault(delay_ms=800)
+        r = env.request({"op": "enqueue", "install": I1, "type": "page"})
+        wait_for(lambda: env.request({"op": "status", "id": r["id"]})["state"] == "sending",
+                 what="sending")
+        self.assertEqual(env.stop(signal.SIGTERM), 0)
+        self.assertFalse(os.path.exists(env.sock))
+        env.start()
+        self.assertEqual(env.request({"op": "status", "id": r["id"]})["state"], "done")
+        self.assertEqual(len(env.purges(I1)), 1)
+
+    def test_wait_survives_daemon_restart(self):
+        env = self.env
+        env.start()
+        env.request({"op": "pause"})
+        r = env.request({"op": "enqueue", "install": I2, "type": "page"})
+        p = subprocess.Popen([CTL, "-s", env.sock, "wait", str(r["id"]), "--timeout", "20"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.4)
+        env.kill9()
+        time.sleep(0.5)
+        env.start()   # not paused any more: it gets sent
+        out, err = p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("done", out)
+
+
+class Startup(unittest.TestCase):
+    def setUp(self):
+        self.env = Env()
+
+    def tearDown(self):
+        self.env.close()
+
+    def run_daemon(self, *args):
+        return subprocess.run([DAEMON, "-c", self.env.conf] + list(args), capture_output=True,
+                              text=True, timeout=20)
+
+    def test_check_config_redacts(self):
+        p = self.run_daemon("--check-config")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("object_interval = 2s", p.stdout)
+        self.assertIn("redacted", p.stdout)
+        self.assertNotIn(PASSWORD, p.stdout + p.stderr)
+
+    def test_bad_config_exit_2_with_line(self):
+        with open(self.env.conf, "a") as f:
+            f.write("bogus_key = 1\n")
+        n = sum(1 for _ in open(self.env.conf))
+        p = self.run_daemon("--check-config")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("%s:%d: unknown key" % (self.env.conf, n), p.stderr)
+        p = self.run_daemon()
+        self.assertEqual(p.returncode, 2)
+
+    def test_credentials_readable_by_others_refused(self):
+        os.chmod(self.env.cred, 0o644)
+        p = self.run_daemon()
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("readable by group or others", p.stderr)
+        self.assertNotIn(PASSWORD, p.stderr)
+
+    def test_plain_http_to_remote_host_refused(self):
+        with open(self.env.conf) as f:
+            text = f.read().replace("http://127.0.0.1", "http://api.wpengineapi.com")
+        with open(self.env.conf, "w") as f:
+            f.write(text)
+        p = self.run_daemon("--check-config")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("not loopback", p.stderr)
+
+    def test_second_instance_refused(self):
+        self.env.start()
+        p = self.run_daemon()
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("already listening", p.stderr)
+        self.assertTrue(self.env.request({"op": "ping"})["ok"])
+
+    def test_foreign_database_refused(self):
+        subprocess.run(["sqlite3", self.env.db, "CREATE TABLE mine(x)"], check=True)
+        p = self.run_daemon()
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("did not create", p.stderr)
+
+    def test_socket_mode(self):
+        self.env.start()
+        self.assertEqual(os.stat(self.env.sock).st_mode & 0o777, 0o660)
+
+    def test_sighup_reloads_limits(self):
+        env = self.env
+        env.write_conf({"object_interval": 30, "retry_initial": 1, "retry_max": 4},
+                       {"base_url": "http://127.0.0.1:%d/v1" % env.port,
+                        "credentials_file": env.cred})
+        env.start()
+        a = env.request({"op": "enqueue", "install": I1, "type": "object"})
+        wait_for(lambda: env.request({"op": "status", "id": a["id"]})["state"] == "done")
+        b = env.request({"op": "enqueue", "install": I1, "type": "object"})
+        time.sleep(0.3)
+        self.assertEqual(env.request({"op": "status", "id": b["id"]})["state"], "queued")
+        env.write_conf({"object_interval": 1, "retry_initial": 1, "retry_max": 4},
+                       {"base_url": "http://127.0.0.1:%d/v1" % env.port,
+                        "credentials_file": env.cred})
+        env.daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: env.request({"op": "status", "id": b["id"]})["state"] == "done",
+                 timeout=5, what="done after reload")
+        self.assertIn("reloaded", env.log())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,272 @@
+/* test_config.c: configuration parsing, validation and credentials loading. */
+#include <sys/stat.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static char dir[] = "/tmp/wpe-test-config-XXXXXX";
+
+static const char *
+write_file(const char *name, const char *text, mode_t mode)
+{
+	static char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	chmod(path, mode);
+	return path;
+}
+
+/* Load text as a config; return the error text (caller frees) or NULL on success. */
+static char *
+load(const char *text, struct config *cfg)
+{
+	char *cause = NULL;
+
+	config_defaults(cfg);
+	if (config_load(cfg, write_file("c.conf", text, 0644), &cause) == 0)
+		return NULL;
+	return cause;
+}
+
+static void
+expect_error(const char *text, const char *fragment)
+{
+	struct config cfg;
+	char *cause = load(text, &cfg);
+
+	assert_non_null(cause);
+	if (strstr(cause, fragment) == NULL)
+		fail_msg("error \"%s\" lacks \"%s\"", cause, fragment);
+	free(cause);
+	config_free(&cfg);
+}
+
+static void
+test_defaults(void **state)
+{
+	struct config cfg;
+
+	(void)state;
+	assert_null(load("# nothing but comments\n; here\n", &cfg));
+	assert_string_equal(cfg.socket, "/run/wpe-purged/wpe-purged.sock");
+	assert_int_equal(cfg.socket_mode, 0660);
+	assert_string_equal(cfg.database, "/var/lib/wpe-purged/queue.sqlite");
+	assert_string_equal(cfg.base_url, "https://api.wpengineapi.com/v1");
+	assert_null(cfg.credentials_file);
+	assert_int_equal(cfg.max_in_flight, 4);
+	assert_int_equal(cfg.timeout, 30);
+	assert_int_equal(cfg.limits.interval[CLASS_OBJECT], 60);
+	assert_int_equal(cfg.limits.interval[CLASS_PAGE], 0);
+	assert_int_equal(cfg.limits.interval[CLASS_CDN], 0);
+	assert_int_equal(cfg.limits.retry_initial, 5);
+	assert_int_equal(cfg.limits.retry_max, 900);
+	assert_int_equal(cfg.retention, 7 * 86400);
+	config_free(&cfg);
+}
+
+static void
+test_values(void **state)
+{
+	struct config cfg;
+
+	(void)state;
+	assert_null(load("[daemon]\nsocket = /tmp/x.sock\nsocket_mode = 0600\n"
+	    "retention = 2d\nlog_level = debug\n"
+	    "[api]\nbase_url = http://127.0.0.1:8080/v1/\nmax_in_flight = 8\ntimeout = 2m\n"
+	    "[limits]\nobject_interval = 90\npage_interval = 5s\nretry_max = 1h\n", &cfg));
+	assert_string_equal(cfg.socket, "/tmp/x.sock");
+	assert_int_equal(cfg.socket_mode, 0600);
+	assert_int_equal(cfg.retention, 2 * 86400);
+	assert_int_equal(cfg.log_level, LOG_DEBUG);
+	assert_string_equal(cfg.base_url, "http://127.0.0.1:8080/v1"); /* slash trimmed */
+	assert_int_equal(cfg.max_in_flight, 8);
+	assert_int_equal(cfg.timeout, 120);
+	assert_int_equal(cfg.limits.interval[CLASS_OBJECT], 90);
+	assert_int_equal(cfg.limits.interval[CLASS_PAGE], 5);
+	assert_int_equal(cfg.limits.retry_max, 3600);
+	config_free(&cfg);
+}
+
+static void
+test_errors(void **state)
+{
+	(void)state;
+	expect_error("[daemon]\nsocket = /a\n[nope]\nkey = 1\n", "c.conf:4: unknown section [nope]");
+	expect_error("[api]\n\nbase_uri = https://x\n", "c.conf:3: unknown key \"base_uri\"");
+	expect_error("[api]\nmax_in_flight = 0\n", ":2: max_in_flight must be a whole number");
+	expect_error("[api]\nmax_in_flight = 65\n", ":2:");
+	expect_error("[api]\nmax_in_flight = 4x\n", ":2:");
+	expect_error("[api]\ntimeout = -1\n", ":2: timeout must be a duration");
+	expect_error("[limits]\nobject_interval = 1w\n", ":2:");
+	expect_error("[limits]\nobject_interval = 99999999999999999999\n", ":2:");
+	expect_error("[daemon]\nsocket_mode = 999\n", "octal mode");
+	expect_error("[daemon]\nsocket = relative.sock\n", "absolute path");
+	expect_error("[daemon]\nlog_level = loud\n", "log_level must be");
+	expect_error("[api]\nbase_url = http://api.wpengineapi.com/v1\n", "not loopback");
+	expect_error("[api]\nbase_url = ftp://x/v1\n", "https://");
+	expect_error("[api]\nbase_url = https://user:pw@x/v1\n", "user info");
+	expect_error("[api]\ntimeout = 5\ntimeout = 6\n", ":3: timeout is set twice");
+	expect_error("[limits]\nretry_initial = 60\nretry_max = 10\n", "retry_max");
+	expect_error("[daemon]\nthis line has no equals sign\n", ":2: syntax error");
+	expect_error("key_before_section = 1\n", ":1: unknown section");
+}
+
+static void
+test_missing_file(void **state)
+{
+	struct config cfg;
+	char *cause = NULL;
+
+	(void)state;
+	config_defaults(&cfg);
+	assert_int_equal(config_load(&cfg, "/nonexistent/wpe.conf", &cause), -1);
+	assert_non_null(strstr(cause, "/nonexistent/wpe.conf"));
+	free(cause);
+	config_free(&cfg);
+}
+
+static char *
+creds(const char *text, mode_t mode, struct config *cfg)
+{
+	char *cause = NULL;
+
+	config_defaults(cfg);
+	cfg->credentials_file = strdup(write_file("credentials", text, mode));
+	if (config_load_credentials(cfg, &cause) == 0)
+		return NULL;
+	return cause;
+}
+
+static void
+expect_cred_error(const char *text, mode_t mode, const char *fragment)
+{
+	struct config cfg;
+	char *cause = creds(text, mode, &cfg);
+
+	assert_non_null(cause);
+	if (strstr(cause, fragment) == NULL)
+		fail_msg("error \"%s\" lacks \"%s\"", cause, fragment);
+	/* The password never appears in an error. */
+	assert_null(strstr(cause, "s3cret"));
+	free(cause);
+	config_free(&cfg);
+}
+
+static void
+test_credentials(void **state)
+{
+	struct config cfg;
+
+	(void)state;
+	assert_null(creds("user-id:s3cret:with:colons\n", 0600, &cfg));
+	assert_string_equal(cfg.api_user, "user-id");
+	assert_string_equal(cfg.api_password, "s3cret:with:colons");
+	config_free(&cfg);
+	assert_null(creds("u:s3cret\r\n", 0400, &cfg)); /* CRLF accepted */
+	assert_string_equal(cfg.api_password, "s3cret");
+	config_free(&cfg);
+	assert_null(creds("u:s3cret", 0600, &cfg)); /* no final newline */
+	config_free(&cfg);
+
+	expect_cred_error("u:s3cret\n", 0640, "readable by group or others");
+	expect_cred_error("u:s3cret\n", 0604, "chmod 600");
+	expect_cred_error("", 0600, "empty");
+	expect_cred_error("\n", 0600, "empty");
+	expect_cred_error("nocolon\n", 0600, "API_USER_ID:API_PASSWORD");
+	expect_cred_error(":s3cret\n", 0600, "API_USER_ID:API_PASSWORD");
+	expect_cred_error("u:\n", 0600, "API_USER_ID:API_PASSWORD");
+	expect_cred_error("u: s3cret\n", 0600, "white space");
+	expect_cred_error("u:s3cret \n", 0600, "white space");
+	expect_cred_error(" u:s3cret\n", 0600, "white space");
+	expect_cred_error("u:s3cret\nu2:other\n", 0600, "exactly one line");
+}
+
+static void
+test_credentials_directory(void **state)
+{
+	struct config cfg;
+	char *cause = NULL;
+
+	(void)state;
+	config_defaults(&cfg);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	assert_int_equal(config_load_credentials(&cfg, &cause), -1);
+	assert_non_null(strstr(cause, "LoadCredential"));
+	free(cause);
+	/* systemd's directory: the file name is the credential's. */
+	write_file(CREDENTIAL_NAME, "sysd:s3cret\n", 0440);
+	setenv("CREDENTIALS_DIRECTORY", dir, 1);
+	assert_int_equal(config_load_credentials(&cfg, &cause), 0);
+	assert_string_equal(cfg.api_user, "sysd");
+	unsetenv("CREDENTIALS_DIRECTORY");
+	config_free(&cfg);
+}
+
+static void
+test_print_redacts(void **state)
+{
+	struct config cfg;
+	char buf[4096];
+	FILE *f;
+	size_t n;
+
+	(void)state;
+	assert_null(creds("u:s3cret\n", 0600, &cfg));
+	f = fmemopen(buf, sizeof buf, "w");
+	config_print(&cfg, f);
+	fclose(f);
+	n = strlen(buf);
+	assert_true(n > 100);
+	assert_null(strstr(buf, "s3cret"));
+	assert_non_null(strstr(buf, "redacted"));
+	assert_non_null(strstr(buf, "object_interval = 60s"));
+	config_free(&cfg);
+}
+
+static int
+setup(void **state)
+{
+	(void)state;
+	return mkdtemp(dir) == NULL ? -1 : 0;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[300];
+
+	(void)state;
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_credentials),
+		cmocka_unit_test(test_credentials_directory),
+		cmocka_unit_test(test_print_redacts),
+	};
+
+	return cmocka_run_group_tests_name("config", tests, setup, teardown);
+}

@@ -1,0 +1,165 @@
+/* test_proto.c: decoding and validation of wire-protocol requests. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proto.h"
+
+#define UUID "294deacc-d8b8-4005-82c4-0727ba8ddde0"
+
+static int
+parse(const char *line, struct proto_request *req, const char **code)
+{
+	char *cause = NULL;
+	int rc = proto_request_parse(line, strlen(line), req, code, &cause);
+
+	if (rc == 0)
+		assert_null(cause);
+	else {
+		assert_non_null(cause);
+		assert_true(strlen(cause) > 0);
+		free(cause);
+	}
+	return rc;
+}
+
+static void
+expect_error(const char *line, const char *want)
+{
+	struct proto_request req;
+	const char *code = NULL;
+
+	assert_int_equal(parse(line, &req, &code), -1);
+	assert_string_equal(code, want);
+}
+
+static void
+test_enqueue(void **state)
+{
+	struct proto_request req;
+	const char *code;
+
+	(void)state;
+	assert_int_equal(parse("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"type\":\"object\","
+	    "\"reason\":\"deploy 42\"}", &req, &code), 0);
+	assert_int_equal(req.op, OP_ENQUEUE);
+	assert_string_equal(req.install, UUID);
+	assert_int_equal(req.type, PURGE_OBJECT);
+	assert_string_equal(req.reason, "deploy 42");
+	proto_request_free(&req);
+
+	/* Type defaults to all; install is folded to lower case. */
+	assert_int_equal(parse("{\"op\":\"enqueue\",\"install\":"
+	    "\"294DEACC-D8B8-4005-82C4-0727BA8DDDE0\"}", &req, &code), 0);
+	assert_int_equal(req.type, PURGE_ALL);
+	assert_string_equal(req.install, UUID);
+	assert_null(req.reason);
+	proto_request_free(&req);
+}
+
+static void
+test_other_ops(void **state)
+{
+	struct proto_request req;
+	const char *code;
+
+	(void)state;
+	assert_int_equal(parse("{\"op\":\"status\",\"id\":7}", &req, &code), 0);
+	assert_int_equal(req.op, OP_STATUS);
+	assert_int_equal(req.id, 7);
+	assert_int_equal(parse("{\"op\":\"wait\",\"id\":9,\"timeout\":1.5}", &req, &code), 0);
+	assert_int_equal(req.timeout_ms, 1500);
+	assert_int_equal(parse("{\"op\":\"wait\",\"id\":9}", &req, &code), 0);
+	assert_int_equal(req.timeout_ms, -1);
+	assert_int_equal(parse("  {\"op\":\"ping\"}  ", &req, &code), 0);
+	assert_int_equal(req.op, OP_PING);
+	assert_int_equal(parse("{\"op\":\"list\"}", &req, &code), 0);
+	assert_int_equal(parse("{\"op\":\"stats\"}", &req, &code), 0);
+	assert_int_equal(parse("{\"op\":\"pause\"}", &req, &code), 0);
+	assert_int_equal(parse("{\"op\":\"resume\"}", &req, &code), 0);
+	assert_int_equal(parse("{\"op\":\"cancel\",\"id\":3}", &req, &code), 0);
+	assert_int_equal(req.op, OP_CANCEL);
+}
+
+static void
+test_errors(void **state)
+{
+	char *big;
+
+	(void)state;
+	expect_error("", "bad_json");
+	expect_error("not json", "bad_json");
+	expect_error("[1,2]", "bad_json");
+	expect_error("{\"op\":\"ping\"} {\"op\":\"ping\"}", "bad_json");
+	expect_error("{\"op\":\"ping\"", "bad_json");
+	expect_error("{}", "missing_field");
+	expect_error("{\"op\":5}", "bad_type");
+	expect_error("{\"op\":\"explode\"}", "unknown_op");
+	expect_error("{\"op\":\"ping\",\"extra\":1}", "unknown_field");
+	expect_error("{\"op\":\"enqueue\"}", "missing_field");
+	expect_error("{\"op\":\"enqueue\",\"install\":42}", "bad_type");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"torquemag\"}", "bad_install");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"../../etc/passwd\"}", "bad_install");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"294deacc-d8b8-4005-82c4-0727ba8ddde0/x\"}",
+	    "bad_install");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"type\":\"everything\"}",
+	    "bad_type");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"type\":[]}", "bad_type");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"reason\":\"a\\u0000b\"}",
+	    "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"reason\":\"a\\nb\"}",
+	    "bad_value");
+	expect_error("{\"op\":\"status\"}", "missing_field");
+	expect_error("{\"op\":\"status\",\"id\":\"7\"}", "bad_type");
+	expect_error("{\"op\":\"status\",\"id\":0}", "bad_value");
+	expect_error("{\"op\":\"status\",\"id\":-3}", "bad_value");
+	expect_error("{\"op\":\"status\",\"id\":1.5}", "bad_type");
+	expect_error("{\"op\":\"wait\",\"id\":1,\"timeout\":-1}", "bad_value");
+	expect_error("{\"op\":\"wait\",\"id\":1,\"timeout\":1e300}", "bad_value");
+	expect_error("{\"op\":\"wait\",\"id\":1,\"timeout\":\"5\"}", "bad_type");
+	/* Invalid UTF-8 and deep nesting. */
+	expect_error("{\"op\":\"ping\",\"x\":\"\xff\xfe\"}", "bad_json");
+	expect_error("{\"op\":\"ping\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":1}}}}}", "bad_json");
+
+	/* An over-long reason. */
+	big = malloc(PROTO_MAX_REASON + 200);
+	strcpy(big, "{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"reason\":\"");
+	memset(big + strlen(big), 'x', PROTO_MAX_REASON + 1);
+	big[strlen("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"reason\":\"") +
+	    PROTO_MAX_REASON + 1] = '\0';
+	strcat(big, "\"}");
+	expect_error(big, "bad_value");
+	free(big);
+}
+
+static void
+test_nul_byte(void **state)
+{
+	struct proto_request req;
+	const char *code;
+	char *cause = NULL;
+	const char line[] = "{\"op\":\"ping\"}\0garbage";
+
+	(void)state;
+	assert_int_equal(proto_request_parse(line, sizeof line - 1, &req, &code, &cause), -1);
+	assert_string_equal(code, "bad_json");
+	free(cause);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_enqueue),
+		cmocka_unit_test(test_other_ops),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_nul_byte),
+	};
+
+	return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
+}

@@ -1,0 +1,294 @@
+/* test_store.c: the SQLite queue on temporary databases. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+#define A "294deacc-d8b8-4005-82c4-0727ba8ddde0"
+
+static char dir[] = "/tmp/wpe-test-store-XXXXXX";
+static char path[300];
+
+struct loaded {
+	int njobs, nlimits;
+	int64_t ids[16];
+	struct class_state cs;
+};
+
+static void
+on_job(void *arg, const struct store_job *j)
+{
+	struct loaded *l = arg;
+
+	l->ids[l->njobs++] = j->id;
+}
+
+static void
+on_limit(void *arg, const char *install, int cls, const struct class_state *cs)
+{
+	struct loaded *l = arg;
+
+	(void)install;
+	(void)cls;
+	l->cs = *cs;
+	l->nlimits++;
+}
+
+static struct store *
+fresh(void)
+{
+	static int n;
+	struct store *st;
+	char *cause = NULL;
+
+	snprintf(path, sizeof path, "%s/q%d.sqlite", dir, n++);
+	st = store_open(path, &cause);
+	if (st == NULL)
+		fail_msg("store_open: %s", cause);
+	return st;
+}
+
+static void
+test_enqueue_and_status(void **state)
+{
+	struct store *st = fresh();
+	struct store_status ss;
+	int64_t j, r1, r2;
+
+	(void)state;
+	assert_int_equal(store_begin(st), 0);
+	j = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1000);
+	assert_true(j > 0);
+	r1 = store_request_insert(st, j, A, PURGE_OBJECT, "deploy", 1000, 42, 0, 1000);
+	r2 = store_request_insert(st, j, A, PURGE_OBJECT, NULL, 1000, 43, 1, 1001);
+	assert_int_equal(store_commit(st), 0);
+	assert_true(r2 > r1);
+
+	assert_int_equal(store_request_get(st, r1, &ss), 1);
+	assert_int_equal(ss.state, JOB_QUEUED);
+	assert_int_equal(ss.job, j);
+	assert_string_equal(ss.install, A);
+	assert_string_equal(ss.reason, "deploy");
+	assert_int_equal(ss.enqueued_at, 1000);
+	assert_int_equal(ss.finished_at, 0);
+	store_status_free(&ss);
+	assert_int_equal(store_request_get(st, 999, &ss), 0);
+	assert_int_equal(store_job_live_requests(st, j), 2);
+
+	/* Cancel one: the job still has a live request. */
+	assert_int_equal(store_request_cancel(st, r1, 2000), 1);
+	assert_int_equal(store_request_cancel(st, r1, 2000), 0); /* not twice */
+	assert_int_equal(store_job_live_requests(st, j), 1);
+	assert_int_equal(store_request_get(st, r1, &ss), 1);
+	assert_int_equal(ss.state, JOB_CANCELLED);
+	assert_int_equal(ss.finished_at, 2000);
+	store_status_free(&ss);
+
+	/* Finish the job: the remaining request follows; the cancelled one stays. */
+	struct store_job row = { .id = j, .state = JOB_DONE, .attempts = 1,
+		.http_status = 202, .started_at = 2500, .finished_at = 3000 };
+	assert_int_equal(store_job_update(st, &row), 0);
+	assert_int_equal(store_requests_finish(st, j, JOB_DONE, 3000), 0);
+	assert_int_equal(store_request_get(st, r2, &ss), 1);
+	assert_int_equal(ss.state, JOB_DONE);
+	assert_int_equal(ss.http_status, 202);
+	assert_int_equal(ss.attempts, 1);
+	store_status_free(&ss);
+	assert_int_equal(store_request_get(st, r1, &ss), 1);
+	assert_int_equal(ss.state, JOB_CANCELLED);
+	store_status_free(&ss);
+	store_close(st);
+}
+
+static void
+test_absorb(void **state)
+{
+	struct store *st = fresh();
+	struct store_status ss;
+	int64_t jo, jp, ja, ro, rp;
+
+	(void)state;
+	store_begin(st);
+	jo = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1);
+	jp = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
+	ro = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 0, 1);
+	rp = store_request_insert(st, jp, A, PURGE_PAGE, NULL, 0, 0, 0, 1);
+	ja = store_job_insert(st, A, PURGE_ALL, 0, 0, 2);
+	assert_int_equal(store_requests_move(st, jo, ja), 0);
+	assert_int_equal(store_requests_move(st, jp, ja), 0);
+	assert_int_equal(store_job_delete(st, jo), 0);
+	assert_int_equal(store_job_delete(st, jp), 0);
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_job_live_requests(st, ja), 2);
+	assert_int_equal(store_request_get(st, ro, &ss), 1);
+	assert_int_equal(ss.job, ja);
+	assert_int_equal(ss.type, PURGE_OBJECT);   /* what was asked */
+	assert_int_equal(ss.job_type, PURGE_ALL);  /* what will be sent */
+	store_status_free(&ss);
+	assert_int_equal(store_request_get(st, rp, &ss), 1);
+	assert_int_equal(ss.job, ja);
+	store_status_free(&ss);
+	store_close(st);
+}
+
+static void
+test_rollback(void **state)
+{
+	struct store *st = fresh();
+	struct store_status ss;
+	int64_t j, r;
+
+	(void)state;
+	store_begin(st);
+	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
+	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1);
+	store_rollback(st);
+	assert_int_equal(store_request_get(st, r, &ss), 0);
+	store_close(st);
+}
+
+static void
+test_recover_and_load(void **state)
+{
+	struct store *st = fresh();
+	struct loaded l;
+	struct class_state cs = { 5000, 6000, 2 };
+	int64_t j1, j2, j3;
+	char *cause = NULL;
+
+	(void)state;
+	store_begin(st);
+	j1 = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1);
+	j2 = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
+	j3 = store_job_insert(st, A, PURGE_CDN, 0, 0, 1);
+	struct store_job row = { .id = j2, .state = JOB_SENDING, .attempts = 1 };
+	store_job_update(st, &row);
+	row.id = j3;
+	row.state = JOB_DONE;
+	row.finished_at = 9;
+	store_job_update(st, &row);
+	store_limit_put(st, A, CLASS_OBJECT, &cs);
+	store_commit(st);
+	store_close(st);
+
+	/* Reopen as after kill -9: the sending job is queued again; done stays done. */
+	st = store_open(path, &cause);
+	assert_non_null(st);
+	assert_int_equal(store_recover(st), 1);
+	memset(&l, 0, sizeof l);
+	assert_int_equal(store_load(st, on_job, on_limit, &l), 0);
+	assert_int_equal(l.njobs, 2);
+	assert_int_equal(l.ids[0], j1);
+	assert_int_equal(l.ids[1], j2);
+	assert_int_equal(l.nlimits, 1);
+	assert_int_equal(l.cs.last_start, 5000);
+	assert_int_equal(l.cs.blocked_until, 6000);
+	assert_int_equal(l.cs.strikes, 2);
+	store_close(st);
+}
+
+static void
+test_prune(void **state)
+{
+	struct store *st = fresh();
+	struct store_status ss;
+	int64_t j, r[5];
+	int i;
+
+	(void)state;
+	store_begin(st);
+	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
+	for (i = 0; i < 5; i++)
+		r[i] = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1);
+	struct store_job row = { .id = j, .state = JOB_DONE, .finished_at = 100 };
+	store_job_update(st, &row);
+	store_requests_finish(st, j, JOB_DONE, 100);
+	store_commit(st);
+	/* Not old enough: nothing goes. */
+	assert_int_equal(store_prune(st, 50, 10), 0);
+	/* In batches: 2 requests, then the rest, then the job. */
+	assert_int_equal(store_prune(st, 200, 2), 2);
+	assert_int_equal(store_prune(st, 200, 10), 3 + 1);
+	assert_int_equal(store_request_get(st, r[4], &ss), 0);
+	store_close(st);
+}
+
+static void
+test_foreign_and_corrupt(void **state)
+{
+	char p[320], *cause = NULL;
+	sqlite3 *db;
+	FILE *f;
+
+	(void)state;
+	/* A SQLite database of someone else's: refused, untouched. */
+	snprintf(p, sizeof p, "%s/foreign.sqlite", dir);
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "CREATE TABLE precious(x); INSERT INTO precious "
+	    "VALUES (1);", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_null(store_open(p, &cause));
+	assert_non_null(strstr(cause, "did not create"));
+	free(cause);
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "SELECT x FROM precious", NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+
+	/* Not a database at all: refused, not overwritten. */
+	snprintf(p, sizeof p, "%s/garbage.sqlite", dir);
+	f = fopen(p, "w");
+	fputs("this is not a database, and it is 100 bytes long or so, which sqlite "
+	    "will look at and reject.......", f);
+	fclose(f);
+	cause = NULL;
+	assert_null(store_open(p, &cause));
+	assert_non_null(cause);
+	free(cause);
+	f = fopen(p, "r");
+	char buf[16];
+	assert_int_equal(fread(buf, 1, 7, f), 7);
+	fclose(f);
+	assert_memory_equal(buf, "this is", 7);
+}
+
+static int
+setup(void **state)
+{
+	(void)state;
+	return mkdtemp(dir) == NULL ? -1 : 0;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[300];
+
+	(void)state;
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_enqueue_and_status),
+		cmocka_unit_test(test_absorb),
+		cmocka_unit_test(test_rollback),
+		cmocka_unit_test(test_recover_and_load),
+		cmocka_unit_test(test_prune),
+		cmocka_unit_test(test_foreign_and_corrupt),
+	};
+
+	return cmocka_run_group_tests_name("store", tests, setup, teardown);
+}
