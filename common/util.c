@@ -128,6 +128,8 @@ log_level_parse(const char *s, enum log_level *out)
 	return -1;
 }
 
+static void log_vmsg(enum log_level, const char *, va_list) printflike(2, 0);
+
 static void
 log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {

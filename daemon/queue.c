@@ -306,18 +306,53 @@ queue_create(struct event_base *base, struct config *cfg, struct store *store)
 	return q;
 }
 
+#define MAX_INTERRUPTED 64 /* at most max_in_flight jobs are ever being sent */
+struct interrupted {
+	int n;
+	struct { char install[37]; enum purge_type type; } jobs[MAX_INTERRUPTED];
+};
+
+static void
+note_interrupted(void *arg, const char *install, enum purge_type type)
+{
+	struct interrupted *in = arg;
+
+	if (in->n == MAX_INTERRUPTED)
+		return;
+	memcpy(in->jobs[in->n].install, install, 37);
+	in->jobs[in->n++].type = type;
+}
+
 int
 queue_start(struct queue *q)
 {
 	struct timeval tv = { 1, 0 };
 	int n;
 
-	if ((n = store_recover(q->store)) < 0)
+	struct interrupted in;
+	struct install *ins;
+	unsigned mask;
+	int i, c;
+
+	memset(&in, 0, sizeof in);
+	if ((n = store_recover(q->store, note_interrupted, &in)) < 0)
 		return -1;
 	if (n > 0)
 		log_notice("%d job(s) were being sent when the daemon stopped; queued again", n);
 	if (store_load(q->store, load_job, load_limit, q) != 0)
 		return -1;
+	/*
+	 * The API may have acted on an interrupted purge up to the moment we died: its
+	 * install's window starts again now.
+	 */
+	for (i = 0; i < in.n; i++) {
+		ins = install_get(q, in.jobs[i].install, 1);
+		mask = sched_type_classes(in.jobs[i].type);
+		for (c = 0; c < NCLASSES; c++) {
+			if (mask & (1u << c))
+				ins->cls[c].last_start = now_mono();
+		}
+	}
 	evtimer_add(q->prune_ev, &tv);
 	queue_run(q);
 	return 0;
@@ -828,7 +863,7 @@ job_waiting_for(struct queue *q, struct job *j, int64_t now, int64_t ready)
 		}
 		for (c = 0; c < NCLASSES; c++) {
 			if ((mask & (1u << c)) && ready == j->install->cls[c].last_start +
-			    q->limits.interval[c] * 1000) {
+			    q->limits.interval[c] * 1000 + SCHED_GUARD_MS) {
 				snprintf(buf, sizeof buf, "%s window", cn[c]);
 				return buf;
 			}
@@ -1189,13 +1224,7 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 		job_set_message(j, msg);
 		j->not_before = now + sched_backoff_transient(j->attempts, &q->limits,
 		    arc4random());
-		/* An attempt the API never acted on gives the window back. */
-		if (!sched_attempt_counts(r->transport_ok, r->status, r->connect_failed)) {
-			for (c = 0; c < NCLASSES; c++) {
-				if ((mask & (1u << c)) && in->cls[c].last_start == j->last_attempt)
-					in->cls[c].last_start = j->prev_start[c];
-			}
-		}
+
 		sched_outage_failure(&q->outage, &q->limits, now, arc4random());
 		break;
 	case OUTCOME_PERMANENT:
@@ -1212,6 +1241,19 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 	}
 	if (final)
 		finished = now_wall;
+	/*
+	 * The API acted on the purge somewhere between our start and its answer, so the next
+	 * window opens an interval after the answer: safe whatever the network delays were.
+	 * An attempt the API never acted on gives the window back.
+	 */
+	for (c = 0; c < NCLASSES; c++) {
+		if (!(mask & (1u << c)) || in->cls[c].last_start != j->last_attempt)
+			continue;
+		if (sched_attempt_counts(r->transport_ok, r->status, r->connect_failed))
+			in->cls[c].last_start = now;
+		else
+			in->cls[c].last_start = j->prev_start[c];
+	}
 
 	if (store_begin(q->store) != 0)
 		goto fail;

@@ -53,7 +53,7 @@ sched_ready_at(const struct class_state cs[NCLASSES], const struct limits *lim,
 		if (!(mask & (1u << c)))
 			continue;
 		if (cs[c].last_start > 0 && lim->interval[c] > 0) {
-			w = cs[c].last_start + lim->interval[c] * 1000;
+			w = cs[c].last_start + lim->interval[c] * 1000 + SCHED_GUARD_MS;
 			if (w > at)
 				at = w;
 		}

@@ -26,6 +26,12 @@ unsigned sched_type_classes(enum purge_type);
  */
 int sched_coalesce(enum purge_type t, const enum purge_type *queued, size_t n);
 
+/*
+ * Times are whole milliseconds, truncated: a window could open up to 2 ms early on the
+ * API's clock. The guard keeps purges of one install strictly an interval apart.
+ */
+#define SCHED_GUARD_MS 5
+
 /* Earliest time a queued job of type t may start, given its own not_before. */
 int64_t sched_ready_at(const struct class_state cs[NCLASSES], const struct limits *,
     enum purge_type t, int64_t not_before);

@@ -17,7 +17,7 @@ static const char *state_names[JOB_NSTATES] = { "queued", "sending", "done", "fa
 
 enum stmt {
 	S_BEGIN, S_COMMIT, S_ROLLBACK,
-	S_RECOVER_JOBS, S_LOAD_JOBS, S_LOAD_LIMITS,
+	S_RECOVER_JOBS, S_LOAD_SENDING, S_LOAD_JOBS, S_LOAD_LIMITS,
 	S_JOB_INSERT, S_JOB_UPDATE, S_JOB_DELETE,
 	S_REQ_INSERT, S_REQ_MOVE, S_REQ_FINISH, S_REQ_LIVE, S_REQ_GET, S_REQ_CANCEL,
 	S_LIMIT_PUT, S_PRUNE_REQ, S_PRUNE_JOB,
@@ -29,6 +29,7 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
 	[S_RECOVER_JOBS] = "UPDATE jobs SET state = 'queued' WHERE state = 'sending'",
+	[S_LOAD_SENDING] = "SELECT install, type FROM jobs WHERE state = 'sending'",
 	[S_LOAD_JOBS] = "SELECT id, install, type, attempts, not_before, http_status, message,"
 	    " created_at, started_at FROM jobs WHERE state = 'queued' ORDER BY id",
 	[S_LOAD_LIMITS] = "SELECT install, class, last_start, blocked_until, strikes"
@@ -323,9 +324,21 @@ store_rollback(struct store *st)
 }
 
 int
-store_recover(struct store *st)
+store_recover(struct store *st, void (*cb)(void *, const char *, enum purge_type), void *arg)
 {
-	if (run(st, stmt(st, S_RECOVER_JOBS)) != 0)
+	sqlite3_stmt *s = stmt(st, S_LOAD_SENDING);
+	char install[37];
+	int rc, t;
+
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		snprintf(install, sizeof install, "%s", sqlite3_column_text(s, 0) != NULL ?
+		    (const char *)sqlite3_column_text(s, 0) : "");
+		t = type_parse((const char *)sqlite3_column_text(s, 1));
+		if (t >= 0 && uuid_valid(install))
+			cb(arg, install, (enum purge_type)t);
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE || run(st, stmt(st, S_RECOVER_JOBS)) != 0)
 		return -1;
 	return sqlite3_changes(st->db);
 }

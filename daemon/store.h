@@ -55,8 +55,12 @@ int store_begin(struct store *);
 int store_commit(struct store *);
 void store_rollback(struct store *);
 
-/* Jobs that were being sent when the daemon stopped are queued again. Returns count. */
-int store_recover(struct store *);
+/*
+ * Jobs that were being sent when the daemon stopped are queued again; cb hears of each
+ * first. Returns their count.
+ */
+int store_recover(struct store *, void (*cb)(void *, const char *, enum purge_type),
+    void *arg);
 /* Call job_cb for each queued job (oldest first) and limit_cb for each limit row. */
 int store_load(struct store *, void (*job_cb)(void *, const struct store_job *),
     void (*limit_cb)(void *, const char *, int, const struct class_state *), void *arg);

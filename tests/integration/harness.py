@@ -135,11 +135,11 @@ class Env:
             return f.read()
 
     def close(self):
-        if self.daemon is not None:
-            rc = self.stop()
-            if WRAP and rc not in (0, None):
-                raise AssertionError("daemon under %s exited %s:\n%s" % (WRAP[0], rc,
-                                                                         self.log()[-4000:]))
+        rc = self.stop() if self.daemon is not None else 0
+        if rc != 0:
+            # a sanitizer or valgrind report, a leak, or a shutdown that went wrong
+            self.stop_sim()
+            raise AssertionError("daemon exited %s on SIGTERM:\n%s" % (rc, self.log()[-6000:]))
         self.stop_sim()
         if getattr(self, "log_f", None):
             self.log_f.close()

@@ -8,6 +8,8 @@
 
 #include "sched.h"
 
+#define G SCHED_GUARD_MS
+
 static const struct limits lim = { { 60, 0, 0 }, 5, 900 };
 
 static void
@@ -57,15 +59,15 @@ test_ready_windows(void **state)
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_OBJECT, 0), 0);
 	/* Object purged at now: next object or all purge 60 s later, page at once. */
 	cs[CLASS_OBJECT].last_start = now;
-	assert_int_equal(sched_ready_at(cs, &l, PURGE_OBJECT, 0), now + 60000);
-	assert_int_equal(sched_ready_at(cs, &l, PURGE_ALL, 0), now + 60000);
+	assert_int_equal(sched_ready_at(cs, &l, PURGE_OBJECT, 0), now + 60000 + G);
+	assert_int_equal(sched_ready_at(cs, &l, PURGE_ALL, 0), now + 60000 + G);
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_PAGE, 0), 0);
 	/* A page interval applies to page and all. */
 	l.interval[CLASS_PAGE] = 10;
 	cs[CLASS_PAGE].last_start = now + 55000;
-	assert_int_equal(sched_ready_at(cs, &l, PURGE_PAGE, 0), now + 65000);
-	assert_int_equal(sched_ready_at(cs, &l, PURGE_ALL, 0), now + 65000);
-	assert_int_equal(sched_ready_at(cs, &l, PURGE_OBJECT, 0), now + 60000);
+	assert_int_equal(sched_ready_at(cs, &l, PURGE_PAGE, 0), now + 65000 + G);
+	assert_int_equal(sched_ready_at(cs, &l, PURGE_ALL, 0), now + 65000 + G);
+	assert_int_equal(sched_ready_at(cs, &l, PURGE_OBJECT, 0), now + 60000 + G);
 	/* A 429 block and the job's own backoff: the latest wins. */
 	cs[CLASS_CDN].blocked_until = now + 90000;
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_CDN, 0), now + 90000);

@@ -43,6 +43,16 @@ on_limit(void *arg, const char *install, int cls, const struct class_state *cs)
 	l->nlimits++;
 }
 
+static void
+on_recovered(void *arg, const char *install, enum purge_type type)
+{
+	int *n = arg;
+
+	assert_string_equal(install, A);
+	assert_int_equal(type, PURGE_PAGE);
+	(*n)++;
+}
+
 static struct store *
 fresh(void)
 {
@@ -163,6 +173,7 @@ test_recover_and_load(void **state)
 	struct loaded l;
 	struct class_state cs = { 5000, 6000, 2 };
 	int64_t j1, j2, j3;
+	int nrec;
 	char *cause = NULL;
 
 	(void)state;
@@ -183,7 +194,9 @@ test_recover_and_load(void **state)
 	/* Reopen as after kill -9: the sending job is queued again; done stays done. */
 	st = store_open(path, &cause);
 	assert_non_null(st);
-	assert_int_equal(store_recover(st), 1);
+	nrec = 0;
+	assert_int_equal(store_recover(st, on_recovered, &nrec), 1);
+	assert_int_equal(nrec, 1);
 	memset(&l, 0, sizeof l);
 	assert_int_equal(store_load(st, on_job, on_limit, &l), 0);
 	assert_int_equal(l.njobs, 2);

@@ -1,0 +1,18 @@
+#!/bin/sh
+# deps.sh: install the Debian packages wpe-purged needs to build, test and run.
+set -eu
+PKGS="build-essential cmake pkg-config clang libevent-dev libcurl4-openssl-dev
+libjson-c-dev libsqlite3-dev libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "== installing:$missing"
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
