@@ -173,7 +173,11 @@ class Client:
     def __init__(self, path):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.settimeout(30)
-        self.s.connect(path)
+        try:
+            self.s.connect(path)
+        except OSError:
+            self.s.close()
+            raise
         self.buf = b""
 
     def __enter__(self):
