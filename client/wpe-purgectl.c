@@ -201,6 +201,9 @@ request(struct conn *c, json_object *req, int timeout_ms)
 	xasprintf(&line, "%s\n", s);
 	if (conn_write(c, line, strlen(line)) != 0) {
 		free(line);
+		/* The daemon may have refused us and closed: its reason is still readable. */
+		if ((o = conn_read(c, 1000)) != NULL)
+			return o;
 		errno = ECONNRESET;
 		return NULL;
 	}

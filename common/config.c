@@ -9,12 +9,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <grp.h>
+#include <pwd.h>
+#include <stdint.h>
+
 #include <ini.h>
 
 #include "config.h"
 #include "proto.h"
 
-enum key_kind { K_PATH, K_STRING, K_MODE, K_INT, K_DURATION, K_LOGLEVEL, K_URL };
+enum key_kind { K_PATH, K_STRING, K_MODE, K_INT, K_DURATION, K_LOGLEVEL, K_URL, K_USERS,
+	K_GROUPS, K_GROUP };
 
 static const struct key {
 	const char *section;
@@ -28,6 +33,13 @@ static const struct key {
 	{ "daemon", "database", K_PATH, offsetof(struct config, database), 1, 4096 },
 	{ "daemon", "log_level", K_LOGLEVEL, offsetof(struct config, log_level), 0, 0 },
 	{ "daemon", "retention", K_DURATION, offsetof(struct config, retention), 60, 366 * 86400 },
+	{ "daemon", "allow_users", K_USERS, 0, 0, 0 },
+	{ "daemon", "allow_groups", K_GROUPS, 0, 0, 0 },
+	{ "daemon", "admin_group", K_GROUP, offsetof(struct config, admin_gid), 0, 0 },
+	{ "daemon", "max_connections_per_user", K_INT,
+	    offsetof(struct config, max_conns_per_user), 1, 100000 },
+	{ "daemon", "idle_timeout", K_DURATION, offsetof(struct config, idle_timeout), 1,
+	    86400 },
 	{ "api", "base_url", K_URL, offsetof(struct config, base_url), 0, 0 },
 	{ "api", "credentials_file", K_PATH, offsetof(struct config, credentials_file), 1, 4096 },
 	{ "api", "ca_file", K_PATH, offsetof(struct config, ca_file), 1, 4096 },
@@ -61,6 +73,9 @@ config_defaults(struct config *cfg)
 	cfg->database = xstrdup("/var/lib/wpe-purged/queue.sqlite");
 	cfg->log_level = LOG_INFO;
 	cfg->retention = 7 * 86400;
+	cfg->admin_gid = (gid_t)-1;
+	cfg->max_conns_per_user = 64;
+	cfg->idle_timeout = 300;
 	cfg->base_url = xstrdup("https://api.wpengineapi.com/v1");
 	cfg->max_in_flight = 4;
 	cfg->timeout = 30;
@@ -158,6 +173,78 @@ config_check_url(const char *url, char **cause)
 	return 0;
 }
 
+#define MAX_IDS 256
+
+/* A user or group name, or a numeric id. */
+static int
+resolve_id(const char *name, int group, unsigned long *out)
+{
+	int64_t v;
+
+	if (parse_int64(name, 0, (int64_t)UINT32_MAX - 1, &v) == 0) {
+		*out = (unsigned long)v;
+		return 0;
+	}
+	if (group) {
+		struct group *gr = getgrnam(name);
+
+		if (gr == NULL)
+			return -1;
+		*out = gr->gr_gid;
+	} else {
+		struct passwd *pw = getpwnam(name);
+
+		if (pw == NULL)
+			return -1;
+		*out = pw->pw_uid;
+	}
+	return 0;
+}
+
+/* "alice, bob 1002" into ids; -1 and ps->error on an unknown name. */
+static int
+set_id_list(struct parse_state *ps, const char *key, const char *value, int group)
+{
+	char *copy = xstrdup(value), *tok, *save = NULL;
+	unsigned long id;
+	size_t n = 0;
+	unsigned long ids[MAX_IDS];
+	int rc = 0;
+
+	for (tok = strtok_r(copy, ", \t", &save); tok != NULL;
+	    tok = strtok_r(NULL, ", \t", &save)) {
+		if (n == MAX_IDS) {
+			xasprintf(&ps->error, "%s lists more than %d names", key, MAX_IDS);
+			rc = -1;
+			break;
+		}
+		if (resolve_id(tok, group, &id) != 0) {
+			xasprintf(&ps->error, "%s: no %s named \"%.64s\"", key,
+			    group ? "group" : "user", tok);
+			rc = -1;
+			break;
+		}
+		ids[n++] = id;
+	}
+	free(copy);
+	if (rc != 0)
+		return -1;
+	if (group) {
+		free(ps->cfg->allow_gids);
+		ps->cfg->allow_gids = xcalloc(n, sizeof *ps->cfg->allow_gids);
+		for (ps->cfg->nallow_gids = 0; ps->cfg->nallow_gids < n; ps->cfg->nallow_gids++)
+			ps->cfg->allow_gids[ps->cfg->nallow_gids] =
+			    (gid_t)ids[ps->cfg->nallow_gids];
+	} else {
+		free(ps->cfg->allow_uids);
+		ps->cfg->allow_uids = xcalloc(n, sizeof *ps->cfg->allow_uids);
+		for (ps->cfg->nallow_uids = 0; ps->cfg->nallow_uids < n; ps->cfg->nallow_uids++)
+			ps->cfg->allow_uids[ps->cfg->nallow_uids] =
+			    (uid_t)ids[ps->cfg->nallow_uids];
+	}
+	return 0;
+}
+
 static int
 set_key(struct parse_state *ps, const struct key *k, const char *value)
 {
@@ -213,6 +300,24 @@ set_key(struct parse_state *ps, const struct key *k, const char *value)
 			return -1;
 		}
 		return 0;
+	case K_USERS:
+		return set_id_list(ps, k->name, value, 0);
+	case K_GROUPS:
+		return set_id_list(ps, k->name, value, 1);
+	case K_GROUP: {
+		unsigned long id;
+
+		if (*value == '\0') {
+			*(gid_t *)field = (gid_t)-1;
+			return 0;
+		}
+		if (resolve_id(value, 1, &id) != 0) {
+			xasprintf(&ps->error, "%s: no group named \"%.64s\"", k->name, value);
+			return -1;
+		}
+		*(gid_t *)field = (gid_t)id;
+		return 0;
+	}
 	case K_URL:
 		if (strlen(value) > 1024 || config_check_url(value, &cause) != 0) {
 			if (strlen(value) > 1024)
@@ -265,21 +370,13 @@ config_handler(void *user, const char *section, const char *name, const char *va
 	return set_key(ps, &keys[i], value) == 0;
 }
 
-int
-config_load(struct config *cfg, const char *path, char **cause)
+static int
+config_parse(struct config *cfg, FILE *f, const char *path, char **cause)
 {
 	struct parse_state ps = { cfg, 0, NULL };
-	FILE *f;
 	int line;
 
-	free(cfg->path);
-	cfg->path = xstrdup(path);
-	if ((f = fopen(path, "r")) == NULL) {
-		xasprintf(cause, "%s: %s", path, strerror(errno));
-		return -1;
-	}
 	line = ini_parse_file(f, config_handler, &ps);
-	fclose(f);
 	if (line != 0) {
 		if (line > 0)
 			xasprintf(cause, "%s:%d: %s", path, line,
@@ -295,6 +392,39 @@ config_load(struct config *cfg, const char *path, char **cause)
 		return -1;
 	}
 	return 0;
+}
+
+int
+config_load(struct config *cfg, const char *path, char **cause)
+{
+	FILE *f;
+	int rc;
+
+	free(cfg->path);
+	cfg->path = xstrdup(path);
+	if ((f = fopen(path, "r")) == NULL) {
+		xasprintf(cause, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	rc = config_parse(cfg, f, path, cause);
+	fclose(f);
+	return rc;
+}
+
+int
+config_load_mem(struct config *cfg, const char *name, const char *buf, size_t len,
+    char **cause)
+{
+	FILE *f;
+	int rc;
+
+	if (len == 0)
+		return 0;
+	if ((f = fmemopen((void *)(uintptr_t)buf, len, "r")) == NULL)
+		fatal("fmemopen");
+	rc = config_parse(cfg, f, name, cause);
+	fclose(f);
+	return rc;
 }
 
 int
@@ -389,8 +519,19 @@ config_print(const struct config *cfg, FILE *f)
 
 	fprintf(f, "# effective settings from %s\n", cfg->path ? cfg->path : "(defaults)");
 	fprintf(f, "[daemon]\nsocket = %s\nsocket_mode = %04o\ndatabase = %s\n"
-	    "log_level = %s\nretention = %llds\n\n", cfg->socket, (unsigned)cfg->socket_mode,
+	    "log_level = %s\nretention = %llds\n", cfg->socket, (unsigned)cfg->socket_mode,
 	    cfg->database, log_level_name(cfg->log_level), (long long)cfg->retention);
+	fprintf(f, "# allow_users: %zu id(s), allow_groups: %zu id(s)%s\n", cfg->nallow_uids,
+	    cfg->nallow_gids, cfg->nallow_uids + cfg->nallow_gids == 0 ?
+	    " (anyone who can open the socket)" : "");
+	for (size_t u = 0; u < cfg->nallow_uids; u++)
+		fprintf(f, "#   uid %lu\n", (unsigned long)cfg->allow_uids[u]);
+	for (size_t g = 0; g < cfg->nallow_gids; g++)
+		fprintf(f, "#   gid %lu\n", (unsigned long)cfg->allow_gids[g]);
+	if (cfg->admin_gid != (gid_t)-1)
+		fprintf(f, "admin_group = %lu\n", (unsigned long)cfg->admin_gid);
+	fprintf(f, "max_connections_per_user = %lld\nidle_timeout = %llds\n\n",
+	    (long long)cfg->max_conns_per_user, (long long)cfg->idle_timeout);
 	fprintf(f, "[api]\nbase_url = %s\n", cfg->base_url);
 	if (cfg->credentials_file != NULL)
 		fprintf(f, "credentials_file = %s\n", cfg->credentials_file);
@@ -419,6 +560,8 @@ config_free(struct config *cfg)
 	free(cfg->base_url);
 	free(cfg->credentials_file);
 	free(cfg->ca_file);
+	free(cfg->allow_uids);
+	free(cfg->allow_gids);
 	free(cfg->api_user);
 	if (cfg->api_password != NULL)
 		explicit_bzero(cfg->api_password, strlen(cfg->api_password));

@@ -31,6 +31,13 @@ struct config {
 	char *database;
 	enum log_level log_level;
 	int64_t retention;
+	uid_t *allow_uids;       /* empty lists: anyone who can open the socket */
+	size_t nallow_uids;
+	gid_t *allow_gids;
+	size_t nallow_gids;
+	gid_t admin_gid;         /* (gid_t)-1: none; root is always an administrator */
+	int64_t max_conns_per_user;
+	int64_t idle_timeout;    /* seconds a connection may sit idle (not waiting) */
 	/* [api] */
 	char *base_url;          /* no trailing slash */
 	char *credentials_file;  /* NULL: $CREDENTIALS_DIRECTORY/wpengine-api */
@@ -51,6 +58,9 @@ void config_defaults(struct config *);
  * (caller frees).
  */
 int config_load(struct config *, const char *path, char **cause);
+/* Parse config text from memory (for the fuzzer and tests); as config_load. */
+int config_load_mem(struct config *, const char *name, const char *buf, size_t len,
+    char **cause);
 /* Read the API credentials the config names. 0, or -1 with *cause. */
 int config_load_credentials(struct config *, char **cause);
 /* Print the effective settings, password redacted. */

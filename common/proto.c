@@ -101,6 +101,35 @@ text_valid(const char *s, size_t len)
 	return 1;
 }
 
+/*
+ * json-c keeps the last of duplicate keys silently. In a valid JSON object every member
+ * has exactly one ':' at depth 1 outside strings: count them against the keys kept.
+ */
+static size_t
+top_level_members(const char *p, size_t len)
+{
+	size_t i, n = 0;
+	int depth = 0, in_str = 0;
+
+	for (i = 0; i < len; i++) {
+		if (in_str) {
+			if (p[i] == '\\')
+				i++;
+			else if (p[i] == '"')
+				in_str = 0;
+			continue;
+		}
+		switch (p[i]) {
+		case '"': in_str = 1; break;
+		case '{': case '[': depth++; break;
+		case '}': case ']': depth--; break;
+		case ':': if (depth == 1) n++; break;
+		default: break;
+		}
+	}
+	return n;
+}
+
 static int
 get_id(json_object *obj, int64_t *out, const char **code, char **cause)
 {
@@ -176,6 +205,10 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 	}
 	if (!json_object_is_type(obj, json_type_object)) {
 		fail(code, cause, "bad_json", "request must be a JSON object");
+		goto out;
+	}
+	if (top_level_members(line, len) != (size_t)json_object_object_length(obj)) {
+		fail(code, cause, "duplicate_field", "a field appears more than once");
 		goto out;
 	}
 	if (!json_object_object_get_ex(obj, "op", &v)) {

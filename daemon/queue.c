@@ -769,7 +769,7 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 /* Cancel, pause, list, stats ---------------------------------------------------------- */
 
 json_object *
-queue_cancel(struct queue *q, int64_t id, uid_t uid)
+queue_cancel(struct queue *q, int64_t id, uid_t uid, int admin)
 {
 	struct store_status ss;
 	struct job *j;
@@ -777,13 +777,17 @@ queue_cancel(struct queue *q, int64_t id, uid_t uid)
 	int64_t now_wall = clock_wall_ms();
 	int rc, live;
 
-	(void)uid;
 	rc = store_request_get(q->store, id, &ss);
 	if (rc < 0)
 		return answer_error("storage", "the queue database failed: %s",
 		    store_errmsg(q->store));
 	if (rc == 0)
 		return answer_error("not_found", "there is no request %lld", (long long)id);
+	if (!admin && ss.uid != (int64_t)uid) {
+		store_status_free(&ss);
+		return answer_error("forbidden", "request %lld belongs to another user; "
+		    "cancelling it needs root or a member of admin_group", (long long)id);
+	}
 	if (state_final(ss.state)) {
 		json_object *o = answer_error("finished", "request %lld is already %s",
 		    (long long)id, job_state_name(ss.state));
@@ -814,7 +818,7 @@ queue_cancel(struct queue *q, int64_t id, uid_t uid)
 		goto fail;
 	}
 	q->stats.cancelled++;
-	log_info("request %lld cancelled", (long long)id);
+	log_info("request %lld cancelled by uid %ld", (long long)id, (long)uid);
 	if (j != NULL && j->state == JOB_CANCELLED)
 		job_free(q, j);
 	waiters_wake(q, id, 0);

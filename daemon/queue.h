@@ -41,7 +41,8 @@ json_object *queue_status(struct queue *, int64_t id);
 struct waiter *queue_wait(struct queue *, int64_t id, int64_t timeout_ms, queue_answer_cb,
     void *arg);
 void queue_wait_cancel(struct queue *, struct waiter *);
-json_object *queue_cancel(struct queue *, int64_t id, uid_t);
+/* Cancel a request; only its owner or an administrator may. */
+json_object *queue_cancel(struct queue *, int64_t id, uid_t, int admin);
 json_object *queue_list(struct queue *);
 json_object *queue_stats(struct queue *, int connections);
 json_object *queue_pause(struct queue *, int paused);

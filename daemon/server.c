@@ -24,7 +24,9 @@ struct conn {
 	struct server *srv;
 	struct bufferevent *bev;
 	uid_t uid;
+	gid_t gid;
 	pid_t pid;
+	int admin;       /* root or a member of admin_group */
 	int busy;        /* an answer is owed (enqueue commit, wait): later lines wait */
 	int processing;  /* inside conn_process: callbacks must not re-enter it */
 	int eof;         /* the client closed its side */
@@ -48,6 +50,18 @@ struct server {
 };
 
 static void conn_process(struct conn *);
+
+/* An idle connection times out; one that waits for an answer (wait) does not. */
+static void
+conn_idle_timer(struct conn *c)
+{
+	struct timeval tv = { c->srv->cfg->idle_timeout, 0 };
+
+	if (c->busy)
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	else
+		bufferevent_set_timeouts(c->bev, &tv, NULL);
+}
 
 static void
 conn_lost(struct conn *c)
@@ -134,7 +148,7 @@ conn_handle(struct conn *c, const char *line, size_t len)
 		conn_send(c, queue_status(srv->q, req.id));
 		break;
 	case OP_CANCEL:
-		conn_send(c, queue_cancel(srv->q, req.id, c->uid));
+		conn_send(c, queue_cancel(srv->q, req.id, c->uid, c->admin));
 		break;
 	case OP_LIST:
 		conn_send(c, queue_list(srv->q));
@@ -144,6 +158,11 @@ conn_handle(struct conn *c, const char *line, size_t len)
 		break;
 	case OP_PAUSE:
 	case OP_RESUME:
+		if (!c->admin) {
+			conn_send(c, proto_error("forbidden", "pause and resume need root or a "
+			    "member of admin_group"));
+			break;
+		}
 		log_notice("%s from uid %ld pid %ld", req.op == OP_PAUSE ? "pause" : "resume",
 		    (long)c->uid, (long)c->pid);
 		conn_send(c, queue_pause(srv->q, req.op == OP_PAUSE));
@@ -201,6 +220,7 @@ conn_process(struct conn *c)
 			free(line);
 	}
 	c->processing = 0;
+	conn_idle_timer(c);
 	if (c->eof && !c->busy && !c->closing) {
 		c->closing = 1;
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
@@ -239,6 +259,11 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct conn *c = arg;
 
 	(void)bev;
+	if (what & BEV_EVENT_TIMEOUT) {
+		log_debug("closing idle client uid %ld pid %ld", (long)c->uid, (long)c->pid);
+		conn_lost(c);
+		return;
+	}
 	if (what & BEV_EVENT_EOF) {
 		c->eof = 1;
 		if (!c->processing)
@@ -247,6 +272,79 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_ERROR)
 		conn_lost(c);
+}
+
+/* The peer's supplementary groups (Linux SO_PEERGROUPS); *n = 0 if unavailable. */
+static gid_t *
+peer_groups(int fd, size_t *n)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = xmalloc(len);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0) {
+		if (errno != ERANGE || len == 0 || len > 65536 * sizeof(gid_t)) {
+			*n = 0;
+			return g;
+		}
+		g = xrealloc(g, len);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0)
+			len = 0;
+	}
+	*n = len / sizeof(gid_t);
+	return g;
+}
+
+static int
+in_groups(gid_t want, gid_t gid, const gid_t *groups, size_t n)
+{
+	size_t i;
+
+	if (gid == want)
+		return 1;
+	for (i = 0; i < n; i++) {
+		if (groups[i] == want)
+			return 1;
+	}
+	return 0;
+}
+
+/* May this peer use the socket at all? Is it an administrator? */
+static void
+conn_authorize(const struct config *cfg, struct conn *c, int fd, int *allowed)
+{
+	size_t i, n;
+	gid_t *groups = peer_groups(fd, &n);
+
+	c->admin = c->uid == 0 || c->uid == geteuid() || (cfg->admin_gid != (gid_t)-1 &&
+	    in_groups(cfg->admin_gid, c->gid, groups, n));
+	*allowed = c->admin || (cfg->nallow_uids == 0 && cfg->nallow_gids == 0);
+	for (i = 0; !*allowed && i < cfg->nallow_uids; i++)
+		*allowed = cfg->allow_uids[i] == c->uid;
+	for (i = 0; !*allowed && i < cfg->nallow_gids; i++)
+		*allowed = in_groups(cfg->allow_gids[i], c->gid, groups, n);
+	free(groups);
+}
+
+static int
+conns_of_uid(const struct server *srv, uid_t uid)
+{
+	const struct conn *c;
+	int n = 0;
+
+	TAILQ_FOREACH(c, &srv->conns, entry) {
+		if (c->uid == uid)
+			n++;
+	}
+	return n;
+}
+
+/* Refuse a peer with one error answer, then close once it is written. */
+static void
+conn_refuse(struct conn *c, const char *code, const char *msg)
+{
+	c->closing = 1;
+	bufferevent_disable(c->bev, EV_READ);
+	conn_send(c, proto_error(code, msg));
 }
 
 static void
@@ -265,9 +363,9 @@ accept_cb(evutil_socket_t lfd, short events, void *arg)
 	struct server *srv = arg;
 	struct timeval tv = { 1, 0 };
 	struct ucred cred;
-	socklen_t credlen = sizeof cred;
+	socklen_t credlen;
 	struct conn *c;
-	int fd;
+	int fd, allowed, nuid;
 
 	(void)events;
 	for (;;) {
@@ -287,13 +385,18 @@ accept_cb(evutil_socket_t lfd, short events, void *arg)
 		}
 		c = xcalloc(1, sizeof *c);
 		c->srv = srv;
+		credlen = sizeof cred;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) == 0) {
 			c->uid = cred.uid;
+			c->gid = cred.gid;
 			c->pid = cred.pid;
 		} else {
 			c->uid = (uid_t)-1;
+			c->gid = (gid_t)-1;
 			c->pid = -1;
 		}
+		conn_authorize(srv->cfg, c, fd, &allowed);
+		nuid = conns_of_uid(srv, c->uid);
 		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 		if (c->bev == NULL) {
 			close(fd);
@@ -306,6 +409,21 @@ accept_cb(evutil_socket_t lfd, short events, void *arg)
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 		TAILQ_INSERT_TAIL(&srv->conns, c, entry);
 		srv->nconns++;
+		if (!allowed) {
+			log_warn("refused client uid %ld pid %ld: not in allow_users or "
+			    "allow_groups", (long)c->uid, (long)c->pid);
+			conn_refuse(c, "forbidden", "this user may not use wpe-purged (see "
+			    "allow_users and allow_groups)");
+			continue;
+		}
+		if (nuid >= srv->cfg->max_conns_per_user) {
+			log_warn("refused client uid %ld pid %ld: it already has %d connections",
+			    (long)c->uid, (long)c->pid, nuid);
+			conn_refuse(c, "too_many_connections", "too many connections from this "
+			    "user (max_connections_per_user)");
+			continue;
+		}
+		conn_idle_timer(c);
 		log_debug("client connected: uid %ld pid %ld", (long)c->uid, (long)c->pid);
 	}
 }
@@ -339,6 +457,24 @@ server_bind(struct server *srv, char **cause)
 		xasprintf(cause, "socket path %s is too long", srv->path);
 		return -1;
 	}
+	{
+		char *dir = xstrdup(srv->path), *slash = strrchr(dir, '/');
+
+		if (slash != NULL)
+			*(slash == dir ? slash + 1 : slash) = '\0';
+		if (stat(slash != NULL ? dir : ".", &sb) != 0) {
+			xasprintf(cause, "socket directory %s: %s", dir, strerror(errno));
+			free(dir);
+			return -1;
+		}
+		if (sb.st_mode & S_IWOTH) {
+			xasprintf(cause, "socket directory %s is writable by anyone; use a "
+			    "directory only the service can write (such as /run/wpe-purged)", dir);
+			free(dir);
+			return -1;
+		}
+		free(dir);
+	}
 	if (lstat(srv->path, &sb) == 0) {
 		if (!S_ISSOCK(sb.st_mode)) {
 			xasprintf(cause, "%s exists and is not a socket; refusing to replace it",
@@ -368,7 +504,7 @@ server_bind(struct server *srv, char **cause)
 		return -1;
 	}
 	umask(old);
-	if (chmod(srv->path, srv->cfg->socket_mode) == -1 || listen(fd, 128) == -1) {
+	if (chmod(srv->path, srv->cfg->socket_mode) == -1 || listen(fd, SOMAXCONN) == -1) {
 		xasprintf(cause, "%s: %s", srv->path, strerror(errno));
 		unlink(srv->path);
 		close(fd);

@@ -1,5 +1,8 @@
 /* store.c: the SQLite queue: schema and migrations, prepared statements, transactions. */
+#include <sys/file.h>
+
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,6 +100,7 @@ static const char schema_v1[] =
     " PRIMARY KEY (install, class)) WITHOUT ROWID;";
 
 struct store {
+	int lockfd;     /* flock()ed for the daemon's lifetime: one daemon per database */
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
 };
@@ -216,7 +220,28 @@ struct store *
 store_open(const char *path, char **cause)
 {
 	struct store *st = xcalloc(1, sizeof *st);
+	char *lockpath;
 	int i, rc;
+
+	st->lockfd = -1;
+	/*
+	 * A lock file beside the database: SQLite's own locks allow several writers in turn,
+	 * but two daemons sharing one queue would both send it.
+	 */
+	xasprintf(&lockpath, "%s.lock", path);
+	st->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (st->lockfd == -1) {
+		xasprintf(cause, "%s: %s", lockpath, strerror(errno));
+		free(lockpath);
+		goto fail;
+	}
+	if (flock(st->lockfd, LOCK_EX | LOCK_NB) != 0) {
+		xasprintf(cause, "%s is in use by another wpe-purged (%s is locked)", path,
+		    lockpath);
+		free(lockpath);
+		goto fail;
+	}
+	free(lockpath);
 
 	rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	    SQLITE_OPEN_NOMUTEX, NULL);
@@ -229,6 +254,10 @@ store_open(const char *path, char **cause)
 	sqlite3_db_config(st->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
 	sqlite3_db_config(st->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 	sqlite3_busy_timeout(st->db, 5000);
+	if (sqlite3_db_readonly(st->db, "main") == 1) {
+		xasprintf(cause, "%s is read-only; wpe-purged needs to write its queue", path);
+		goto fail;
+	}
 	/* Check it is ours before anything writes to it (WAL mode writes the header). */
 	if (pragma_int(st, "SELECT count(*) FROM sqlite_schema") < 0) {
 		xasprintf(cause, "%s is not a SQLite database (or is corrupt): %s; refusing to "
@@ -276,6 +305,8 @@ store_close(struct store *st)
 	for (i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(st->st[i]);
 	sqlite3_close(st->db);
+	if (st->lockfd != -1)
+		close(st->lockfd);
 	free(st);
 }
 

@@ -1,4 +1,6 @@
 /* wpe-purged.c: the daemon's entry point: options, start-up, signals, shutdown. */
+#include <sys/resource.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -44,6 +46,19 @@ usage(FILE *f, int code)
 	    "  -V, --version       print the version and exit\n"
 	    "  -h, --help          print this help and exit\n", CONFIG_DEFAULT_PATH);
 	exit(code);
+}
+
+/* Thousands of clients need descriptors: use the hard limit (systemd's LimitNOFILE=). */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+	}
 }
 
 static void
@@ -194,6 +209,7 @@ main(int argc, char **argv)
 	}
 	log_set_level(d.verbose ? LOG_DEBUG : d.cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("curl_global_init failed");
 

@@ -2,7 +2,7 @@
 # deps.sh: install the Debian packages wpe-purged needs to build, test and run.
 set -eu
 PKGS="build-essential cmake pkg-config clang libevent-dev libcurl4-openssl-dev
-libjson-c-dev libsqlite3-dev libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3"
+libjson-c-dev libsqlite3-dev libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3 faketime util-linux"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -162,6 +162,19 @@ class Env:
     def connect(self):
         return Client(self.sock)
 
+    def as_user(self, uid, gid, groups=(), args=(), timeout=30):
+        """Run wpe-purgectl as another user (needs root): a copy the user can execute."""
+        ctl = os.path.join(self.dir, "wpe-purgectl")
+        if not os.path.exists(ctl):
+            shutil.copy(CTL, ctl)
+            os.chmod(ctl, 0o755)
+            os.chmod(self.dir, 0o755)
+        p = subprocess.run([ctl, "-s", self.sock, "--json"] + list(args), capture_output=True,
+                           text=True, timeout=timeout, user=uid, group=gid,
+                           extra_groups=list(groups))
+        answers = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+        return p.returncode, answers, p.stderr
+
     def request(self, obj):
         with self.connect() as c:
             return c.call(obj)
@@ -212,9 +225,11 @@ class EnvTest(unittest.TestCase):
     limits = None
     api = None
     sim_args = ()
+    daemon = ""   # extra [daemon] lines
 
     def setUp(self):
-        self.env = Env(limits=self.limits, api=self.api, sim_args=self.sim_args)
+        self.env = Env(limits=self.limits, api=self.api, sim_args=self.sim_args,
+                       daemon_extra=self.daemon)
         self.env.start()
 
     def tearDown(self):

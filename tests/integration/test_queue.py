@@ -412,7 +412,17 @@ class Startup(unittest.TestCase):
 
     def test_second_instance_refused(self):
         self.env.start()
+        # same database, another socket: the database lock refuses it
         p = self.run_daemon()
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("in use by another wpe-purged", p.stderr)
+        # same socket, another database: the live socket refuses it
+        with open(self.env.conf) as f:
+            text = f.read().replace(self.env.db, self.env.db + "2")
+        other = self.env.conf + "2"
+        with open(other, "w") as f:
+            f.write(text)
+        p = subprocess.run([DAEMON, "-c", other], capture_output=True, text=True, timeout=20)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("already listening", p.stderr)
         self.assertTrue(self.env.request({"op": "ping"})["ok"])

@@ -32,6 +32,8 @@ struct fault {
 	int drop;            /* close the connection without answering */
 	int malformed;       /* answer with a body that is not JSON */
 	char retry_after[64];
+	char location[256];  /* a Location header (redirect faults) */
+	int body_size;       /* answer with a body this long */
 	int count;           /* calls left; -1: time-bounded */
 	double until;        /* wall seconds */
 	TAILQ_ENTRY(fault) entry;
@@ -224,6 +226,26 @@ answer_purge(struct evhttp_request *req, const struct fault *f, const char *inst
 		evhttp_connection_free(evhttp_request_get_connection(req));
 		return;
 	}
+	if (f != NULL && (f->location[0] != '\0' || f->body_size > 0)) {
+		struct evbuffer *b = evbuffer_new();
+		int i;
+
+		if (f->location[0] != '\0')
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Location",
+			    f->location);
+		evbuffer_add_printf(b, "{\"message\":\"");
+		for (i = 0; i < f->body_size; i++)
+			evbuffer_add(b, "A", 1);
+		evbuffer_add_printf(b, "\"}");
+		if (f->retry_after[0] != '\0')
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+			    f->retry_after);
+		log_call(install, type, f->status ? f->status : 302, ua,
+		    f->location[0] ? "redirect" : "big body");
+		evhttp_send_reply(req, f->status ? f->status : 302, "Status", b);
+		evbuffer_free(b);
+		return;
+	}
 	if (f != NULL && f->malformed) {
 		log_call(install, type, f->status ? f->status : 500, ua, "malformed");
 		reply(req, f->status ? f->status : 500, "<html>gateway error", NULL);
@@ -360,6 +382,10 @@ fault_cb(struct evhttp_request *req)
 		f->malformed = json_object_get_boolean(v);
 	if (json_object_object_get_ex(o, "retry_after", &v))
 		snprintf(f->retry_after, sizeof f->retry_after, "%s", json_object_get_string(v));
+	if (json_object_object_get_ex(o, "location", &v))
+		snprintf(f->location, sizeof f->location, "%s", json_object_get_string(v));
+	if (json_object_object_get_ex(o, "body_size", &v))
+		f->body_size = json_object_get_int(v);
 	if (json_object_object_get_ex(o, "count", &v))
 		f->count = json_object_get_int(v);
 	if (json_object_object_get_ex(o, "for_ms", &v)) {

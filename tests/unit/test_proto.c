@@ -122,6 +122,18 @@ test_errors(void **state)
 	expect_error("{\"op\":\"wait\",\"id\":1,\"timeout\":-1}", "bad_value");
 	expect_error("{\"op\":\"wait\",\"id\":1,\"timeout\":1e300}", "bad_value");
 	expect_error("{\"op\":\"wait\",\"id\":1,\"timeout\":\"5\"}", "bad_type");
+	/* Duplicate keys, however spelled; colons inside strings do not count. */
+	expect_error("{\"op\":\"status\",\"id\":1,\"id\":2}", "duplicate_field");
+	expect_error("{\"op\":\"ping\",\"\\u006fp\":\"ping\"}", "duplicate_field");
+	{
+		struct proto_request r;
+		const char *c;
+
+		assert_int_equal(parse("{\"op\":\"enqueue\",\"install\":\"" UUID "\","
+		    "\"reason\":\"a:b:\\\":{[c\"}", &r, &c), 0);
+		assert_string_equal(r.reason, "a:b:\":{[c");
+		proto_request_free(&r);
+	}
 	/* Invalid UTF-8 and deep nesting. */
 	expect_error("{\"op\":\"ping\",\"x\":\"\xff\xfe\"}", "bad_json");
 	expect_error("{\"op\":\"ping\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":1}}}}}", "bad_json");

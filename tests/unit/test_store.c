@@ -274,6 +274,24 @@ test_foreign_and_corrupt(void **state)
 	assert_memory_equal(buf, "this is", 7);
 }
 
+static void
+test_one_daemon_per_database(void **state)
+{
+	struct store *st = fresh(), *second;
+	char *cause = NULL;
+
+	(void)state;
+	second = store_open(path, &cause);
+	assert_null(second);
+	assert_non_null(strstr(cause, "in use by another wpe-purged"));
+	free(cause);
+	store_close(st);
+	/* Once the first is gone the database opens again. */
+	second = store_open(path, &cause);
+	assert_non_null(second);
+	store_close(second);
+}
+
 static int
 setup(void **state)
 {
@@ -301,6 +319,7 @@ main(void)
 		cmocka_unit_test(test_recover_and_load),
 		cmocka_unit_test(test_prune),
 		cmocka_unit_test(test_foreign_and_corrupt),
+		cmocka_unit_test(test_one_daemon_per_database),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, setup, teardown);
