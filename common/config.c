@@ -420,7 +420,7 @@ config_load_mem(struct config *cfg, const char *name, const char *buf, size_t le
 
 	if (len == 0)
 		return 0;
-	if ((f = fmemopen((void *)(uintptr_t)buf, len, "r")) == NULL)
+	if ((f = fmemopen((void *)buf, len, "r")) == NULL)
 		fatal("fmemopen");
 	rc = config_parse(cfg, f, name, cause);
 	fclose(f);

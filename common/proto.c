@@ -176,8 +176,8 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 	json_tokener *tok;
 	json_object *obj = NULL, *v;
 	enum json_tokener_error jerr;
-	const char *opname, *s;
-	size_t i, j, slen;
+	const char *opname, *s = NULL;
+	size_t i, j, slen = 0;
 	int rc = -1;
 
 	memset(req, 0, sizeof *req);
@@ -248,7 +248,7 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 	case OP_ENQUEUE:
 		if (get_string(obj, "install", 1, &s, &slen, code, cause) != 0)
 			goto out;
-		if (slen != 36 || !uuid_valid(s)) {
+		if (s == NULL || slen != 36 || !uuid_valid(s)) {
 			fail(code, cause, "bad_install",
 			    "install must be a WP Engine install id (a UUID), not \"%.64s\"", s);
 			goto out;

@@ -84,14 +84,23 @@ void
 log_init(const char *progname)
 {
 	const char *js;
+	char *end;
 	struct stat sb;
 	unsigned long long dev, ino;
 
 	log_prog = progname;
-	if ((js = getenv("JOURNAL_STREAM")) != NULL &&
-	    sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &sb) == 0 &&
-	    (unsigned long long)sb.st_dev == dev && (unsigned long long)sb.st_ino == ino)
-		log_journal = 1;
+	if ((js = getenv("JOURNAL_STREAM")) == NULL || fstat(STDERR_FILENO, &sb) != 0)
+		return;
+	errno = 0;
+	dev = strtoull(js, &end, 10);
+	if (errno != 0 || end == js || *end != ':')
+		return;
+	js = end + 1;
+	ino = strtoull(js, &end, 10);
+	if (errno != 0 || end == js || *end != '\0')
+		return;
+	log_journal = (unsigned long long)sb.st_dev == dev &&
+	    (unsigned long long)sb.st_ino == ino;
 }
 
 void
@@ -136,7 +145,7 @@ log_vmsg(enum log_level level, const char *fmt, va_list ap)
 	static const int syslog_prio[] = { 3, 4, 5, 6, 7 };
 	char msg[2048], ts[32], *p;
 
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): started by the caller */
 	/* One event per line: never let a newline from anywhere split a log entry. */
 	for (p = msg; *p != '\0'; p++) {
 		if (*p == '\n' || *p == '\r')
@@ -170,7 +179,7 @@ fatal(const char *fmt, ...)
 	int saved = errno;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
 	va_end(ap);
 	log_error("fatal: %s: %s", msg, strerror(saved));
 	exit(1);

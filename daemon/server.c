@@ -593,8 +593,9 @@ server_free(struct server *srv)
 	if (srv == NULL)
 		return;
 	server_stop(srv);
+	/* The analyzer cannot follow TAILQ_REMOVE's tqh_last update: a known false positive. */
 	while (!TAILQ_EMPTY(&srv->conns))
-		conn_lost(TAILQ_FIRST(&srv->conns));
+		conn_lost(TAILQ_FIRST(&srv->conns)); /* NOLINT(clang-analyzer-unix.Malloc) */
 	if (srv->accept_timer != NULL)
 		event_free(srv->accept_timer);
 	free(srv->path);

@@ -29,7 +29,7 @@ worker(void *arg)
 {
 	int id = (int)(intptr_t)arg, fd, i, k;
 	struct sockaddr_un sun;
-	char req[256], buf[4096];
+	char req[256], buf[4096] = "";
 	size_t have = 0;
 	ssize_t n;
 	double t;

@@ -132,8 +132,8 @@ auth_ok(struct evhttp_request *req)
 			v |= (unsigned char)plain[i + 2];
 		enc[o++] = tbl[(v >> 18) & 63];
 		enc[o++] = tbl[(v >> 12) & 63];
-		enc[o++] = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
-		enc[o++] = i + 2 < n ? tbl[v & 63] : '=';
+		enc[o++] = (char)(i + 1 < n ? tbl[(v >> 6) & 63] : '=');
+		enc[o++] = (char)(i + 2 < n ? tbl[v & 63] : '=');
 	}
 	enc[o] = '\0';
 	return strcmp(h + 6, enc) == 0;
@@ -470,7 +470,7 @@ main(int argc, char **argv)
 	TAILQ_INIT(&sim.faults);
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (ch) {
-		case 'p': port = atoi(optarg); break;
+		case 'p': port = (int)strtol(optarg, NULL, 10); break;
 		case 'P': portfile = optarg; break;
 		case 'u': sim.user = optarg; break;
 		case 'w': sim.password = optarg; break;
@@ -480,7 +480,7 @@ main(int argc, char **argv)
 			snprintf(sim.installs[sim.ninstalls++], 37, "%s", optarg);
 			break;
 		case 'a': sim.any_install = 1; break;
-		case 'o': sim.object_interval = atof(optarg); break;
+		case 'o': sim.object_interval = strtod(optarg, NULL); break;
 		case 'r': sim.retry_after_mode = optarg; break;
 		case 'l': sim.logpath = optarg; break;
 		default: usage();
@@ -504,6 +504,7 @@ main(int argc, char **argv)
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof ss;
 
+		memset(&ss, 0, sizeof ss);
 		getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &len);
 		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	}
