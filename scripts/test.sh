@@ -1,10 +1,13 @@
 #!/bin/sh
-# test.sh: install what is missing, build with gcc and clang (-Werror), run every test,
-# then run the whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# test.sh: install what is missing, build with gcc and clang (-Werror), run static
+# analysis, every test with the gcc build, every test again under ASan + UBSan (clang),
+# the integration tests with the daemon under Valgrind memcheck, and bounded fuzzing.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
 JOBS=$(nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+VALGRIND_TESTS=${VALGRIND_TESTS:-integration_}
 
 echo "== build (gcc, -Wall -Wextra -Werror)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc >/dev/null
@@ -15,10 +18,25 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	-DWPE_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$JOBS"
 
+echo "== static analysis"
+sh scripts/lint.sh
+
 echo "== tests (gcc build)"
 (cd build && ctest --output-on-failure)
 
 echo "== tests (clang ASan + UBSan build)"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-(cd build-asan && ctest --output-on-failure)
+(
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	cd build-asan && ctest --output-on-failure
+)
+
+echo "== integration tests with the daemon under Valgrind memcheck"
+(
+	export WPE_DAEMON_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full \
+--errors-for-leak-kinds=definite --show-leak-kinds=definite"
+	cd build && ctest --output-on-failure -R "$VALGRIND_TESTS"
+)
+
+echo "== fuzzing, ${FUZZ_SECONDS}s per harness"
+sh scripts/fuzz.sh "$FUZZ_SECONDS"
