@@ -30,6 +30,18 @@ static const struct {
 };
 
 const char *
+proto_op_name(enum proto_op op)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+		if (ops[i].op == op)
+			return ops[i].name;
+	}
+	return "?";
+}
+
+const char *
 purge_type_name(enum purge_type t)
 {
 	return type_names[t];

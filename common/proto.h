@@ -36,6 +36,7 @@ struct proto_request {
 };
 
 const char *purge_type_name(enum purge_type);
+const char *proto_op_name(enum proto_op);
 int purge_type_parse(const char *, enum purge_type *);
 
 /*

@@ -133,6 +133,7 @@ conn_handle(struct conn *c, const char *line, size_t len)
 		conn_send(c, o);
 		return;
 	}
+	log_debug("%s from uid %ld pid %ld", proto_op_name(req.op), (long)c->uid, (long)c->pid);
 	switch (req.op) {
 	case OP_ENQUEUE:
 		c->busy = 1;

@@ -3,7 +3,8 @@
 set -eu
 PKGS="build-essential cmake pkg-config clang libevent-dev libcurl4-openssl-dev
 libjson-c-dev libsqlite3-dev libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3
-faketime util-linux valgrind cppcheck clang-tidy libclang-rt-14-dev"
+faketime util-linux valgrind cppcheck clang-tidy libclang-rt-14-dev
+scdoc dpkg-dev bash-completion systemd"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

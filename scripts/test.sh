@@ -1,7 +1,8 @@
 #!/bin/sh
-# test.sh: install what is missing, build with gcc and clang (-Werror), run static
-# analysis, every test with the gcc build, every test again under ASan + UBSan (clang),
-# the integration tests with the daemon under Valgrind memcheck, and bounded fuzzing.
+# test.sh: install what is missing, build with gcc and clang (-Werror) and the Debian
+# package, run static analysis, every test with the gcc build, every test again under
+# ASan + UBSan (clang), the integration tests with the daemon under Valgrind memcheck,
+# and bounded fuzzing.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
@@ -17,6 +18,11 @@ echo "== build (clang, -Wall -Wextra -Werror, ASan + UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	-DWPE_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$JOBS"
+
+echo "== Debian package (cpack -G DEB, prefix /usr)"
+WPE_DEB=$(sh scripts/package.sh)
+export WPE_DEB
+echo "$WPE_DEB"
 
 echo "== static analysis"
 sh scripts/lint.sh

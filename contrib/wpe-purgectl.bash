@@ -1,0 +1,29 @@
+# bash completion for wpe-purgectl(1)
+_wpe_purgectl()
+{
+	local cur prev words cword cmd i
+	_init_completion || return
+	local commands="enqueue status wait list stats cancel pause resume ping"
+	cmd=
+	for ((i = 1; i < cword; i++)); do
+		case ${words[i]} in
+		-s | --socket) ((i++)) ;;
+		-*) ;;
+		*) cmd=${words[i]}; break ;;
+		esac
+	done
+	case $prev in
+	-s | --socket) _filedir; return ;;
+	-t | --type) COMPREPLY=($(compgen -W "object page cdn all" -- "$cur")); return ;;
+	--reason | --timeout) return ;;
+	esac
+	if [[ -z $cmd ]]; then
+		COMPREPLY=($(compgen -W "$commands -s --socket --json --help --version" -- "$cur"))
+		return
+	fi
+	case $cmd in
+	enqueue) COMPREPLY=($(compgen -W "-t --type --reason --wait --timeout --help" -- "$cur")) ;;
+	wait) COMPREPLY=($(compgen -W "--timeout --help" -- "$cur")) ;;
+	*) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
+	esac
+} && complete -F _wpe_purgectl wpe-purgectl
