@@ -220,6 +220,16 @@ class Client:
         return self.recv()
 
 
+class FreshEnvTest(unittest.TestCase):
+    """A test case with a private Env whose daemon the test starts itself."""
+
+    def setUp(self):
+        self.env = Env()
+
+    def tearDown(self):
+        self.env.close()
+
+
 class EnvTest(unittest.TestCase):
     """A test case with one Env per test."""
     limits = None

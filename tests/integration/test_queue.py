@@ -8,7 +8,8 @@ import threading
 import time
 import unittest
 
-from harness import (CTL, DAEMON, I1, I2, I3, PASSWORD, Client, Env, EnvTest, wait_for)
+from harness import (CTL, DAEMON, I1, I2, I3, PASSWORD, Client, Env, EnvTest, FreshEnvTest,
+                     wait_for)
 
 
 class Protocol(EnvTest):
@@ -278,13 +279,7 @@ class Client_(EnvTest):
         self.assertIn("api.429", out)
 
 
-class Durability(unittest.TestCase):
-    def setUp(self):
-        self.env = Env()
-
-    def tearDown(self):
-        self.env.close()
-
+class Durability(FreshEnvTest):
     def test_acknowledged_requests_survive_kill9(self):
         env = self.env
         env.start()
@@ -366,13 +361,7 @@ class Durability(unittest.TestCase):
         self.assertIn("done", out)
 
 
-class Startup(unittest.TestCase):
-    def setUp(self):
-        self.env = Env()
-
-    def tearDown(self):
-        self.env.close()
-
+class Startup(FreshEnvTest):
     def run_daemon(self, *args):
         return subprocess.run([DAEMON, "-c", self.env.conf] + list(args), capture_output=True,
                               text=True, timeout=20)

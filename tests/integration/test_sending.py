@@ -21,6 +21,7 @@ class Burst:
     def __init__(self, env, clients=40, seconds=5.0, installs=(I1, I2, I3)):
         self.env, self.clients, self.seconds, self.installs = env, clients, seconds, installs
         self.acked = []      # (id, install, wall time just before sending)
+        self.restarts = 3    # kill -9 rounds a test may do during the burst
         self.lock = threading.Lock()
 
     def client(self, seed):
@@ -74,10 +75,12 @@ class Burst:
             span = sent[-1] - sent[0]
             bound = 1 + int(span / INTERVAL) + 1 + (3 if allow_restarts else 0)
             test.assertLessEqual(len(ts), bound, (inst, len(ts), span))
-            # every call after the first was needed: some request came after the one before
-            for prev, cur in zip(ts, ts[1:]):
-                test.assertTrue(any(prev - 0.05 <= t <= cur for t in sent),
-                                "call at %.3f was not needed" % cur)
+            # every call after the first was needed: some request came after the one
+            # before; a kill -9 mid-request may add one re-send (at least once)
+            unneeded = [cur for prev, cur in zip(ts, ts[1:])
+                        if not any(prev - 0.05 <= t <= cur for t in sent)]
+            test.assertLessEqual(len(unneeded), self.restarts if allow_restarts else 0,
+                                 "calls not needed: %s" % unneeded)
         return min((b - a for inst in self.installs for a, b in
                     zip(*(lambda ts: (ts, ts[1:]))([c["t"] for c in object_calls(env, inst)]))),
                    default=None)

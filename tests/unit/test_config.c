@@ -13,8 +13,8 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "tmpdir.h"
 
-static char dir[] = "/tmp/wpe-test-config-XXXXXX";
 
 static const char *
 write_file(const char *name, const char *text, mode_t mode)
@@ -236,23 +236,6 @@ test_print_redacts(void **state)
 	assert_non_null(strstr(buf, "redacted"));
 	assert_non_null(strstr(buf, "object_interval = 60s"));
 	config_free(&cfg);
-}
-
-static int
-setup(void **state)
-{
-	(void)state;
-	return mkdtemp(dir) == NULL ? -1 : 0;
-}
-
-static int
-teardown(void **state)
-{
-	char cmd[300];
-
-	(void)state;
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int

@@ -12,10 +12,10 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "tmpdir.h"
 
 #define A "294deacc-d8b8-4005-82c4-0727ba8ddde0"
 
-static char dir[] = "/tmp/wpe-test-store-XXXXXX";
 static char path[300];
 
 struct loaded {
@@ -290,23 +290,6 @@ test_one_daemon_per_database(void **state)
 	second = store_open(path, &cause);
 	assert_non_null(second);
 	store_close(second);
-}
-
-static int
-setup(void **state)
-{
-	(void)state;
-	return mkdtemp(dir) == NULL ? -1 : 0;
-}
-
-static int
-teardown(void **state)
-{
-	char cmd[300];
-
-	(void)state;
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int
