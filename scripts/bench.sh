@@ -27,7 +27,7 @@ while ! "$B/wpe-purgectl" ping >/dev/null 2>&1; do sleep 0.05; done
 
 echo "== durable enqueues (SQLite WAL, synchronous=FULL, group commit), $(nproc) cores"
 for c in 1 8 64; do
-	"$B/tests/enqueue-bench" "$D/s.sock" "$c" $((6400 / c)) 500
+	"$B/tests/enqueue-bench" "$D/s.sock" "$c" $((25600 / c)) 500
 done
 "$B/wpe-purgectl" stats | grep -E '^(requests|commits) '
 
