@@ -31,6 +31,7 @@ struct conn {
 	int processing;  /* inside conn_process: callbacks must not re-enter it */
 	int eof;         /* the client closed its side */
 	int closing;     /* close once the output is written */
+	int kill;        /* drop now: freed by the outermost callback, never mid-request */
 	void *pending;   /* enqueue handle while busy with one */
 	struct waiter *waiter;
 	TAILQ_ENTRY(conn) entry;
@@ -78,7 +79,10 @@ conn_lost(struct conn *c)
 	free(c);
 }
 
-/* Queue one answer line. Returns -1 if the connection was dropped for not reading. */
+/*
+ * Queue one answer line. Returns -1 if the connection is to be dropped for not reading
+ * its answers; it is not freed here (callers still hold it), only marked.
+ */
 static int
 conn_send(struct conn *c, json_object *o)
 {
@@ -86,6 +90,10 @@ conn_send(struct conn *c, json_object *o)
 	const char *s;
 	size_t len;
 
+	if (c->kill) {
+		json_object_put(o);
+		return -1;
+	}
 	s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
 	    JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 	evbuffer_add(out, s, len);
@@ -94,7 +102,9 @@ conn_send(struct conn *c, json_object *o)
 	if (evbuffer_get_length(out) > CONN_MAX_OUTPUT) {
 		log_warn("dropping client uid %ld pid %ld: it does not read its answers",
 		    (long)c->uid, (long)c->pid);
-		conn_lost(c);
+		evbuffer_drain(out, evbuffer_get_length(out));
+		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+		c->closing = c->kill = 1;
 		return -1;
 	}
 	return 0;
@@ -109,9 +119,12 @@ conn_answer(void *arg, json_object *o)
 	c->pending = NULL;
 	c->waiter = NULL;
 	c->busy = 0;
-	if (conn_send(c, o) != 0)
+	conn_send(c, o);
+	if (c->processing) /* conn_process, up the stack, carries on or drops it */
 		return;
-	if (!c->processing)
+	if (c->kill)
+		conn_lost(c);
+	else
 		conn_process(c);
 }
 
@@ -209,18 +222,15 @@ conn_process(struct conn *c)
 		line[len] = '\0';
 		if (len > 0 && line[len - 1] == '\r')
 			line[--len] = '\0';
-		if (len > 0) {
-			struct server *srv = c->srv;
-			int before = srv->nconns;
-
+		if (len > 0)
 			conn_handle(c, line, len);
-			free(line);
-			if (srv->nconns != before) /* dropped while answering */
-				return;
-		} else
-			free(line);
+		free(line);
 	}
 	c->processing = 0;
+	if (c->kill) {
+		conn_lost(c);
+		return;
+	}
 	conn_idle_timer(c);
 	if (c->eof && !c->busy && !c->closing) {
 		c->closing = 1;
@@ -231,8 +241,10 @@ conn_process(struct conn *c)
 too_long:
 	c->processing = 0;
 	if (conn_send(c, proto_error("line_too_long",
-	    "request line longer than 65536 bytes; closing the connection")) != 0)
+	    "request line longer than 65536 bytes; closing the connection")) != 0) {
+		conn_lost(c);
 		return;
+	}
 	c->closing = 1;
 	bufferevent_disable(c->bev, EV_READ);
 }

@@ -110,6 +110,27 @@ class Connections(EnvTest):
         flood.s.close()
 
 
+    def test_reader_of_nothing_flooding_waits(self):
+        # waits for a finished request are answered at once, inside the request handler:
+        # dropping the connection there must not pull it from under the handler
+        r = self.enqueue(I1, "page")
+        self.wait_state(r["id"])
+        flood = self.env.connect()
+        flood.s.setblocking(False)
+        chunk = (json.dumps({"op": "wait", "id": r["id"]}) + "\n").encode() * 2000
+        end = time.monotonic() + 5
+        while time.monotonic() < end and "does not read" not in self.env.log():
+            try:
+                flood.s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break
+        self.assertIn("does not read its answers", self.env.log())
+        flood.s.close()
+        self.assertTrue(self.env.request({"op": "ping"})["ok"])
+
+
 class ManyConnections(EnvTest):
     daemon = "max_connections_per_user = 10000\n"
 
