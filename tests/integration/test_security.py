@@ -69,6 +69,17 @@ class Access(EnvTest):
 class Connections(EnvTest):
     daemon = "max_connections_per_user = 5\nidle_timeout = 1\n"
 
+    def flood(self, conn, chunk):
+        """Send requests and never read, until the daemon drops us (or time runs out)."""
+        end = time.monotonic() + (60 if WRAP else 10)
+        while time.monotonic() < end and "does not read" not in self.env.log():
+            try:
+                conn.s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break   # dropped
+
     def test_connection_cap_per_user(self):
         held = [self.env.connect() for _ in range(5)]
         try:
@@ -96,14 +107,7 @@ class Connections(EnvTest):
         flood = self.env.connect()
         flood.s.setblocking(False)
         chunk = (json.dumps({"op": "stats"}) + "\n").encode() * 4000   # ~70 KB a write
-        end = time.monotonic() + (60 if WRAP else 10)
-        while time.monotonic() < end and "does not read" not in self.env.log():
-            try:
-                flood.s.send(chunk)
-            except BlockingIOError:
-                time.sleep(0.01)
-            except OSError:
-                break   # dropped
+        self.flood(flood, chunk)
         # the flooder never read an answer; others were served meanwhile
         self.assertTrue("does not read its answers" in self.env.log(), "not dropped")
         self.assertTrue(self.env.request({"op": "ping"})["ok"])
@@ -118,14 +122,7 @@ class Connections(EnvTest):
         flood = self.env.connect()
         flood.s.setblocking(False)
         chunk = (json.dumps({"op": "wait", "id": r["id"]}) + "\n").encode() * 2000
-        end = time.monotonic() + (60 if WRAP else 10)
-        while time.monotonic() < end and "does not read" not in self.env.log():
-            try:
-                flood.s.send(chunk)
-            except BlockingIOError:
-                time.sleep(0.01)
-            except OSError:
-                break
+        self.flood(flood, chunk)
         self.assertTrue("does not read its answers" in self.env.log(), "not dropped")
         flood.s.close()
         self.assertTrue(self.env.request({"op": "ping"})["ok"])
