@@ -362,6 +362,47 @@ class DiskFull(unittest.TestCase):
                  timeout=10)
 
 
+class ReadOnlyWhileRunning(unittest.TestCase):
+    """The database turns read-only under the running daemon (EROFS on every write)."""
+
+    def test_enqueue_refused_then_recovers(self):
+        from harness import BUILD
+        env = Env()
+        flag = os.path.join(env.dir, "readonly")
+        shim = os.path.abspath(os.path.join(BUILD, "tests", "erofs.so"))
+        saved = dict(os.environ)
+        os.environ.update(LD_PRELOAD=shim, WPE_EROFS_FLAG=flag, WPE_EROFS_MATCH=env.db,
+                          ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+                          ":verify_asan_link_order=0")
+        try:
+            env.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        try:
+            env.request({"op": "pause"})
+            first = env.request({"op": "enqueue", "install": I1, "type": "page"})["id"]
+            open(flag, "w").close()
+            r = env.request({"op": "enqueue", "install": I2, "type": "page"})
+            self.assertEqual(r["error"], "storage", r)
+            self.assertIn("not queued", r["message"])
+            self.assertEqual(env.request({"op": "status", "id": first})["state"], "queued")
+            self.assertTrue(env.request({"op": "ping"})["ok"])
+            os.unlink(flag)
+            r = env.request({"op": "enqueue", "install": I2, "type": "page"})
+            self.assertTrue(r["ok"], r)
+            env.request({"op": "resume"})
+            for rid in (first, r["id"]):
+                wait_for(lambda: env.request({"op": "status", "id": rid})["state"] == "done",
+                         timeout=10, what="done after recovery")
+            env.stop()
+            env.start()
+            for rid in (first, r["id"]):
+                self.assertEqual(env.request({"op": "status", "id": rid})["state"], "done")
+        finally:
+            env.close()
+
+
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
