@@ -449,6 +449,22 @@ class ClockJumps(unittest.TestCase):
         ts = [c["t"] for c in self.env.purges(I1)]
         self.assertGreaterEqual(ts[1] - ts[0], 2.0)
 
+    def test_retention_prunes_finished_requests_only(self):
+        self.start()
+        done = self.env.request({"op": "enqueue", "install": I2, "type": "page"})["id"]
+        wait_for(lambda: self.env.request({"op": "status", "id": done})["state"] == "done")
+        self.env.request({"op": "pause"})
+        queued = self.env.request({"op": "enqueue", "install": I3, "type": "page"})["id"]
+        self.env.stop()
+        self.set_offset("+8d")      # past the default 7-day retention
+        self.start()                # the first prune runs 1 s after start
+        wait_for(lambda: self.env.request({"op": "status", "id": done}).get("error") ==
+                 "not_found", timeout=5, what="finished request pruned")
+        s = self.env.request({"op": "status", "id": queued})
+        self.assertTrue(s["ok"], s)  # unfinished: never pruned, and it still goes out
+        wait_for(lambda: self.env.request({"op": "status", "id": queued})["state"] == "done",
+                 what="queued request done")
+
     def test_clock_set_back_across_restart(self):
         self.start()
         self.purge_object()
