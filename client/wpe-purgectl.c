@@ -432,10 +432,9 @@ op(const char *name)
 }
 
 static __dead void
-sub_help(const char *cmd, const char *text)
+sub_help(const char *text)
 {
 	printf("usage: wpe-purgectl [-s SOCKET] [--json] %s\n", text);
-	(void)cmd;
 	exit(EXIT_OK);
 }
 
@@ -464,7 +463,7 @@ cmd_enqueue(int argc, char **argv)
 		case 'w': wait = 1; break;
 		case 'T': timeout = parse_timeout(optarg); break;
 		case 'h':
-			sub_help("enqueue", "enqueue INSTALL [-t|--type object|page|cdn|all] "
+			sub_help("enqueue INSTALL [-t|--type object|page|cdn|all] "
 			    "[--reason TEXT] [--wait [--timeout SECONDS]]");
 		default: exit(EXIT_USAGE);
 		}
@@ -519,7 +518,7 @@ cmd_id(const char *name, int argc, char **argv)
 			timeout = parse_timeout(optarg);
 			break;
 		case 'h':
-			sub_help(name, is_wait ? "wait ID [--timeout SECONDS]" :
+			sub_help(is_wait ? "wait ID [--timeout SECONDS]" :
 			    strcmp(name, "cancel") == 0 ? "cancel ID" : "status ID");
 		default: exit(EXIT_USAGE);
 		}
@@ -596,7 +595,7 @@ cmd_simple(const char *name, int argc, char **argv)
 	json_object *o;
 
 	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
-		sub_help(name, name);
+		sub_help(name);
 	if (argc != 1)
 		die(EXIT_USAGE, "%s takes no arguments", name);
 	o = simple(op(name));

@@ -18,7 +18,7 @@
 #include "config.h"
 #include "proto.h"
 
-enum key_kind { K_PATH, K_STRING, K_MODE, K_INT, K_DURATION, K_LOGLEVEL, K_URL, K_USERS,
+enum key_kind { K_PATH, K_MODE, K_INT, K_DURATION, K_LOGLEVEL, K_URL, K_USERS,
 	K_GROUPS, K_GROUP };
 
 static const struct key {
@@ -254,13 +254,12 @@ set_key(struct parse_state *ps, const struct key *k, const char *value)
 
 	switch (k->kind) {
 	case K_PATH:
-	case K_STRING:
 		if (*value == '\0' || strlen(value) > (size_t)k->max) {
 			xasprintf(&ps->error, "%s must be between 1 and %lld characters", k->name,
 			    (long long)k->max);
 			return -1;
 		}
-		if (k->kind == K_PATH && value[0] != '/') {
+		if (value[0] != '/') {
 			xasprintf(&ps->error, "%s must be an absolute path", k->name);
 			return -1;
 		}

@@ -690,6 +690,7 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	json_object *o;
 	int64_t now_wall = clock_wall_ms();
 	int failed = 0, n = 0;
+	struct pending *bp;
 	char err[256] = "";
 
 	(void)fd;
@@ -709,14 +710,15 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 			failed = 1;
 			break;
 		}
-		n++;
 	}
 	if (!failed && store_commit(q->store) != 0)
 		failed = 1;
 	if (failed) {
 		snprintf(err, sizeof err, "%s", store_errmsg(q->store));
 		store_rollback(q->store);
-		log_error("could not commit %d request(s): %s", n + 1, err);
+		TAILQ_FOREACH(bp, &batch, entry)
+			n++;
+		log_error("could not commit %d request(s): %s", n, err);
 		/* Memory may hold jobs the store does not: read the queued ones again. */
 		while ((t = TAILQ_FIRST(&absorbed)) != NULL) {
 			TAILQ_REMOVE(&absorbed, t, qentry);
@@ -843,6 +845,19 @@ queue_pause(struct queue *q, int paused)
 	return o;
 }
 
+static int
+classes_busy(struct install *in, enum purge_type t)
+{
+	unsigned mask = sched_type_classes(t);
+	struct job *j;
+
+	TAILQ_FOREACH(j, &in->jobs, ientry) {
+		if (j->state == JOB_SENDING && (sched_type_classes(j->type) & mask) != 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* Why a queued job is not going out now: for people reading "list". */
 static const char *
 job_waiting_for(struct queue *q, struct job *j, int64_t now, int64_t ready)
@@ -850,7 +865,6 @@ job_waiting_for(struct queue *q, struct job *j, int64_t now, int64_t ready)
 	static const char *cn[NCLASSES] = { "object", "page", "cdn" };
 	static char buf[64];
 	unsigned mask = sched_type_classes(j->type);
-	struct job *o;
 	int c;
 
 	if (j->state == JOB_SENDING)
@@ -867,19 +881,16 @@ job_waiting_for(struct queue *q, struct job *j, int64_t now, int64_t ready)
 			}
 		}
 		for (c = 0; c < NCLASSES; c++) {
-			if ((mask & (1u << c)) && ready == j->install->cls[c].last_start +
-			    q->limits.interval[c] * 1000 + SCHED_GUARD_MS) {
+			if ((mask & (1u << c)) && ready ==
+			    sched_window_end(&j->install->cls[c], q->limits.interval[c])) {
 				snprintf(buf, sizeof buf, "%s window", cn[c]);
 				return buf;
 			}
 		}
 		return "its window";
 	}
-	TAILQ_FOREACH(o, &j->install->jobs, ientry) {
-		if (o->state == JOB_SENDING &&
-		    (sched_type_classes(o->type) & mask) != 0)
-			return "the install's purge in flight";
-	}
+	if (classes_busy(j->install, j->type))
+		return "the install's purge in flight";
 	if (sched_outage_next(&q->outage) != 0)
 		return "the API to recover (outage backoff)";
 	return "a free sending slot";
@@ -1011,15 +1022,21 @@ queue_reload(struct queue *q, const struct limits *lim)
 
 /* Sending --------------------------------------------------------------------------- */
 
+/* Write the limit state of the classes in mask (inside the caller's transaction). */
 static int
-classes_busy(struct install *in, enum purge_type t)
+persist_classes(struct queue *q, const struct install *in, unsigned mask)
 {
-	unsigned mask = sched_type_classes(t);
-	struct job *j;
+	struct class_state w;
+	int c;
 
-	TAILQ_FOREACH(j, &in->jobs, ientry) {
-		if (j->state == JOB_SENDING && (sched_type_classes(j->type) & mask) != 0)
-			return 1;
+	for (c = 0; c < NCLASSES; c++) {
+		if (!(mask & (1u << c)))
+			continue;
+		w = in->cls[c];
+		w.last_start = to_wall(w.last_start);
+		w.blocked_until = to_wall(w.blocked_until);
+		if (store_limit_put(q->store, in->id, c, &w) != 0)
+			return -1;
 	}
 	return 0;
 }
@@ -1039,19 +1056,14 @@ job_start(struct queue *q, struct job *j, int64_t now)
 	j->attempts++;
 	j->last_attempt = now;
 	j->started_at = clock_wall_ms();
-	if (store_begin(q->store) != 0)
-		goto fail;
 	for (c = 0; c < NCLASSES; c++) {
-		if (!(mask & (1u << c)))
-			continue;
-		j->prev_start[c] = j->install->cls[c].last_start;
-		j->install->cls[c].last_start = now;
-		struct class_state w = j->install->cls[c];
-		w.last_start = to_wall(w.last_start);
-		w.blocked_until = to_wall(w.blocked_until);
-		if (store_limit_put(q->store, j->install->id, c, &w) != 0)
-			goto fail;
+		if (mask & (1u << c)) {
+			j->prev_start[c] = j->install->cls[c].last_start;
+			j->install->cls[c].last_start = now;
+		}
 	}
+	if (store_begin(q->store) != 0 || persist_classes(q, j->install, mask) != 0)
+		goto fail;
 	job_row(j, &row, 0);
 	if (store_job_update(q->store, &row) != 0 || store_commit(q->store) != 0)
 		goto fail;
@@ -1267,18 +1279,7 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 		goto fail;
 	if (final && store_requests_finish(q->store, j->id, j->state, now_wall) != 0)
 		goto fail;
-	for (c = 0; c < NCLASSES; c++) {
-		struct class_state w;
-
-		if (!(mask & (1u << c)))
-			continue;
-		w = in->cls[c];
-		w.last_start = to_wall(w.last_start);
-		w.blocked_until = to_wall(w.blocked_until);
-		if (store_limit_put(q->store, in->id, c, &w) != 0)
-			goto fail;
-	}
-	if (store_commit(q->store) != 0)
+	if (persist_classes(q, in, mask) != 0 || store_commit(q->store) != 0)
 		goto fail;
 
 	log_msg(out == OUTCOME_DONE ? LOG_INFO : LOG_WARNING,

@@ -42,6 +42,14 @@ sched_coalesce(enum purge_type t, const enum purge_type *queued, size_t n)
 }
 
 int64_t
+sched_window_end(const struct class_state *cs, int64_t interval_s)
+{
+	if (cs->last_start <= 0 || interval_s <= 0)
+		return 0;
+	return cs->last_start + interval_s * 1000 + SCHED_GUARD_MS;
+}
+
+int64_t
 sched_ready_at(const struct class_state cs[NCLASSES], const struct limits *lim,
     enum purge_type t, int64_t not_before)
 {
@@ -52,11 +60,8 @@ sched_ready_at(const struct class_state cs[NCLASSES], const struct limits *lim,
 	for (c = 0; c < NCLASSES; c++) {
 		if (!(mask & (1u << c)))
 			continue;
-		if (cs[c].last_start > 0 && lim->interval[c] > 0) {
-			w = cs[c].last_start + lim->interval[c] * 1000 + SCHED_GUARD_MS;
-			if (w > at)
-				at = w;
-		}
+		if ((w = sched_window_end(&cs[c], lim->interval[c])) > at)
+			at = w;
 		if (cs[c].blocked_until > at)
 			at = cs[c].blocked_until;
 	}

@@ -32,6 +32,9 @@ int sched_coalesce(enum purge_type t, const enum purge_type *queued, size_t n);
  */
 #define SCHED_GUARD_MS 5
 
+/* When the interval window of one class opens again (0: no window in force). */
+int64_t sched_window_end(const struct class_state *, int64_t interval_s);
+
 /* Earliest time a queued job of type t may start, given its own not_before. */
 int64_t sched_ready_at(const struct class_state cs[NCLASSES], const struct limits *,
     enum purge_type t, int64_t not_before);

@@ -161,7 +161,7 @@ main(int argc, char **argv)
 	};
 	struct daemon d;
 	const char *path = CONFIG_DEFAULT_PATH;
-	struct event *sigs[4];
+	struct event *sigs[3];
 	struct timeval tv;
 	char *cause = NULL;
 	int ch, check = 0, i;
@@ -236,7 +236,6 @@ main(int argc, char **argv)
 	sigs[0] = evsignal_new(d.base, SIGTERM, sig_stop, &d);
 	sigs[1] = evsignal_new(d.base, SIGINT, sig_stop, &d);
 	sigs[2] = evsignal_new(d.base, SIGHUP, sig_hup, &d);
-	sigs[3] = NULL;
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
 

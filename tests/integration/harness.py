@@ -179,6 +179,14 @@ class Env:
         with self.connect() as c:
             return c.call(obj)
 
+    def wait_state(self, rid, states=("done",), timeout=15):
+        """Poll request rid until its state is one of states; return its status."""
+        if isinstance(states, str):
+            states = (states,)
+        return wait_for(lambda: (lambda s: s if s.get("state") in states else None)(
+            self.request({"op": "status", "id": rid})), timeout=timeout,
+            what="request %s in %s" % (rid, states))
+
 
 class Client:
     """A raw socket client speaking the line protocol."""
@@ -263,5 +271,4 @@ class EnvTest(unittest.TestCase):
         return self.env.request({"op": "status", "id": rid})
 
     def wait_state(self, rid, states=("done",), timeout=15):
-        return wait_for(lambda: (lambda s: s if s.get("state") in states else None)(
-            self.status(rid)), timeout=timeout, what="request %d in %s" % (rid, states))
+        return self.env.wait_state(rid, states, timeout)

@@ -312,8 +312,7 @@ class Durability(FreshEnvTest):
             self.assertIn(s["state"], ("queued", "sending", "done"))
         # paused state is not persisted: sending resumes after restart
         for rid in acked:
-            wait_for(lambda: env.request({"op": "status", "id": rid})["state"] == "done",
-                     timeout=20, what="request %d done" % rid)
+            env.wait_state(rid, timeout=20)
         out = subprocess.run(["sqlite3", env.db, "PRAGMA integrity_check"],
                              capture_output=True, text=True).stdout.strip()
         self.assertEqual(out, "ok")
@@ -323,12 +322,10 @@ class Durability(FreshEnvTest):
         env.start()
         env.fault(delay_ms=3000)
         r = env.request({"op": "enqueue", "install": I1, "type": "page"})
-        wait_for(lambda: env.request({"op": "status", "id": r["id"]})["state"] == "sending",
-                 what="sending")
+        env.wait_state(r["id"], "sending")
         env.kill9()
         env.start()
-        s = wait_for(lambda: (lambda s: s if s["state"] == "done" else None)(
-            env.request({"op": "status", "id": r["id"]})), timeout=15, what="done")
+        s = env.wait_state(r["id"], timeout=15)
         self.assertEqual(s["attempts"], 2)
         self.assertIn("queued again", env.log())
 
@@ -337,8 +334,7 @@ class Durability(FreshEnvTest):
         env.start()
         env.fault(delay_ms=800)
         r = env.request({"op": "enqueue", "install": I1, "type": "page"})
-        wait_for(lambda: env.request({"op": "status", "id": r["id"]})["state"] == "sending",
-                 what="sending")
+        env.wait_state(r["id"], "sending")
         self.assertEqual(env.stop(signal.SIGTERM), 0)
         self.assertFalse(os.path.exists(env.sock))
         env.start()
@@ -433,7 +429,7 @@ class Startup(FreshEnvTest):
                         "credentials_file": env.cred})
         env.start()
         a = env.request({"op": "enqueue", "install": I1, "type": "object"})
-        wait_for(lambda: env.request({"op": "status", "id": a["id"]})["state"] == "done")
+        env.wait_state(a["id"])
         b = env.request({"op": "enqueue", "install": I1, "type": "object"})
         time.sleep(0.3)
         self.assertEqual(env.request({"op": "status", "id": b["id"]})["state"], "queued")
@@ -441,8 +437,7 @@ class Startup(FreshEnvTest):
                        {"base_url": "http://127.0.0.1:%d/v1" % env.port,
                         "credentials_file": env.cred})
         env.daemon.send_signal(signal.SIGHUP)
-        wait_for(lambda: env.request({"op": "status", "id": b["id"]})["state"] == "done",
-                 timeout=5, what="done after reload")
+        env.wait_state(b["id"], timeout=5)
         self.assertIn("reloaded", env.log())
 
 

@@ -333,8 +333,7 @@ class DiskFull(unittest.TestCase):
         acked.append(r["id"])
         env.request({"op": "resume"})
         for rid in acked:
-            wait_for(lambda: env.request({"op": "status", "id": rid})["state"] == "done",
-                     timeout=20, what="request %d done" % rid)
+            env.wait_state(rid, timeout=20)
         # and after a restart everything acknowledged is still there
         env.stop()
         env.start()
@@ -358,8 +357,7 @@ class DiskFull(unittest.TestCase):
         finally:
             subprocess.run(["mount", "-o", "remount,rw", self.mnt], check=True)
         env.start()
-        wait_for(lambda: env.request({"op": "status", "id": first})["state"] == "done",
-                 timeout=10)
+        env.wait_state(first, timeout=10)
 
 
 class ReadOnlyWhileRunning(unittest.TestCase):
@@ -393,8 +391,7 @@ class ReadOnlyWhileRunning(unittest.TestCase):
             self.assertTrue(r["ok"], r)
             env.request({"op": "resume"})
             for rid in (first, r["id"]):
-                wait_for(lambda: env.request({"op": "status", "id": rid})["state"] == "done",
-                         timeout=10, what="done after recovery")
+                env.wait_state(rid, timeout=10)
             env.stop()
             env.start()
             for rid in (first, r["id"]):
@@ -436,8 +433,7 @@ class ClockJumps(unittest.TestCase):
     def purge_object(self):
         r = self.env.request({"op": "enqueue", "install": I1, "type": "object"})
         t0 = time.monotonic()
-        wait_for(lambda: self.env.request({"op": "status", "id": r["id"]})["state"] == "done",
-                 timeout=8, what="object purge done")
+        self.env.wait_state(r["id"], timeout=8)
         return time.monotonic() - t0
 
     def test_clock_set_back_while_running(self):
@@ -452,7 +448,7 @@ class ClockJumps(unittest.TestCase):
     def test_retention_prunes_finished_requests_only(self):
         self.start()
         done = self.env.request({"op": "enqueue", "install": I2, "type": "page"})["id"]
-        wait_for(lambda: self.env.request({"op": "status", "id": done})["state"] == "done")
+        self.env.wait_state(done)
         self.env.request({"op": "pause"})
         queued = self.env.request({"op": "enqueue", "install": I3, "type": "page"})["id"]
         self.env.stop()
@@ -462,8 +458,7 @@ class ClockJumps(unittest.TestCase):
                  "not_found", timeout=5, what="finished request pruned")
         s = self.env.request({"op": "status", "id": queued})
         self.assertTrue(s["ok"], s)  # unfinished: never pruned, and it still goes out
-        wait_for(lambda: self.env.request({"op": "status", "id": queued})["state"] == "done",
-                 what="queued request done")
+        self.env.wait_state(queued)
 
     def test_clock_set_back_across_restart(self):
         self.start()
@@ -519,9 +514,7 @@ class KillUnderMixedLoad(unittest.TestCase):
             for t in threads:
                 t.join(10)
             for rid, inst, t in acked:
-                s = wait_for(lambda: (lambda s: s if s["state"] == "done" else None)(
-                    env.request({"op": "status", "id": rid})), timeout=30,
-                    what="request %d done" % rid)
+                s = env.wait_state(rid, timeout=30)
                 covering = [c for c in env.purges(inst) if c["t"] >= t]
                 self.assertTrue(covering, "request %d: no purge after it was sent" % rid)
             self.assertEqual([c for c in env.calls() if c["status"] == 429], [])

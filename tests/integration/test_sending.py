@@ -54,9 +54,7 @@ class Burst:
         env = self.env
         test.assertGreater(len(self.acked), 100)
         for rid, inst, t in self.acked:
-            s = wait_for(lambda: (lambda s: s if s.get("state") == "done" else None)(
-                env.request({"op": "status", "id": rid})), timeout=30,
-                what="request %d done" % rid)
+            s = env.wait_state(rid, timeout=30)
             fin = s["finished_at"]
             # covered by an accepted purge of its install that reached the API after
             # the request was sent, and before the request was reported done
@@ -131,7 +129,7 @@ class Sending(EnvTest):
         self.assertEqual(len(calls), 2)
         self.assertGreaterEqual(calls[1]["t"], t)
 
-    def test_404_and_401_fail_permanently(self):
+    def test_404_fails_permanently(self):   # 401: BadCredentials
         r = self.enqueue(UNKNOWN, "page")
         s = self.wait_state(r["id"], ("failed",))
         self.assertEqual((s["http_status"], s["message"]), (404, "Not Found"))

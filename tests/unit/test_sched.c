@@ -73,6 +73,10 @@ test_ready_windows(void **state)
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_CDN, 0), now + 90000);
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_ALL, 0), now + 90000);
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_CDN, now + 120000), now + 120000);
+	/* The window of one class: none before a first purge or with interval 0. */
+	assert_int_equal(sched_window_end(&cs[CLASS_OBJECT], 60), now + 60000 + G);
+	assert_int_equal(sched_window_end(&cs[CLASS_OBJECT], 0), 0);
+	assert_int_equal(sched_window_end(&(struct class_state){ 0, 0, 0 }, 60), 0);
 	/* Interval 0 means no spacing. */
 	l.interval[CLASS_OBJECT] = 0;
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_OBJECT, 0), 0);
