@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,6 +25,7 @@
 #define EXIT_USAGE 2
 #define EXIT_UNREACHABLE 3
 #define EXIT_TIMEOUT 4
+#define EXIT_OUTPUT 5   /* what it had to print could not be written */
 
 #define ANSWER_MAX (64 * 1024 * 1024)
 #define RECONNECT_FOR_MS 30000  /* how long a wait survives the daemon being away */
@@ -31,6 +33,7 @@
 
 static const char *sock_path;
 static int json_out;
+static int stdout_errno; /* why the first flush of stdout failed, for close_stdout */
 
 struct conn {
 	int fd;
@@ -78,7 +81,38 @@ static const char usage_text[] =
     "  -V, --version      print the version\n"
     "\n"
     "exit status: 0 success (with --wait: purged), 1 the purge failed or was cancelled,\n"
-    "2 usage error or input rejected, 3 daemon unreachable, 4 wait timed out.\n";
+    "2 usage error or input rejected, 3 daemon unreachable, 4 wait timed out,\n"
+    "5 the output could not be written.\n";
+
+/*
+ * On exit: what was printed must have reached stdout (a full disk, a closed pipe). A
+ * script must never take a lost answer, such as an enqueue's request id, for success:
+ * turn a successful exit into EXIT_OUTPUT, as coreutils' close_stdout does.
+ */
+static void
+close_stdout(int status, void *arg)
+{
+	int pending = __fpending(stdout) != 0, earlier = ferror(stdout), failed, e;
+
+	(void)arg;
+	errno = 0;
+	failed = fclose(stdout) != 0;
+	e = failed ? errno : stdout_errno;
+	/* Nothing to write to a closed stdout is fine (EBADF with nothing pending). */
+	if (!earlier && (!failed || (!pending && e == EBADF)))
+		return;
+	fprintf(stderr, "wpe-purgectl: cannot write to standard output%s%s\n",
+	    e != 0 ? ": " : "", e != 0 ? strerror(e) : "");
+	_exit(status != 0 ? status : EXIT_OUTPUT);
+}
+
+/* Push out what was printed now (a waiting client shows the id before it waits). */
+static void
+flush_stdout(void)
+{
+	if (fflush(stdout) != 0 && stdout_errno == 0)
+		stdout_errno = errno;
+}
 
 static __dead void
 usage(int code)
@@ -262,7 +296,7 @@ print_json(json_object *o)
 {
 	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
 	    JSON_C_TO_STRING_NOSLASHESCAPE));
-	fflush(stdout);
+	flush_stdout();
 }
 
 /* A daemon error answer: print it and exit 2 (or return if it is a timeout). */
@@ -293,18 +327,32 @@ parse_id(const char *s)
 	return id;
 }
 
+/* Seconds as plain decimal: "90", "1.5", ".5"; no sign, exponent, hex, or blanks. */
 static double
 parse_timeout(const char *s)
 {
+	const char *p;
 	char *end;
 	double d;
+	int digits = 0, dots = 0;
 
+	for (p = s; *p != '\0'; p++) {
+		if (*p >= '0' && *p <= '9')
+			digits++;
+		else if (*p == '.' && dots++ == 0)
+			continue;
+		else
+			break;
+	}
+	if (*p != '\0' || digits == 0)
+		goto bad;
 	errno = 0;
 	d = strtod(s, &end);
-	if (*s == '\0' || *end != '\0' || errno != 0 || !isfinite(d) || d < 0 ||
-	    d > PROTO_MAX_WAIT)
-		die(EXIT_USAGE, "--timeout takes seconds from 0 to %d, not %s", PROTO_MAX_WAIT, s);
+	if (*end != '\0' || errno != 0 || !isfinite(d) || d > PROTO_MAX_WAIT)
+		goto bad;
 	return d;
+bad:
+	die(EXIT_USAGE, "--timeout takes seconds from 0 to %d, not %s", PROTO_MAX_WAIT, s);
 }
 
 static void
@@ -490,7 +538,7 @@ cmd_enqueue(int argc, char **argv)
 		printf("request %lld queued: %s job %lld\n", (long long)iget(o, "id"),
 		    json_object_get_boolean(json_object_object_get(o, "coalesced")) ?
 		    "joined" : "new", (long long)iget(o, "job"));
-	fflush(stdout);
+	flush_stdout();
 	int64_t id = iget(o, "id");
 	json_object_put(o);
 	return wait ? do_wait(id, timeout) : EXIT_OK;
@@ -629,6 +677,8 @@ main(int argc, char **argv)
 	int ch;
 
 	signal(SIGPIPE, SIG_IGN);
+	if (on_exit(close_stdout, NULL) != 0)
+		die(EXIT_USAGE, "on_exit failed");
 	if ((sock_path = getenv("WPE_PURGED_SOCKET")) == NULL || *sock_path == '\0')
 		sock_path = PROTO_DEFAULT_SOCKET;
 	/* "+": stop at the command; its own options are parsed by the command. */

@@ -37,7 +37,7 @@ static const struct key {
 	{ "daemon", "allow_groups", K_GROUPS, 0, 0, 0 },
 	{ "daemon", "admin_group", K_GROUP, offsetof(struct config, admin_gid), 0, 0 },
 	{ "daemon", "max_connections_per_user", K_INT,
-	    offsetof(struct config, max_conns_per_user), 1, 100000 },
+	    offsetof(struct config, max_conns_per_user), 0, 1000000 },
 	{ "daemon", "idle_timeout", K_DURATION, offsetof(struct config, idle_timeout), 1,
 	    86400 },
 	{ "api", "base_url", K_URL, offsetof(struct config, base_url), 0, 0 },
@@ -74,7 +74,7 @@ config_defaults(struct config *cfg)
 	cfg->log_level = LOG_INFO;
 	cfg->retention = 7 * 86400;
 	cfg->admin_gid = (gid_t)-1;
-	cfg->max_conns_per_user = 64;
+	cfg->max_conns_per_user = 0;    /* automatic: half the descriptor limit */
 	cfg->idle_timeout = 300;
 	cfg->base_url = xstrdup("https://api.wpengineapi.com/v1");
 	cfg->max_in_flight = 4;
@@ -219,8 +219,8 @@ set_id_list(struct parse_state *ps, const char *key, const char *value, int grou
 			break;
 		}
 		if (resolve_id(tok, group, &id) != 0) {
-			xasprintf(&ps->error, "%s: no %s named \"%.64s\"", key,
-			    group ? "group" : "user", tok);
+			xasprintf(&ps->error, "%s: no %s named \"%.*s\"", key,
+			    group ? "group" : "user", (int)utf8_prefix(tok, 64), tok);
 			rc = -1;
 			break;
 		}
@@ -311,7 +311,8 @@ set_key(struct parse_state *ps, const struct key *k, const char *value)
 			return 0;
 		}
 		if (resolve_id(value, 1, &id) != 0) {
-			xasprintf(&ps->error, "%s: no group named \"%.64s\"", k->name, value);
+			xasprintf(&ps->error, "%s: no group named \"%.*s\"", k->name,
+			    (int)utf8_prefix(value, 64), value);
 			return -1;
 		}
 		*(gid_t *)field = (gid_t)id;
@@ -356,9 +357,11 @@ config_handler(void *user, const char *section, const char *name, const char *va
 				break;
 		}
 		if (i == NKEYS)
-			xasprintf(&ps->error, "unknown section [%.64s]", section);
+			xasprintf(&ps->error, "unknown section [%.*s]",
+			    (int)utf8_prefix(section, 64), section);
 		else
-			xasprintf(&ps->error, "unknown key \"%.64s\" in [%s]", name, section);
+			xasprintf(&ps->error, "unknown key \"%.*s\" in [%s]",
+			    (int)utf8_prefix(name, 64), name, section);
 		return 0;
 	}
 	if (ps->seen & (1u << i)) {
@@ -393,21 +396,120 @@ config_parse(struct config *cfg, FILE *f, const char *path, char **cause)
 	return 0;
 }
 
+static const char *
+file_kind(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	return "a special file";
+}
+
+static void
+too_large(const char *what, const char *path, off_t max, char **cause)
+{
+	if (max % (1024 * 1024) == 0)
+		xasprintf(cause, "%s%s: larger than %lld MiB", what, path,
+		    (long long)(max / (1024 * 1024)));
+	else
+		xasprintf(cause, "%s%s: larger than %lld KiB", what, path,
+		    (long long)(max / 1024));
+}
+
+/*
+ * Open one of our input files: a FIFO or a device must not block us (at start, or in
+ * the event loop on SIGHUP), so open without blocking, then insist on a regular file of
+ * at most max bytes. Returns the descriptor, blocking again, with *sb filled; or -1 with
+ * *cause ("WHAT PATH: reason").
+ */
+static int
+config_open(const char *what, const char *path, int flags, off_t max, struct stat *sb,
+    char **cause)
+{
+	int fd, fl;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags)) == -1) {
+		xasprintf(cause, "%s%s: %s", what, path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, sb) != 0) {
+		xasprintf(cause, "%s%s: %s", what, path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(sb->st_mode)) {
+		xasprintf(cause, "%s%s: not a regular file (%s)", what, path,
+		    file_kind(sb->st_mode));
+		goto fail;
+	}
+	if (sb->st_size > max) {
+		too_large(what, path, max, cause);
+		goto fail;
+	}
+	if ((fl = fcntl(fd, F_GETFL)) == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+		xasprintf(cause, "%s%s: %s", what, path, strerror(errno));
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
 int
 config_load(struct config *cfg, const char *path, char **cause)
 {
-	FILE *f;
-	int rc;
+	struct stat sb;
+	char *buf, *why;
+	size_t len = 0;
+	ssize_t n;
+	int fd, rc;
 
 	free(cfg->path);
 	cfg->path = xstrdup(path);
-	if ((f = fopen(path, "r")) == NULL) {
-		xasprintf(cause, "%s: %s", path, strerror(errno));
+	if ((fd = config_open("", path, 0, CONFIG_MAX_SIZE, &sb, cause)) == -1)
+		return -1;
+	/* Read it whole, bounded even if it grows under us, then parse from memory. */
+	buf = xmalloc(CONFIG_MAX_SIZE + 1);
+	while (len <= CONFIG_MAX_SIZE &&
+	    (n = read(fd, buf + len, CONFIG_MAX_SIZE + 1 - len)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			xasprintf(cause, "%s: %s", path, strerror(errno));
+			close(fd);
+			free(buf);
+			return -1;
+		}
+		len += (size_t)n;
+	}
+	close(fd);
+	if (len > CONFIG_MAX_SIZE) {
+		too_large("", path, CONFIG_MAX_SIZE, cause);
+		free(buf);
 		return -1;
 	}
-	rc = config_parse(cfg, f, path, cause);
-	fclose(f);
-	return rc;
+	rc = config_load_mem(cfg, path, buf, len, cause);
+	free(buf);
+	if (rc != 0)
+		return -1;
+	/* libcurl would only find out at the first purge: say so now, naming the file. */
+	if (cfg->ca_file != NULL) {
+		if ((fd = config_open("ca_file ", cfg->ca_file, 0, CA_FILE_MAX_SIZE, &sb,
+		    &why)) == -1) {
+			xasprintf(cause, "%s: %s", path, why);
+			free(why);
+			return -1;
+		}
+		close(fd);
+	}
+	return 0;
 }
 
 int
@@ -444,14 +546,9 @@ config_load_credentials(struct config *cfg, char **cause)
 		    "under systemd with LoadCredential=%s:FILE", CREDENTIAL_NAME);
 		return -1;
 	}
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1) {
-		xasprintf(cause, "credentials file %s: %s", path, strerror(errno));
+	if ((fd = config_open("credentials file ", path, O_NOFOLLOW, CREDENTIALS_MAX_SIZE,
+	    &sb, cause)) == -1)
 		goto out;
-	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		xasprintf(cause, "credentials file %s: not a regular file", path);
-		goto out_close;
-	}
 	/* systemd's credential directory is already private; elsewhere insist on 0600/0400. */
 	if (cfg->credentials_file != NULL && (sb.st_mode & 077) != 0) {
 		xasprintf(cause, "credentials file %s is readable by group or others (mode %04o); "
@@ -529,8 +626,9 @@ config_print(const struct config *cfg, FILE *f)
 		fprintf(f, "#   gid %lu\n", (unsigned long)cfg->allow_gids[g]);
 	if (cfg->admin_gid != (gid_t)-1)
 		fprintf(f, "admin_group = %lu\n", (unsigned long)cfg->admin_gid);
-	fprintf(f, "max_connections_per_user = %lld\nidle_timeout = %llds\n\n",
-	    (long long)cfg->max_conns_per_user, (long long)cfg->idle_timeout);
+	fprintf(f, "max_connections_per_user = %lld%s\nidle_timeout = %llds\n\n",
+	    (long long)cfg->max_conns_per_user, cfg->max_conns_per_user == 0 ?
+	    " (automatic: half the descriptor limit)" : "", (long long)cfg->idle_timeout);
 	fprintf(f, "[api]\nbase_url = %s\n", cfg->base_url);
 	if (cfg->credentials_file != NULL)
 		fprintf(f, "credentials_file = %s\n", cfg->credentials_file);

@@ -12,6 +12,11 @@
 #define CONFIG_DEFAULT_PATH "/etc/wpe-purged/wpe-purged.conf"
 #define CREDENTIAL_NAME "wpengine-api" /* systemd LoadCredential= name */
 
+/* Largest files read: anything bigger is a mistake (or an attack), refused at once. */
+#define CONFIG_MAX_SIZE (1024 * 1024)
+#define CREDENTIALS_MAX_SIZE (64 * 1024)
+#define CA_FILE_MAX_SIZE (16 * 1024 * 1024)
+
 /* The limit classes: each purge type covers one or more of them (all covers every one). */
 enum limit_class { CLASS_OBJECT = 0, CLASS_PAGE, CLASS_CDN };
 #define NCLASSES 3
@@ -36,7 +41,7 @@ struct config {
 	gid_t *allow_gids;
 	size_t nallow_gids;
 	gid_t admin_gid;         /* (gid_t)-1: none; root is always an administrator */
-	int64_t max_conns_per_user;
+	int64_t max_conns_per_user; /* 0: automatic, half the descriptor limit */
 	int64_t idle_timeout;    /* seconds a connection may sit idle (not waiting) */
 	/* [api] */
 	char *base_url;          /* no trailing slash */
@@ -54,14 +59,19 @@ struct config {
 /* Fill cfg with the defaults. */
 void config_defaults(struct config *);
 /*
- * Read path over the defaults. Returns 0, or -1 with *cause set to "file:line: reason"
- * (caller frees).
+ * Read path over the defaults: a regular file of at most CONFIG_MAX_SIZE bytes (a FIFO
+ * or a device is refused, never waited on); a ca_file it names must be a readable
+ * regular file. Returns 0, or -1 with *cause set to "file:line: reason" or
+ * "file: reason" (caller frees).
  */
 int config_load(struct config *, const char *path, char **cause);
 /* Parse config text from memory (for the fuzzer and tests); as config_load. */
 int config_load_mem(struct config *, const char *name, const char *buf, size_t len,
     char **cause);
-/* Read the API credentials the config names. 0, or -1 with *cause. */
+/*
+ * Read the API credentials the config names: a regular file of at most
+ * CREDENTIALS_MAX_SIZE bytes, not a symbolic link. 0, or -1 with *cause.
+ */
 int config_load_credentials(struct config *, char **cause);
 /* Print the effective settings, password redacted. */
 void config_print(const struct config *, FILE *);

@@ -237,7 +237,8 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 			break;
 	}
 	if (i == sizeof ops / sizeof ops[0]) {
-		fail(code, cause, "unknown_op", "unknown op \"%.64s\"", opname);
+		fail(code, cause, "unknown_op", "unknown op \"%.*s\"",
+		    (int)utf8_prefix(opname, 64), opname);
 		goto out;
 	}
 	req->op = ops[i].op;
@@ -251,7 +252,8 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 				break;
 		}
 		if (ops[i].fields[j] == NULL) {
-			fail(code, cause, "unknown_field", "unknown field \"%.64s\"", key);
+			fail(code, cause, "unknown_field", "unknown field \"%.*s\"",
+			    (int)utf8_prefix(key, 64), key);
 			goto out;
 		}
 	}
@@ -260,9 +262,12 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 	case OP_ENQUEUE:
 		if (get_string(obj, "install", 1, &s, &slen, code, cause) != 0)
 			goto out;
-		if (s == NULL || slen != 36 || !uuid_valid(s)) {
+		if (s == NULL)
+			s = ""; /* not reached: the field is required */
+		if (slen != 36 || !uuid_valid(s)) {
 			fail(code, cause, "bad_install",
-			    "install must be a WP Engine install id (a UUID), not \"%.64s\"", s);
+			    "install must be a WP Engine install id (a UUID), not \"%.*s\"",
+			    (int)utf8_prefix(s, 64), s);
 			goto out;
 		}
 		for (j = 0; j < 36; j++)
@@ -274,7 +279,8 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 			req->type = PURGE_ALL;
 		else if (purge_type_parse(s, &req->type) != 0) {
 			fail(code, cause, "bad_type",
-			    "type must be object, page, cdn or all, not \"%.32s\"", s);
+			    "type must be object, page, cdn or all, not \"%.*s\"",
+			    (int)utf8_prefix(s, 32), s);
 			goto out;
 		}
 		if (get_string(obj, "reason", 0, &s, &slen, code, cause) != 0)

@@ -8,9 +8,9 @@ struct json_object;
 
 /*
  * Bump PROTO_VERSION if any of these change: the ops, their fields, the answers'
- * fields or the error codes. docs/protocol.md describes version 1.
+ * fields or the error codes. docs/protocol.md describes version 2.
  */
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2
 
 #define PROTO_MAX_LINE (64 * 1024)   /* longer unterminated line: error, then close */
 #define PROTO_MAX_DEPTH 4            /* JSON nesting allowed in a request */

@@ -246,6 +246,19 @@ parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
 	return 0;
 }
 
+size_t
+utf8_prefix(const char *s, size_t max)
+{
+	size_t len = strnlen(s, max), i;
+
+	if (len < max || s[len] == '\0')
+		return len;
+	/* s[len] is the first byte left out: if it continues a character, drop its start. */
+	for (i = 0; i < 3 && len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80; i++)
+		len--;
+	return len;
+}
+
 int
 uuid_valid(const char *s)
 {

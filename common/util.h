@@ -44,6 +44,11 @@ char *fmt_rfc3339(int64_t ms, char *buf, size_t len);
 
 /* Parse a whole decimal integer in [min, max]; 0 on success, -1 otherwise. */
 int parse_int64(const char *, int64_t min, int64_t max, int64_t *out);
+/*
+ * The length of the longest prefix of s of at most max bytes that does not end inside a
+ * UTF-8 character: for quoting a bounded part of text with "%.*s".
+ */
+size_t utf8_prefix(const char *s, size_t max);
 /* Is s a canonical UUID (8-4-4-4-12 hex digits)? Upper case is accepted. */
 int uuid_valid(const char *s);
 

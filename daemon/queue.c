@@ -14,6 +14,16 @@
 #define LIST_MAX 1000            /* jobs shown by "list" */
 #define PRUNE_BATCH 500
 #define PRUNE_EVERY_MS (60 * 1000)
+#define PROBE_EVERY_MS 1000      /* storage probe while the store refuses writes */
+#define RECOVER_MIN_MS 250       /* at most one recovery attempt this often from clients */
+
+/*
+ * The store is the truth; memory is a cache of its unfinished part, changed only after
+ * the store committed. Where a failure leaves memory and store apart (the API's answer
+ * could not be recorded), the queue is "broken": nothing is sent and writes are refused
+ * until a probe write succeeds and memory is rebuilt from the store (queue_rebuild),
+ * exactly as at start-up.
+ */
 
 struct job;
 TAILQ_HEAD(jobs, job);
@@ -33,7 +43,8 @@ struct job {
 	enum purge_type type;
 	enum job_state state;
 	int attempts;
-	int64_t not_before;  /* monotonic ms: transient-failure backoff */
+	int in_flight;       /* the sender holds it: its answer will come */
+	int64_t not_before;  /* monotonic ms or SCHED_NEVER: transient-failure backoff */
 	long http_status;
 	char *message;
 	int64_t created_at;  /* wall ms */
@@ -59,21 +70,35 @@ struct pending {
 
 TAILQ_HEAD(pendings, pending);
 
+TAILQ_HEAD(waiters, waiter);
 struct waiter {
 	struct queue *q;
+	struct waiters *head;    /* the list it is on: q->waiters or a wake batch */
 	int64_t request_id;
 	int64_t job_id;
+	uid_t uid;
+	int admin;
 	struct event *timer;
 	queue_answer_cb cb;
 	void *arg;
 	TAILQ_ENTRY(waiter) entry;
 };
 
+/* What a group commit changed in memory, undone in reverse if the commit fails. */
+struct undo {
+	int absorbed;            /* 0: j is a new job; 1: j was absorbed (unlinked) */
+	struct job *j;
+};
+struct undo_log {
+	struct undo *v;
+	size_t n, cap;
+};
+
 struct stats {
-	uint64_t requests, coalesced, jobs, cancelled;
+	uint64_t requests, coalesced, jobs, cancelled, merged;
 	uint64_t api_calls, api_2xx, api_400, api_401, api_403, api_404, api_429, api_5xx,
 	    api_other, api_transport;
-	uint64_t retries, done, failed, commits;
+	uint64_t retries, done, failed, commits, storage_errors, rebuilds;
 };
 
 struct queue {
@@ -85,17 +110,21 @@ struct queue {
 	struct install *installs[INSTALL_HASH];
 	struct jobs jobs;
 	struct pendings pending;
-	TAILQ_HEAD(, waiter) waiters;
-	struct event *flush_ev;  /* lowest priority: runs after this turn's reads */
+	int64_t pending_since;   /* monotonic ms the oldest uncommitted enqueue arrived */
+	struct waiters waiters;
+	struct event *flush_ev;  /* group commit: queued behind this turn's reads */
 	struct event *timer;     /* the one scheduling timer */
 	struct event *prune_ev;
+	struct event *probe_ev;  /* storage probe while broken */
 	struct event *grace_ev;
 	struct outage outage;
 	struct stats stats;
 	int paused;
 	int stopping;
+	int broken;              /* memory may differ from the store: see above */
+	int64_t last_recover;
 	int running, rerun;
-	int flush_armed;    /* queue_run re-entrancy guard */
+	int flush_armed;
 	int warned_401;
 	int64_t started_wall;
 	void (*stopped_cb)(void *);
@@ -105,6 +134,7 @@ struct queue {
 static void queue_run(struct queue *);
 static void queue_run_once(struct queue *);
 static void queue_sent(void *, void *, const struct send_result *);
+static int classes_busy(struct install *, enum purge_type);
 
 static int64_t
 now_mono(void)
@@ -112,17 +142,21 @@ now_mono(void)
 	return clock_mono_ms();
 }
 
-/* Persisted times are wall clock; the running daemon measures on the monotonic clock. */
+/*
+ * Persisted times are wall clock (0: never); the running daemon measures on the monotonic
+ * clock (SCHED_NEVER: never). A wall time from before a reboot becomes a negative
+ * monotonic time, which still compares correctly.
+ */
 static int64_t
 to_wall(int64_t mono)
 {
-	return mono == 0 ? 0 : mono + (clock_wall_ms() - clock_mono_ms());
+	return mono == SCHED_NEVER ? 0 : mono + (clock_wall_ms() - clock_mono_ms());
 }
 
 static int64_t
 to_mono(int64_t wall)
 {
-	return wall == 0 ? 0 : wall - (clock_wall_ms() - clock_mono_ms());
+	return wall == 0 ? SCHED_NEVER : wall - (clock_wall_ms() - clock_mono_ms());
 }
 
 static unsigned
@@ -133,6 +167,18 @@ install_hash(const char *id)
 	while (*id != '\0')
 		h = (h ^ (unsigned char)*id++) * 16777619u;
 	return h % INSTALL_HASH;
+}
+
+static void
+install_reset(struct install *in)
+{
+	int c;
+
+	for (c = 0; c < NCLASSES; c++) {
+		in->cls[c].last_start = SCHED_NEVER;
+		in->cls[c].blocked_until = SCHED_NEVER;
+		in->cls[c].strikes = 0;
+	}
 }
 
 static struct install *
@@ -149,41 +195,63 @@ install_get(struct queue *q, const char *id, int create)
 		return NULL;
 	in = xcalloc(1, sizeof *in);
 	memcpy(in->id, id, sizeof in->id);
+	install_reset(in);
 	TAILQ_INIT(&in->jobs);
 	in->hnext = q->installs[h];
 	q->installs[h] = in;
 	return in;
 }
 
-static struct job *
-job_new(struct queue *q, int64_t id, struct install *in, enum purge_type type)
+/* Put a job on its install's list and on the queue's list, which stays in id order. */
+static void
+job_link(struct queue *q, struct job *j)
 {
-	struct job *j = xcalloc(1, sizeof *j), *t;
+	struct job *t;
 
-	j->id = id;
-	j->install = in;
-	j->type = type;
-	j->state = JOB_QUEUED;
-	TAILQ_INSERT_TAIL(&in->jobs, j, ientry);
-	/* Keep the global list in id order (loaded jobs arrive in order; new ones are last). */
+	TAILQ_INSERT_TAIL(&j->install->jobs, j, ientry);
 	TAILQ_FOREACH_REVERSE(t, &q->jobs, jobs, qentry) {
-		if (t->id < id)
+		if (t->id < j->id)
 			break;
 	}
 	if (t == NULL)
 		TAILQ_INSERT_HEAD(&q->jobs, j, qentry);
 	else
 		TAILQ_INSERT_AFTER(&q->jobs, t, j, qentry);
+}
+
+static void
+job_unlink(struct queue *q, struct job *j)
+{
+	TAILQ_REMOVE(&j->install->jobs, j, ientry);
+	TAILQ_REMOVE(&q->jobs, j, qentry);
+}
+
+static struct job *
+job_new(struct queue *q, int64_t id, struct install *in, enum purge_type type)
+{
+	struct job *j = xcalloc(1, sizeof *j);
+
+	j->id = id;
+	j->install = in;
+	j->type = type;
+	j->state = JOB_QUEUED;
+	j->not_before = SCHED_NEVER;
+	job_link(q, j);
 	return j;
+}
+
+static void
+job_destroy(struct job *j)
+{
+	free(j->message);
+	free(j);
 }
 
 static void
 job_free(struct queue *q, struct job *j)
 {
-	TAILQ_REMOVE(&j->install->jobs, j, ientry);
-	TAILQ_REMOVE(&q->jobs, j, qentry);
-	free(j->message);
-	free(j);
+	job_unlink(q, j);
+	job_destroy(j);
 }
 
 static struct job *
@@ -201,8 +269,10 @@ job_find(struct queue *q, int64_t id)
 static void
 job_set_message(struct job *j, const char *msg)
 {
+	char *m = msg != NULL ? xstrdup(msg) : NULL;
+
 	free(j->message);
-	j->message = msg != NULL ? xstrdup(msg) : NULL;
+	j->message = m;
 }
 
 /* The store's view of a job, for writing. */
@@ -227,17 +297,32 @@ load_job(void *arg, const struct store_job *row)
 	struct job *j;
 	int64_t now = now_mono(), nb;
 
+	if (job_find(q, row->id) != NULL) /* in flight: memory is the newer view */
+		return;
 	j = job_new(q, row->id, install_get(q, row->install, 1), row->type);
 	j->attempts = row->attempts;
 	nb = to_mono(row->not_before);
 	/* A clock set back across a restart must not strand a job for long. */
-	if (nb > now + q->limits.retry_max * 1000)
+	if (nb != SCHED_NEVER && nb > now + q->limits.retry_max * 1000)
 		nb = now + q->limits.retry_max * 1000;
 	j->not_before = nb;
 	j->http_status = row->http_status;
 	job_set_message(j, row->message);
 	j->created_at = row->created_at;
 	j->started_at = row->started_at;
+}
+
+/* Is a class of this install covered by a request in flight (whose answer will set it)? */
+static int
+class_in_flight(const struct install *in, int cls)
+{
+	const struct job *j;
+
+	TAILQ_FOREACH(j, &in->jobs, ientry) {
+		if (j->in_flight && (sched_type_classes(j->type) & (1u << cls)))
+			return 1;
+	}
+	return 0;
 }
 
 static void
@@ -247,7 +332,9 @@ load_limit(void *arg, const char *install, int cls, const struct class_state *cs
 	struct install *in = install_get(q, install, 1);
 	int64_t now = now_mono(), max_block = now + q->limits.retry_max * 1000;
 
-	in->cls[cls] = *cs;
+	if (class_in_flight(in, cls))
+		return;
+	in->cls[cls].strikes = cs->strikes;
 	in->cls[cls].last_start = to_mono(cs->last_start);
 	in->cls[cls].blocked_until = to_mono(cs->blocked_until);
 	/* Never trust a persisted time in the future more than the rules allow. */
@@ -255,20 +342,6 @@ load_limit(void *arg, const char *install, int cls, const struct class_state *cs
 		in->cls[cls].last_start = now;
 	if (in->cls[cls].blocked_until > max_block)
 		in->cls[cls].blocked_until = max_block;
-}
-
-/* Drop every queued job from memory and read them again from the store. */
-static void
-queue_reload_queued(struct queue *q)
-{
-	struct job *j, *t;
-
-	TAILQ_FOREACH_SAFE(j, &q->jobs, qentry, t) {
-		if (j->state == JOB_QUEUED)
-			job_free(q, j);
-	}
-	if (store_load(q->store, load_job, load_limit, q) != 0)
-		log_error("reloading the queue failed; will retry on the next change");
 }
 
 static void
@@ -281,6 +354,7 @@ timer_cb(evutil_socket_t fd, short events, void *arg)
 
 static void flush_cb(evutil_socket_t, short, void *);
 static void prune_cb(evutil_socket_t, short, void *);
+static void probe_cb(evutil_socket_t, short, void *);
 
 struct queue *
 queue_create(struct event_base *base, struct config *cfg, struct store *store)
@@ -297,30 +371,154 @@ queue_create(struct event_base *base, struct config *cfg, struct store *store)
 	q->flush_ev = event_new(base, -1, 0, flush_cb, q);
 	q->timer = evtimer_new(base, timer_cb, q);
 	q->prune_ev = evtimer_new(base, prune_cb, q);
-	if (q->flush_ev == NULL || q->timer == NULL || q->prune_ev == NULL)
+	q->probe_ev = evtimer_new(base, probe_cb, q);
+	if (q->flush_ev == NULL || q->timer == NULL || q->prune_ev == NULL ||
+	    q->probe_ev == NULL)
 		fatalx("out of memory creating events");
-	/* Priority 2 (lowest of 3): the commit runs once this turn's reads are handled. */
-	event_priority_set(q->flush_ev, 2);
 	q->sender = sender_create(base, cfg, queue_sent, q);
 	q->started_wall = clock_wall_ms();
 	return q;
 }
 
-#define MAX_INTERRUPTED 64 /* at most max_in_flight jobs are ever being sent */
-struct interrupted {
-	int n;
-	struct { char install[37]; enum purge_type type; } jobs[MAX_INTERRUPTED];
+/* Rebuilding from the store ------------------------------------------------------- */
+
+struct sending_rows {
+	struct { int64_t id; char install[37]; enum purge_type type; } *v;
+	size_t n, cap;
 };
 
 static void
-note_interrupted(void *arg, const char *install, enum purge_type type)
+note_sending(void *arg, int64_t id, const char *install, enum purge_type type)
 {
-	struct interrupted *in = arg;
+	struct sending_rows *r = arg;
 
-	if (in->n == MAX_INTERRUPTED)
+	if (r->n == r->cap) {
+		r->cap = r->cap == 0 ? 16 : r->cap * 2;
+		r->v = xrealloc(r->v, r->cap * sizeof *r->v);
+	}
+	r->v[r->n].id = id;
+	memcpy(r->v[r->n].install, install, 37);
+	r->v[r->n++].type = type;
+}
+
+static void waiters_recheck(struct queue *);
+
+/*
+ * Make memory what the store says: at start-up, and after a storage failure left them
+ * apart. A job the store says is being sent but that is not in flight here (the daemon
+ * died while sending it, or its answer could not be recorded) is queued again, and its
+ * install's window starts again now, written in the same transaction: the API may have
+ * acted on it up to this moment. That transaction also writes a probe row, so nothing
+ * is rebuilt until the store takes writes. Returns the number of such jobs, or -1.
+ */
+static int
+queue_rebuild(struct queue *q)
+{
+	struct sending_rows rows = { NULL, 0, 0 };
+	struct install *in;
+	struct job *j, *t;
+	int64_t now_wall = clock_wall_ms();
+	unsigned mask;
+	size_t i;
+	int c, n = 0;
+
+	q->last_recover = now_mono();
+	if (store_begin(q->store) != 0 || store_probe(q->store, now_wall) != 0 ||
+	    store_sending(q->store, note_sending, &rows) != 0)
+		goto fail;
+	for (i = 0; i < rows.n; i++) {
+		if ((j = job_find(q, rows.v[i].id)) != NULL && j->in_flight)
+			continue;
+		if (store_job_requeue(q->store, rows.v[i].id) != 0)
+			goto fail;
+		mask = sched_type_classes(rows.v[i].type);
+		for (c = 0; c < NCLASSES; c++) {
+			if ((mask & (1u << c)) && store_limit_touch(q->store, rows.v[i].install,
+			    c, now_wall) != 0)
+				goto fail;
+		}
+		n++;
+	}
+	if (store_commit(q->store) != 0)
+		goto fail;
+	free(rows.v);
+
+	/* The store is consistent now: read everything but what is in flight again. */
+	TAILQ_FOREACH_SAFE(j, &q->jobs, qentry, t) {
+		if (!j->in_flight)
+			job_free(q, j);
+	}
+	for (i = 0; i < INSTALL_HASH; i++) {
+		for (in = q->installs[i]; in != NULL; in = in->hnext) {
+			for (c = 0; c < NCLASSES; c++) {
+				if (!class_in_flight(in, c)) {
+					in->cls[c].last_start = SCHED_NEVER;
+					in->cls[c].blocked_until = SCHED_NEVER;
+					in->cls[c].strikes = 0;
+				}
+			}
+		}
+	}
+	if (store_load(q->store, load_job, load_limit, q) != 0) {
+		q->broken = 1;   /* partly loaded: keep sending stopped, try again */
+		return -1;
+	}
+	if (q->broken) {
+		q->broken = 0;
+		q->stats.rebuilds++;
+		log_notice("the queue database takes writes again; queue rebuilt from it");
+		waiters_recheck(q);
+	}
+	return n;
+fail:
+	free(rows.v);
+	store_rollback(q->store);
+	return -1;
+}
+
+/* Memory and store may differ: stop sending and refuse writes until a rebuild. */
+static void
+queue_break(struct queue *q)
+{
+	struct timeval tv = { PROBE_EVERY_MS / 1000, (PROBE_EVERY_MS % 1000) * 1000 };
+
+	q->stats.storage_errors++;
+	if (!q->broken)
+		log_error("the queue database refuses writes: sending stops until it takes "
+		    "them again (probing every %d ms)", PROBE_EVERY_MS);
+	q->broken = 1;
+	if (!evtimer_pending(q->probe_ev, NULL))
+		evtimer_add(q->probe_ev, &tv);
+}
+
+/* From a client's write while broken: a rebuild, unless one was tried very recently. */
+static int
+queue_try_recover(struct queue *q)
+{
+	if (!q->broken)
+		return 0;
+	if (now_mono() - q->last_recover < RECOVER_MIN_MS)
+		return -1;
+	if (queue_rebuild(q) < 0)
+		return -1;
+	queue_run(q);
+	return 0;
+}
+
+static void
+probe_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct queue *q = arg;
+	struct timeval tv = { PROBE_EVERY_MS / 1000, (PROBE_EVERY_MS % 1000) * 1000 };
+
+	(void)fd;
+	(void)events;
+	if (!q->broken)
 		return;
-	memcpy(in->jobs[in->n].install, install, 37);
-	in->jobs[in->n++].type = type;
+	if (queue_rebuild(q) < 0)
+		evtimer_add(q->probe_ev, &tv);
+	else
+		queue_run(q);
 }
 
 int
@@ -329,39 +527,21 @@ queue_start(struct queue *q)
 	struct timeval tv = { 1, 0 };
 	int n;
 
-	struct interrupted in;
-	struct install *ins;
-	unsigned mask;
-	int i, c;
-
-	memset(&in, 0, sizeof in);
-	if ((n = store_recover(q->store, note_interrupted, &in)) < 0)
+	if ((n = queue_rebuild(q)) < 0)
 		return -1;
 	if (n > 0)
-		log_notice("%d job(s) were being sent when the daemon stopped; queued again", n);
-	if (store_load(q->store, load_job, load_limit, q) != 0)
-		return -1;
-	/*
-	 * The API may have acted on an interrupted purge up to the moment we died: its
-	 * install's window starts again now.
-	 */
-	for (i = 0; i < in.n; i++) {
-		ins = install_get(q, in.jobs[i].install, 1);
-		mask = sched_type_classes(in.jobs[i].type);
-		for (c = 0; c < NCLASSES; c++) {
-			if (mask & (1u << c))
-				ins->cls[c].last_start = now_mono();
-		}
-	}
+		log_notice("%d job(s) were being sent when the daemon stopped; queued again, "
+		    "their installs' windows start now", n);
 	evtimer_add(q->prune_ev, &tv);
 	queue_run(q);
 	return 0;
 }
 
 static void
-waiter_free(struct queue *q, struct waiter *w)
+waiter_free(struct waiter *w)
 {
-	TAILQ_REMOVE(&q->waiters, w, entry);
+	if (w->head != NULL)
+		TAILQ_REMOVE(w->head, w, entry);
 	if (w->timer != NULL)
 		event_free(w->timer);
 	free(w);
@@ -382,7 +562,7 @@ queue_free(struct queue *q)
 	}
 	/* The analyzer cannot follow TAILQ_REMOVE's tqh_last update: a known false positive. */
 	while (!TAILQ_EMPTY(&q->waiters))
-		waiter_free(q, TAILQ_FIRST(&q->waiters)); /* NOLINT(clang-analyzer-unix.Malloc) */
+		waiter_free(TAILQ_FIRST(&q->waiters)); /* NOLINT(clang-analyzer-unix.Malloc) */
 	sender_free(q->sender);
 	while ((j = TAILQ_FIRST(&q->jobs)) != NULL)
 		job_free(q, j);
@@ -395,6 +575,7 @@ queue_free(struct queue *q)
 	event_free(q->flush_ev);
 	event_free(q->timer);
 	event_free(q->prune_ev);
+	event_free(q->probe_ev);
 	if (q->grace_ev != NULL)
 		event_free(q->grace_ev);
 	free(q);
@@ -426,6 +607,16 @@ answer_error(const char *code, const char *fmt, ...)
 	return proto_error(code, msg);
 }
 
+static json_object *
+answer_storage(struct queue *q)
+{
+	if (q->broken)
+		return answer_error("storage", "the queue database is refusing writes; "
+		    "nothing was changed; try again");
+	return answer_error("storage", "the queue database failed: %s",
+	    store_errmsg(q->store));
+}
+
 static void
 add_time(json_object *o, const char *key, int64_t wall)
 {
@@ -441,10 +632,15 @@ add_str(json_object *o, const char *key, const char *s)
 	json_object_object_add(o, key, s == NULL ? NULL : json_object_new_string(s));
 }
 
+/*
+ * One request as "status" shows it. Its reason is its owner's business: shown to the
+ * uid that asked for it and to administrators; everyone else sees states and installs.
+ */
 static json_object *
-status_object(const struct store_status *ss)
+status_object(const struct store_status *ss, uid_t uid, int admin)
 {
 	json_object *o = answer_ok();
+	int mine = admin || ss->uid == (int64_t)uid;
 
 	json_object_object_add(o, "id", json_object_new_int64(ss->id));
 	add_str(o, "install", ss->install);
@@ -456,7 +652,7 @@ status_object(const struct store_status *ss)
 	json_object_object_add(o, "http_status", ss->http_status == 0 ? NULL :
 	    json_object_new_int((int)ss->http_status));
 	add_str(o, "message", ss->message);
-	add_str(o, "reason", ss->reason);
+	add_str(o, "reason", mine ? ss->reason : NULL);
 	add_time(o, "enqueued_at", ss->enqueued_at);
 	add_time(o, "finished_at", ss->finished_at);
 	return o;
@@ -469,7 +665,7 @@ state_final(enum job_state s)
 }
 
 json_object *
-queue_status(struct queue *q, int64_t id)
+queue_status(struct queue *q, int64_t id, uid_t uid, int admin)
 {
 	struct store_status ss;
 	json_object *o;
@@ -482,7 +678,7 @@ queue_status(struct queue *q, int64_t id)
 	if (rc == 0)
 		return answer_error("not_found", "there is no request %lld (it may have been "
 		    "pruned after the retention period)", (long long)id);
-	o = status_object(&ss);
+	o = status_object(&ss, uid, admin);
 	/* While it waits, say when it may go out next. */
 	if (!state_final(ss.state)) {
 		struct job *j = job_find(q, ss.job);
@@ -500,33 +696,90 @@ queue_status(struct queue *q, int64_t id)
 
 /* Waiters ------------------------------------------------------------------------ */
 
-/* Answer (and free) every waiter on request id, or on any request of job if id is 0. */
+/*
+ * Answer one waiter exactly once. It is off every list and freed before the callback
+ * runs, so nothing the callback does can reach it.
+ */
+static void
+waiter_answer(struct waiter *w, json_object *o)
+{
+	queue_answer_cb cb = w->cb;
+	void *arg = w->arg;
+
+	waiter_free(w);
+	cb(arg, o);
+}
+
+/*
+ * Answer every finished waiter on request id, or on any request of job if id is 0, or
+ * on any request at all if both are 0. The matching waiters are first moved to a batch
+ * of their own and taken from its head one at a time, so callbacks that add or cancel
+ * waiters cannot leave this loop holding a freed pointer.
+ */
 static void
 waiters_wake(struct queue *q, int64_t request_id, int64_t job_id)
 {
+	struct waiters batch = TAILQ_HEAD_INITIALIZER(batch);
 	struct waiter *w, *t;
 	struct store_status ss;
-	json_object *o;
 	int rc;
 
 	TAILQ_FOREACH_SAFE(w, &q->waiters, entry, t) {
-		if (request_id != 0 ? w->request_id != request_id : w->job_id != job_id)
+		if (request_id != 0 ? w->request_id != request_id :
+		    job_id != 0 ? w->job_id != job_id : 0)
 			continue;
-		rc = store_request_get(q->store, w->request_id, &ss);
+		TAILQ_REMOVE(&q->waiters, w, entry);
+		TAILQ_INSERT_TAIL(&batch, w, entry);
+		w->head = &batch;
+	}
+	/* The analyzer cannot follow TAILQ_REMOVE's tqh_last update: a known false positive. */
+	while ((w = TAILQ_FIRST(&batch)) != NULL) {
+		rc = store_request_get(q->store, w->request_id, /* NOLINT(clang-analyzer-unix.Malloc) */
+		    &ss);
 		if (rc == 1 && !state_final(ss.state)) {
 			/* Still unfinished (e.g. a cancelled sibling): keep waiting. */
 			w->job_id = ss.job;
 			store_status_free(&ss);
+			TAILQ_REMOVE(&batch, w, entry);
+			TAILQ_INSERT_TAIL(&q->waiters, w, entry);
+			w->head = &q->waiters;
 			continue;
 		}
-		if (rc == 1) {
-			o = status_object(&ss);
-			store_status_free(&ss);
-		} else
-			o = answer_error("storage", "request %lld could not be read",
+		if (rc >= 0) {
+			json_object *o = rc == 1 ? status_object(&ss, w->uid, w->admin) :
+			    answer_error("not_found", "there is no request %lld",
 			    (long long)w->request_id);
-		w->cb(w->arg, o);
-		waiter_free(q, w);
+
+			if (rc == 1)
+				store_status_free(&ss);
+			TAILQ_REMOVE(&batch, w, entry);
+			w->head = NULL;
+			waiter_answer(w, o);
+		} else {
+			/* Unreadable now: keep waiting; the next wake or the timeout answers. */
+			TAILQ_REMOVE(&batch, w, entry);
+			TAILQ_INSERT_TAIL(&q->waiters, w, entry);
+			w->head = &q->waiters;
+		}
+	}
+}
+
+/* After a rebuild: every waiter whose request finished meanwhile is answered. */
+static void
+waiters_recheck(struct queue *q)
+{
+	waiters_wake(q, 0, 0);
+}
+
+/* Waiters on the requests of job from now wait on job to (their requests moved). */
+static void
+waiters_move(struct queue *q, int64_t from, int64_t to)
+{
+	struct waiter *w;
+
+	TAILQ_FOREACH(w, &q->waiters, entry) {
+		if (w->job_id == from)
+			w->job_id = to;
 	}
 }
 
@@ -534,7 +787,6 @@ static void
 waiter_timeout(evutil_socket_t fd, short events, void *arg)
 {
 	struct waiter *w = arg;
-	struct queue *q = w->q;
 	json_object *o;
 
 	(void)fd;
@@ -542,12 +794,12 @@ waiter_timeout(evutil_socket_t fd, short events, void *arg)
 	o = answer_error("timeout", "request %lld is not finished yet; it stays queued",
 	    (long long)w->request_id);
 	json_object_object_add(o, "id", json_object_new_int64(w->request_id));
-	w->cb(w->arg, o);
-	waiter_free(q, w);
+	waiter_answer(w, o);
 }
 
 struct waiter *
-queue_wait(struct queue *q, int64_t id, int64_t timeout_ms, queue_answer_cb cb, void *arg)
+queue_wait(struct queue *q, int64_t id, int64_t timeout_ms, uid_t uid, int admin,
+    queue_answer_cb cb, void *arg)
 {
 	struct store_status ss;
 	struct waiter *w;
@@ -558,13 +810,15 @@ queue_wait(struct queue *q, int64_t id, int64_t timeout_ms, queue_answer_cb cb, 
 	if (rc <= 0 || state_final(ss.state)) {
 		if (rc == 1)
 			store_status_free(&ss);
-		cb(arg, queue_status(q, id));
+		cb(arg, queue_status(q, id, uid, admin));
 		return NULL;
 	}
 	w = xcalloc(1, sizeof *w);
 	w->q = q;
 	w->request_id = id;
 	w->job_id = ss.job;
+	w->uid = uid;
+	w->admin = admin;
 	w->cb = cb;
 	w->arg = arg;
 	store_status_free(&ss);
@@ -575,13 +829,15 @@ queue_wait(struct queue *q, int64_t id, int64_t timeout_ms, queue_answer_cb cb, 
 		evtimer_add(w->timer, &tv);
 	}
 	TAILQ_INSERT_TAIL(&q->waiters, w, entry);
+	w->head = &q->waiters;
 	return w;
 }
 
 void
 queue_wait_cancel(struct queue *q, struct waiter *w)
 {
-	waiter_free(q, w);
+	(void)q;
+	waiter_free(w);
 }
 
 /* Enqueue and group commit --------------------------------------------------------- */
@@ -598,6 +854,8 @@ queue_enqueue(struct queue *q, const struct proto_request *req, uid_t uid, pid_t
 	p->pid = pid;
 	p->cb = cb;
 	p->arg = arg;
+	if (TAILQ_EMPTY(&q->pending))
+		q->pending_since = now_mono();
 	TAILQ_INSERT_TAIL(&q->pending, p, entry);
 	if (!q->flush_armed) {
 		q->flush_armed = 1;
@@ -615,28 +873,61 @@ queue_enqueue_forget(struct queue *q, void *handle)
 	p->cb = NULL;
 }
 
-/* Place one request: join a queued job or make a new one. Memory and store together. */
+int
+queue_progressing(struct queue *q, int64_t max_ms)
+{
+	return TAILQ_EMPTY(&q->pending) || now_mono() - q->pending_since <= max_ms;
+}
+
+static void
+undo_push(struct undo_log *u, int absorbed, struct job *j)
+{
+	if (u->n == u->cap) {
+		u->cap = u->cap == 0 ? 16 : u->cap * 2;
+		u->v = xrealloc(u->v, u->cap * sizeof *u->v);
+	}
+	u->v[u->n].absorbed = absorbed;
+	u->v[u->n++].j = j;
+}
+
+/* The install's queued jobs, for coalescing decisions; skip is left out. */
+static size_t
+queued_jobs(struct install *in, const struct job *skip, struct job **jobs,
+    enum purge_type *types, size_t max)
+{
+	struct job *j;
+	size_t n = 0;
+
+	TAILQ_FOREACH(j, &in->jobs, ientry) {
+		if (j != skip && j->state == JOB_QUEUED && n < max) {
+			jobs[n] = j;
+			types[n++] = j->type;
+		}
+	}
+	return n;
+}
+
+/*
+ * Place one request: join a queued job or make a new one, in the store and in memory;
+ * every memory change is logged in u so that a failed commit can undo it.
+ */
 static int
-place(struct queue *q, struct pending *p, int64_t now_wall, struct jobs *absorbed)
+place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 {
 	struct install *in = install_get(q, p->req.install, 1);
 	enum purge_type types[PURGE_NTYPES * 2];
 	struct job *queued[PURGE_NTYPES * 2], *j, *t;
-	size_t n = 0;
+	char msg[64];
+	size_t n;
 	int idx;
 
-	TAILQ_FOREACH(j, &in->jobs, ientry) {
-		if (j->state == JOB_QUEUED && n < sizeof queued / sizeof queued[0]) {
-			queued[n] = j;
-			types[n++] = j->type;
-		}
-	}
+	n = queued_jobs(in, NULL, queued, types, sizeof queued / sizeof queued[0]);
 	idx = sched_coalesce(p->req.type, types, n);
 	if (idx >= 0) {
 		j = queued[idx];
 		p->coalesced = 1;
 	} else {
-		int64_t nb = 0, id;
+		int64_t nb = SCHED_NEVER, id;
 		int attempts = 0;
 		size_t i;
 
@@ -657,20 +948,20 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct jobs *absorbe
 		j->not_before = nb;
 		j->attempts = attempts;
 		j->created_at = now_wall;
+		undo_push(u, 0, j);
 		if (p->req.type == PURGE_ALL) {
+			snprintf(msg, sizeof msg, "absorbed into job %lld", (long long)id);
 			for (i = 0; i < n; i++) {
 				t = queued[i];
 				if (store_requests_move(q->store, t->id, id) != 0 ||
-				    store_job_delete(q->store, t->id) != 0)
+				    store_job_absorb(q->store, t->id, msg, now_wall) != 0)
 					return -1;
-				/* Out of the scheduling lists; freed or restored after commit. */
-				TAILQ_REMOVE(&in->jobs, t, ientry);
-				TAILQ_REMOVE(&q->jobs, t, qentry);
+				/* Out of the scheduling lists; freed or put back after commit. */
+				job_unlink(q, t);
 				t->absorbed_into = id;
-				TAILQ_INSERT_TAIL(absorbed, t, qentry);
+				undo_push(u, 1, t);
 			}
 		}
-		q->stats.jobs++;
 	}
 	p->job_id = j->id;
 	p->request_id = store_request_insert(q->store, j->id, in->id, p->req.type,
@@ -683,14 +974,12 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct queue *q = arg;
 	struct pending *p;
-	struct jobs absorbed = TAILQ_HEAD_INITIALIZER(absorbed);
 	struct pendings batch = TAILQ_HEAD_INITIALIZER(batch);
-	struct job *t;
-	struct waiter *w;
+	struct undo_log u = { NULL, 0, 0 };
 	json_object *o;
 	int64_t now_wall = clock_wall_ms();
 	int failed = 0, n = 0;
-	struct pending *bp;
+	size_t i;
 	char err[256] = "";
 
 	(void)fd;
@@ -703,41 +992,46 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	 * joins q->pending for the next commit, never this one's answer loop.
 	 */
 	TAILQ_CONCAT(&batch, &q->pending, entry);
-	if (store_begin(q->store) != 0)
+	TAILQ_FOREACH(p, &batch, entry)
+		n++;
+	if (q->broken && queue_try_recover(q) != 0) {
 		failed = 1;
-	TAILQ_FOREACH(p, &batch, entry) {
-		if (failed || place(q, p, now_wall, &absorbed) != 0) {
-			failed = 1;
-			break;
-		}
-	}
-	if (!failed && store_commit(q->store) != 0)
-		failed = 1;
-	if (failed) {
-		snprintf(err, sizeof err, "%s", store_errmsg(q->store));
-		store_rollback(q->store);
-		TAILQ_FOREACH(bp, &batch, entry)
-			n++;
-		log_error("could not commit %d request(s): %s", n, err);
-		/* Memory may hold jobs the store does not: read the queued ones again. */
-		while ((t = TAILQ_FIRST(&absorbed)) != NULL) {
-			TAILQ_REMOVE(&absorbed, t, qentry);
-			free(t->message);
-			free(t);
-		}
-		queue_reload_queued(q);
+		snprintf(err, sizeof err, "it refuses writes");
 	} else {
-		q->stats.commits++;
-		while ((t = TAILQ_FIRST(&absorbed)) != NULL) {
-			TAILQ_REMOVE(&absorbed, t, qentry);
-			TAILQ_FOREACH(w, &q->waiters, entry) {
-				if (w->job_id == t->id)
-					w->job_id = t->absorbed_into;
+		if (store_begin(q->store) != 0)
+			failed = 1;
+		TAILQ_FOREACH(p, &batch, entry) {
+			if (failed || place(q, p, now_wall, &u) != 0) {
+				failed = 1;
+				break;
 			}
-			free(t->message);
-			free(t);
+		}
+		if (!failed && store_commit(q->store) != 0)
+			failed = 1;
+		if (failed) {
+			snprintf(err, sizeof err, "%s", store_errmsg(q->store));
+			store_rollback(q->store);
+			q->stats.storage_errors++;
+			log_error("could not commit %d request(s): %s", n, err);
 		}
 	}
+	/* Memory follows the store: undo everything on failure, settle it on success. */
+	for (i = u.n; i-- > 0;) {
+		struct job *j = u.v[i].j;
+
+		if (failed && !u.v[i].absorbed)
+			job_free(q, j);
+		else if (failed)
+			job_link(q, j);
+		else if (u.v[i].absorbed) {
+			waiters_move(q, j->id, j->absorbed_into);
+			job_destroy(j);
+		} else
+			q->stats.jobs++;
+	}
+	free(u.v);
+	if (!failed)
+		q->stats.commits++;
 
 	while ((p = TAILQ_FIRST(&batch)) != NULL) {
 		TAILQ_REMOVE(&batch, p, entry);
@@ -777,13 +1071,14 @@ queue_cancel(struct queue *q, int64_t id, uid_t uid, int admin)
 	struct store_status ss;
 	struct job *j;
 	struct store_job row;
-	int64_t now_wall = clock_wall_ms();
-	int rc, live;
+	int64_t now_wall = clock_wall_ms(), job_id;
+	int rc, live, drop;
 
+	if (q->broken && queue_try_recover(q) != 0)
+		return answer_storage(q);
 	rc = store_request_get(q->store, id, &ss);
 	if (rc < 0)
-		return answer_error("storage", "the queue database failed: %s",
-		    store_errmsg(q->store));
+		return answer_storage(q);
 	if (rc == 0)
 		return answer_error("not_found", "there is no request %lld", (long long)id);
 	if (!admin && ss.uid != (int64_t)uid) {
@@ -798,38 +1093,34 @@ queue_cancel(struct queue *q, int64_t id, uid_t uid, int admin)
 		store_status_free(&ss);
 		return o;
 	}
-	j = job_find(q, ss.job);
+	job_id = ss.job;
 	store_status_free(&ss);
-	if (store_begin(q->store) != 0)
-		goto fail;
-	if (store_request_cancel(q->store, id, now_wall) < 0)
-		goto fail;
-	if ((live = store_job_live_requests(q->store, j != NULL ? j->id : 0)) < 0)
-		goto fail;
+	j = job_find(q, job_id);
 	/* The job goes when nobody needs it any more, unless its HTTP request started. */
-	if (j != NULL && live == 0 && j->state == JOB_QUEUED) {
-		j->state = JOB_CANCELLED;
-		job_row(j, &row, now_wall);
-		if (store_job_update(q->store, &row) != 0) {
-			j->state = JOB_QUEUED;
-			goto fail;
-		}
-	}
-	if (store_commit(q->store) != 0) {
-		if (j != NULL)
-			j->state = JOB_QUEUED;
+	if (store_begin(q->store) != 0 || store_request_cancel(q->store, id, now_wall) < 0 ||
+	    (live = store_job_live_requests(q->store, job_id)) < 0)
 		goto fail;
+	drop = j != NULL && live == 0 && j->state == JOB_QUEUED;
+	if (drop) {
+		job_row(j, &row, now_wall);
+		row.state = JOB_CANCELLED;
+		if (store_job_update(q->store, &row) != 0)
+			goto fail;
 	}
+	if (store_commit(q->store) != 0)
+		goto fail;
+	/* Committed: now memory. */
 	q->stats.cancelled++;
 	log_info("request %lld cancelled by uid %ld", (long long)id, (long)uid);
-	if (j != NULL && j->state == JOB_CANCELLED)
+	if (drop)
 		job_free(q, j);
 	waiters_wake(q, id, 0);
 	queue_run(q);
-	return queue_status(q, id);
+	return queue_status(q, id, uid, admin);
 fail:
 	store_rollback(q->store);
-	return answer_error("storage", "the queue database failed: %s", store_errmsg(q->store));
+	q->stats.storage_errors++;
+	return answer_storage(q);
 }
 
 json_object *
@@ -868,7 +1159,9 @@ job_waiting_for(struct queue *q, struct job *j, int64_t now, int64_t ready)
 	int c;
 
 	if (j->state == JOB_SENDING)
-		return "response";
+		return j->in_flight ? "response" : "the queue database (answer not recorded)";
+	if (q->broken)
+		return "the queue database to take writes again";
 	if (q->paused)
 		return "resume (sending is paused)";
 	if (ready > now) {
@@ -932,6 +1225,7 @@ queue_list(struct queue *q)
 	json_object_object_add(o, "jobs", arr);
 	json_object_object_add(o, "total", json_object_new_int(total));
 	json_object_object_add(o, "paused", json_object_new_boolean(q->paused));
+	json_object_object_add(o, "storage_failing", json_object_new_boolean(q->broken));
 	return o;
 }
 
@@ -956,6 +1250,7 @@ queue_stats(struct queue *q, int connections)
 	ADD(o, "requests", s->requests);
 	ADD(o, "coalesced", s->coalesced);
 	ADD(o, "jobs", s->jobs);
+	ADD(o, "merged", s->merged);
 	ADD(o, "done", s->done);
 	ADD(o, "failed", s->failed);
 	ADD(o, "cancelled", s->cancelled);
@@ -973,6 +1268,8 @@ queue_stats(struct queue *q, int connections)
 	ADD(api, "no_answer", s->api_transport);
 	json_object_object_add(o, "api", api);
 	ADD(o, "commits", s->commits);
+	ADD(o, "storage_errors", s->storage_errors);
+	ADD(o, "rebuilds", s->rebuilds);
 	ADD(o, "queued_jobs", queued);
 	ADD(o, "sending_jobs", sending);
 	ADD(o, "waiters", waiters);
@@ -980,6 +1277,7 @@ queue_stats(struct queue *q, int connections)
 	ADD(o, "uptime", (clock_wall_ms() - q->started_wall) / 1000);
 #undef ADD
 	json_object_object_add(o, "paused", json_object_new_boolean(q->paused));
+	json_object_object_add(o, "storage_failing", json_object_new_boolean(q->broken));
 	json_object_object_add(o, "outage", json_object_new_boolean(
 	    sched_outage_next(&q->outage) != 0));
 	add_str(o, "version", WPE_VERSION);
@@ -1004,7 +1302,10 @@ queue_summary(struct queue *q, char *buf, size_t len)
 		if (r < next)
 			next = r;
 	}
-	if (q->paused)
+	if (q->broken)
+		snprintf(buf, len, "queue database refusing writes; queued %d, sending %d",
+		    queued, sending);
+	else if (q->paused)
 		snprintf(buf, len, "paused; queued %d, sending %d", queued, sending);
 	else if (queued > 0 && next > now)
 		snprintf(buf, len, "queued %d, sending %d, next purge in %lld s", queued, sending,
@@ -1022,9 +1323,10 @@ queue_reload(struct queue *q, const struct limits *lim)
 
 /* Sending --------------------------------------------------------------------------- */
 
-/* Write the limit state of the classes in mask (inside the caller's transaction). */
+/* Write the limit state cls of the classes in mask (inside the caller's transaction). */
 static int
-persist_classes(struct queue *q, const struct install *in, unsigned mask)
+persist_classes(struct queue *q, const struct install *in, const struct class_state *cls,
+    unsigned mask)
 {
 	struct class_state w;
 	int c;
@@ -1032,7 +1334,7 @@ persist_classes(struct queue *q, const struct install *in, unsigned mask)
 	for (c = 0; c < NCLASSES; c++) {
 		if (!(mask & (1u << c)))
 			continue;
-		w = in->cls[c];
+		w = cls[c];
 		w.last_start = to_wall(w.last_start);
 		w.blocked_until = to_wall(w.blocked_until);
 		if (store_limit_put(q->store, in->id, c, &w) != 0)
@@ -1041,54 +1343,88 @@ persist_classes(struct queue *q, const struct install *in, unsigned mask)
 	return 0;
 }
 
-/* Commit "sending" and the window it opens, then hand the job to the sender. */
-static int
-job_start(struct queue *q, struct job *j, int64_t now)
+/*
+ * The request could not even be handed to libcurl, so the API never saw it: queue the
+ * job again and give the window back. If even that cannot be written, the store says
+ * "sending" for a job nobody sends: the rebuild after the break queues it.
+ */
+static void
+job_unstart(struct queue *q, struct job *j, int64_t now, const char *cause)
 {
-	struct class_state saved[NCLASSES];
+	struct class_state ncls[NCLASSES];
 	struct store_job row;
 	unsigned mask = sched_type_classes(j->type);
+	int c;
+
+	log_error("job %lld: could not start sending: %s", (long long)j->id, cause);
+	memcpy(ncls, j->install->cls, sizeof ncls);
+	for (c = 0; c < NCLASSES; c++) {
+		if ((mask & (1u << c)) && ncls[c].last_start == j->last_attempt)
+			ncls[c].last_start = j->prev_start[c];
+	}
+	job_row(j, &row, 0);
+	row.state = JOB_QUEUED;
+	row.not_before = to_wall(now + q->limits.retry_initial * 1000);
+	if (store_begin(q->store) != 0 || persist_classes(q, j->install, ncls, mask) != 0 ||
+	    store_job_update(q->store, &row) != 0 || store_commit(q->store) != 0) {
+		store_rollback(q->store);
+		queue_break(q);
+		return;
+	}
+	memcpy(j->install->cls, ncls, sizeof ncls);
+	j->state = JOB_QUEUED;
+	j->not_before = now + q->limits.retry_initial * 1000;
+}
+
+/* Commit "sending" and the window it opens, then (only then) hand it to the sender. */
+static void
+job_start(struct queue *q, struct job *j, int64_t now)
+{
+	struct class_state ncls[NCLASSES];
+	struct store_job row;
+	unsigned mask = sched_type_classes(j->type);
+	int64_t started = clock_wall_ms();
 	char *cause = NULL;
 	int c;
 
-	memcpy(saved, j->install->cls, sizeof saved);
+	memcpy(ncls, j->install->cls, sizeof ncls);
+	for (c = 0; c < NCLASSES; c++) {
+		if (mask & (1u << c))
+			ncls[c].last_start = now;
+	}
+	job_row(j, &row, 0);
+	row.state = JOB_SENDING;
+	row.attempts = j->attempts + 1;
+	row.started_at = started;
+	if (store_begin(q->store) != 0 || persist_classes(q, j->install, ncls, mask) != 0 ||
+	    store_job_update(q->store, &row) != 0 || store_commit(q->store) != 0) {
+		store_rollback(q->store);
+		q->stats.storage_errors++;
+		/* Nothing changed anywhere; try again a little later. */
+		j->not_before = now + q->limits.retry_initial * 1000;
+		log_error("job %lld: could not record the start of sending: %s; retrying later",
+		    (long long)j->id, store_errmsg(q->store));
+		return;
+	}
+	for (c = 0; c < NCLASSES; c++) {
+		j->prev_start[c] = j->install->cls[c].last_start;
+		j->install->cls[c] = ncls[c];
+	}
 	j->state = JOB_SENDING;
 	j->attempts++;
 	j->last_attempt = now;
-	j->started_at = clock_wall_ms();
-	for (c = 0; c < NCLASSES; c++) {
-		if (mask & (1u << c)) {
-			j->prev_start[c] = j->install->cls[c].last_start;
-			j->install->cls[c].last_start = now;
-		}
-	}
-	if (store_begin(q->store) != 0 || persist_classes(q, j->install, mask) != 0)
-		goto fail;
-	job_row(j, &row, 0);
-	if (store_job_update(q->store, &row) != 0 || store_commit(q->store) != 0)
-		goto fail;
+	j->started_at = started;
 	if (sender_start(q->sender, j, j->install->id, j->type, &cause) != 0) {
-		struct send_result r = { 0, 0, cause, 1, NULL, NULL, 0 };
-
-		queue_sent(q, j, &r);
+		job_unstart(q, j, now, cause);
 		free(cause);
-		return 0;
+		return;
 	}
+	j->in_flight = 1;
 	q->stats.api_calls++;
 	if (j->attempts > 1)
 		q->stats.retries++;
 	log_info("job %lld: sending %s purge of %s (attempt %d)", (long long)j->id,
 	    purge_type_name(j->type), j->install->id, j->attempts);
-	return 0;
-fail:
-	store_rollback(q->store);
-	memcpy(j->install->cls, saved, sizeof saved);
-	j->state = JOB_QUEUED;
-	j->attempts--;
-	j->not_before = now + q->limits.retry_initial * 1000;
-	log_error("job %lld: could not record the start of sending: %s; retrying later",
-	    (long long)j->id, store_errmsg(q->store));
-	return -1;
 }
 
 /* Start every job that may go now and arm the one timer for the earliest that may not. */
@@ -1110,14 +1446,15 @@ queue_run(struct queue *q)
 static void
 queue_run_once(struct queue *q)
 {
-	struct job *j, *t;
+	struct job *j;
 	int64_t now = now_mono(), next = INT64_MAX, ready, o;
 	struct timeval tv;
 
 	evtimer_del(q->timer);
-	if (q->paused || q->stopping)
+	if (q->paused || q->stopping || q->broken)
 		return;
-	TAILQ_FOREACH_SAFE(j, &q->jobs, qentry, t) {
+	/* job_start never frees or moves a job: a plain walk is safe. */
+	TAILQ_FOREACH(j, &q->jobs, qentry) {
 		if (j->state != JOB_QUEUED)
 			continue;
 		ready = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
@@ -1137,6 +1474,8 @@ queue_run_once(struct queue *q)
 			break;
 		}
 		job_start(q, j, now);
+		if (q->broken)
+			return;
 		if (j->state == JOB_QUEUED && j->not_before < next)
 			next = j->not_before;
 	}
@@ -1184,69 +1523,88 @@ check_stopped(struct queue *q)
 	}
 }
 
-/* The sender's answer for one job: persist the outcome first, then tell waiters. */
+/*
+ * The sender's answer for one job. Everything is decided into local copies and written
+ * in one transaction; memory follows only once it committed. A job that goes back to the
+ * queue is coalesced with the install's queued jobs by the rules of a new request: its
+ * retry starts after every one of them was accepted, so one purge covers them all.
+ */
 static void
 queue_sent(void *arg, void *job, const struct send_result *r)
 {
 	struct queue *q = arg;
-	struct job *j = job;
+	struct job *j = job, *queued[PURGE_NTYPES * 2], *into = NULL;
 	struct install *in = j->install;
-	struct class_state saved[NCLASSES];
-	struct store_job row;
+	struct class_state ncls[NCLASSES];
+	struct store_job row, krow;
+	enum purge_type types[PURGE_NTYPES * 2];
 	enum sched_outcome out = sched_classify(r->transport_ok, r->status);
+	enum job_state nstate;
 	unsigned mask = sched_type_classes(j->type);
-	int64_t now = now_mono(), now_wall = clock_wall_ms(), delay, finished = 0;
-	char msg[SENDER_MAX_MESSAGE + 64];
-	int c, final = 0;
+	int64_t now = now_mono(), now_wall = clock_wall_ms(), finished = 0, nb = j->not_before;
+	int64_t delay;
+	char msg[SENDER_MAX_MESSAGE + 64], merge_msg[64];
+	char *nmsg;
+	size_t n = 0, i;
+	int c, final = 0, live, idx = -1, attempts = j->attempts;
 
+	j->in_flight = 0;
 	count_status(&q->stats, r);
-	memcpy(saved, in->cls, sizeof saved);
 	if (!r->transport_ok)
 		snprintf(msg, sizeof msg, "no answer from the API: %s", r->error);
 	else if (r->message != NULL)
 		snprintf(msg, sizeof msg, "%s", r->message);
 	else
 		snprintf(msg, sizeof msg, "HTTP %ld", r->status);
-	j->http_status = r->transport_ok ? r->status : 0;
+	nmsg = msg;
 
+	/*
+	 * The API acted on the purge somewhere between our start and its answer, so the next
+	 * window opens an interval after the answer: safe whatever the network delays were.
+	 * An attempt the API never acted on gives the window back.
+	 */
+	memcpy(ncls, in->cls, sizeof ncls);
+	for (c = 0; c < NCLASSES; c++) {
+		if (!(mask & (1u << c)) || ncls[c].last_start != j->last_attempt)
+			continue;
+		if (sched_attempt_counts(r->transport_ok, r->status, r->connect_failed))
+			ncls[c].last_start = now;
+		else
+			ncls[c].last_start = j->prev_start[c];
+	}
 	switch (out) {
 	case OUTCOME_DONE:
-		j->state = JOB_DONE;
-		job_set_message(j, r->message);
+		nstate = JOB_DONE;
+		nmsg = r->message;
 		for (c = 0; c < NCLASSES; c++) {
 			if (mask & (1u << c))
-				in->cls[c].strikes = 0;
+				ncls[c].strikes = 0;
 		}
 		sched_outage_answer(&q->outage);
 		final = 1;
 		break;
 	case OUTCOME_RATE_LIMITED:
-		j->state = JOB_QUEUED;
-		job_set_message(j, msg);
+		/* Not acted on: the API says when (or the interval-based backoff does). */
+		nstate = JOB_QUEUED;
 		for (c = 0; c < NCLASSES; c++) {
 			if (!(mask & (1u << c)))
 				continue;
-			in->cls[c].strikes++;
-			if (r->retry_after == NULL || sched_retry_after(r->retry_after, now_wall,
-			    q->limits.retry_max * 1000, &delay) != 0)
-				delay = sched_backoff_429(in->cls[c].strikes, q->limits.interval[c],
-				    &q->limits);
-			if (now + delay > in->cls[c].blocked_until)
-				in->cls[c].blocked_until = now + delay;
+			ncls[c].strikes++;
+			delay = sched_delay_429(r->retry_after, ncls[c].strikes,
+			    q->limits.interval[c], &q->limits, now_wall);
+			if (now + delay > ncls[c].blocked_until)
+				ncls[c].blocked_until = now + delay;
 		}
 		sched_outage_answer(&q->outage);
 		break;
 	case OUTCOME_TRANSIENT:
-		j->state = JOB_QUEUED;
-		job_set_message(j, msg);
-		j->not_before = now + sched_backoff_transient(j->attempts, &q->limits,
-		    arc4random());
-
+		nstate = JOB_QUEUED;
+		nb = now + sched_backoff_transient(j->attempts, &q->limits, arc4random());
 		sched_outage_failure(&q->outage, &q->limits, now, arc4random());
 		break;
 	case OUTCOME_PERMANENT:
-		j->state = JOB_FAILED;
-		job_set_message(j, msg);
+	default:
+		nstate = JOB_FAILED;
 		sched_outage_answer(&q->outage);
 		final = 1;
 		if (r->status == 401 && !q->warned_401) {
@@ -1256,57 +1614,119 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 		}
 		break;
 	}
-	if (final)
-		finished = now_wall;
-	/*
-	 * The API acted on the purge somewhere between our start and its answer, so the next
-	 * window opens an interval after the answer: safe whatever the network delays were.
-	 * An attempt the API never acted on gives the window back.
-	 */
-	for (c = 0; c < NCLASSES; c++) {
-		if (!(mask & (1u << c)) || in->cls[c].last_start != j->last_attempt)
-			continue;
-		if (sched_attempt_counts(r->transport_ok, r->status, r->connect_failed))
-			in->cls[c].last_start = now;
-		else
-			in->cls[c].last_start = j->prev_start[c];
-	}
 
 	if (store_begin(q->store) != 0)
 		goto fail;
+	if (!final) {
+		/* Nobody needs it any more (its requests were cancelled while it was sent). */
+		if ((live = store_job_live_requests(q->store, j->id)) < 0)
+			goto fail;
+		if (live == 0) {
+			nstate = JOB_CANCELLED;
+			final = 1;
+		}
+	}
+	if (final)
+		finished = now_wall;
 	job_row(j, &row, finished);
+	row.state = nstate;
+	row.not_before = to_wall(nb);
+	row.http_status = r->transport_ok ? r->status : 0;
+	row.message = nmsg;
+	if (!final) {
+		n = queued_jobs(in, j, queued, types, sizeof queued / sizeof queued[0]);
+		idx = sched_coalesce(j->type, types, n);
+	}
+	if (idx >= 0) {
+		/* A queued job covers this one: its requests move there, it ends here. */
+		into = queued[idx];
+		snprintf(merge_msg, sizeof merge_msg, "merged into job %lld", (long long)into->id);
+		row.state = JOB_CANCELLED;
+		row.finished_at = now_wall;
+		row.message = merge_msg;
+		job_row(into, &krow, 0);
+		if (nb > into->not_before)
+			krow.not_before = to_wall(nb);
+		if (attempts > krow.attempts)
+			krow.attempts = attempts;
+		krow.http_status = r->transport_ok ? r->status : 0;
+		krow.message = msg;
+		if (store_requests_move(q->store, j->id, into->id) != 0 ||
+		    store_job_update(q->store, &krow) != 0)
+			goto fail;
+	} else if (!final && j->type == PURGE_ALL) {
+		/* This "all" covers the queued narrower jobs: it takes them over. */
+		snprintf(merge_msg, sizeof merge_msg, "absorbed into job %lld", (long long)j->id);
+		for (i = 0; i < n; i++) {
+			if (store_requests_move(q->store, queued[i]->id, j->id) != 0 ||
+			    store_job_absorb(q->store, queued[i]->id, merge_msg, now_wall) != 0)
+				goto fail;
+			if (queued[i]->not_before > nb)
+				nb = queued[i]->not_before;
+			if (queued[i]->attempts > attempts)
+				attempts = queued[i]->attempts;
+		}
+		row.not_before = to_wall(nb);
+		row.attempts = attempts;
+	}
 	if (store_job_update(q->store, &row) != 0)
 		goto fail;
-	if (final && store_requests_finish(q->store, j->id, j->state, now_wall) != 0)
+	if (final && store_requests_finish(q->store, j->id, nstate, now_wall) != 0)
 		goto fail;
-	if (persist_classes(q, in, mask) != 0 || store_commit(q->store) != 0)
+	if (persist_classes(q, in, ncls, mask) != 0 || store_commit(q->store) != 0)
 		goto fail;
 
+	/* Committed: now memory. */
+	memcpy(in->cls, ncls, sizeof ncls);
+	j->http_status = r->transport_ok ? r->status : 0;
+	job_set_message(j, nmsg);
 	log_msg(out == OUTCOME_DONE ? LOG_INFO : LOG_WARNING,
 	    "job %lld: %s purge of %s: %s (%s) after %.2fs%s", (long long)j->id,
 	    purge_type_name(j->type), in->id, sched_outcome_name(out), msg, r->seconds,
-	    final ? "" : ", will retry");
-	if (final) {
-		if (out == OUTCOME_DONE)
-			q->stats.done++;
-		else
-			q->stats.failed++;
+	    nstate == JOB_CANCELLED ? ", dropped: no request needs it any more" :
+	    final ? "" : into != NULL ? ", will retry as part of a queued job" :
+	    ", will retry");
+	if (into != NULL) {
+		into->not_before = to_mono(krow.not_before);
+		into->attempts = krow.attempts;
+		into->http_status = krow.http_status;
+		job_set_message(into, msg);
+		q->stats.merged++;
+		waiters_move(q, j->id, into->id);
+		job_free(q, j);
+	} else if (final) {
 		int64_t id = j->id;
+
+		if (nstate == JOB_DONE)
+			q->stats.done++;
+		else if (nstate == JOB_FAILED)
+			q->stats.failed++;
 		job_free(q, j);
 		waiters_wake(q, 0, id);
+	} else {
+		j->state = JOB_QUEUED;
+		j->not_before = nb;
+		j->attempts = attempts;
+		if (j->type == PURGE_ALL) {
+			for (i = 0; i < n; i++) {
+				q->stats.merged++;
+				waiters_move(q, queued[i]->id, j->id);
+				job_free(q, queued[i]);
+			}
+		}
 	}
 	goto out;
 fail:
 	/*
-	 * The outcome is not on disk: the store still says "sending", so a restart sends it
-	 * again. Keep it queued in memory and try later; purges are idempotent.
+	 * The outcome is not on disk: the store still says "sending". The job stays so in
+	 * memory, blocking its install's classes, and nothing is sent until the store takes
+	 * writes again and the rebuild queues it (with a fresh window: purges are idempotent,
+	 * the API may have acted).
 	 */
-	log_error("job %lld: could not record the API's answer: %s", (long long)j->id,
-	    store_errmsg(q->store));
+	log_error("job %lld: could not record the API's answer (%s): %s", (long long)j->id,
+	    msg, store_errmsg(q->store));
 	store_rollback(q->store);
-	memcpy(in->cls, saved, sizeof saved);
-	j->state = JOB_QUEUED;
-	j->not_before = now + q->limits.retry_initial * 1000;
+	queue_break(q);
 out:
 	check_stopped(q);
 	queue_run(q);
@@ -1317,16 +1737,16 @@ out:
 static void
 requeue_aborted(void *arg, void *job)
 {
-	struct queue *q = arg;
 	struct job *j = job;
-	struct store_job row;
 
-	j->state = JOB_QUEUED;
-	j->attempts--;
-	job_row(j, &row, 0);
-	/* Best effort: if this fails, the restart recovery queues it anyway. */
-	store_job_update(q->store, &row);
-	log_notice("job %lld: aborted at shutdown; it stays queued", (long long)j->id);
+	(void)arg;
+	/*
+	 * The attempt may still reach the API: leave the store saying "sending", so that the
+	 * next start treats it as interrupted (queued again, window starting then).
+	 */
+	j->in_flight = 0;
+	log_notice("job %lld: aborted at shutdown; it is sent again after the restart",
+	    (long long)j->id);
 }
 
 static void

@@ -32,14 +32,19 @@ void *queue_enqueue(struct queue *, const struct proto_request *, uid_t, pid_t,
     queue_answer_cb, void *arg);
 void queue_enqueue_forget(struct queue *, void *handle);
 
-json_object *queue_status(struct queue *, int64_t id);
+/*
+ * One request's status, as the asker (uid, admin) may see it: the reason is shown only to
+ * the request's owner and to administrators.
+ */
+json_object *queue_status(struct queue *, int64_t id, uid_t, int admin);
 /*
  * Wait for a request to finish. Answers at once (returns NULL) when it already is or does
  * not exist; otherwise returns a waiter that will answer through cb exactly once, unless
- * it is cancelled first with queue_wait_cancel.
+ * it is cancelled first with queue_wait_cancel. cb never runs a client's next request:
+ * it may only record the answer.
  */
-struct waiter *queue_wait(struct queue *, int64_t id, int64_t timeout_ms, queue_answer_cb,
-    void *arg);
+struct waiter *queue_wait(struct queue *, int64_t id, int64_t timeout_ms, uid_t, int admin,
+    queue_answer_cb, void *arg);
 void queue_wait_cancel(struct queue *, struct waiter *);
 /* Cancel a request; only its owner or an administrator may. */
 json_object *queue_cancel(struct queue *, int64_t id, uid_t, int admin);
@@ -54,6 +59,11 @@ void queue_reload(struct queue *, const struct limits *);
  * called once nothing is in flight any more.
  */
 void queue_shutdown(struct queue *, int64_t grace_ms, void (*done)(void *), void *arg);
+/*
+ * Is the queue making progress? 0 when an enqueue has waited more than max_ms for its
+ * commit: the watchdog stops pinging, and systemd restarts a daemon that turns but stalls.
+ */
+int queue_progressing(struct queue *, int64_t max_ms);
 /* A one-line summary for sd_notify STATUS=. */
 void queue_summary(struct queue *, char *buf, size_t len);
 

@@ -44,8 +44,8 @@ sched_coalesce(enum purge_type t, const enum purge_type *queued, size_t n)
 int64_t
 sched_window_end(const struct class_state *cs, int64_t interval_s)
 {
-	if (cs->last_start <= 0 || interval_s <= 0)
-		return 0;
+	if (cs->last_start == SCHED_NEVER || interval_s <= 0)
+		return SCHED_NEVER;
 	return cs->last_start + interval_s * 1000 + SCHED_GUARD_MS;
 }
 
@@ -98,7 +98,7 @@ sched_attempt_counts(int transport_ok, long status, int connect_failed)
 {
 	if (!transport_ok)
 		return !connect_failed;
-	return !(status >= 500 && status <= 599);
+	return !(status == 429 || (status >= 500 && status <= 599));
 }
 
 static int64_t
@@ -134,6 +134,19 @@ sched_backoff_429(int strikes, int64_t interval_s, const struct limits *lim)
 	return cap_mul(base * 1000, strikes - 1, lim->retry_max * 1000);
 }
 
+int64_t
+sched_delay_429(const char *retry_after, int strikes, int64_t interval_s,
+    const struct limits *lim, int64_t now_wall_ms)
+{
+	int64_t d, lo = lim->retry_initial * 1000, hi = lim->retry_max * 1000;
+
+	if (retry_after == NULL || sched_retry_after(retry_after, now_wall_ms, hi, &d) != 0)
+		return sched_backoff_429(strikes, interval_s, lim);
+	if (d < lo)
+		d = lo;
+	return d < hi ? d : hi;
+}
+
 int
 sched_retry_after(const char *value, int64_t now_wall_ms, int64_t cap_ms, int64_t *delay_ms)
 {
@@ -166,7 +179,13 @@ sched_retry_after(const char *value, int64_t now_wall_ms, int64_t cap_ms, int64_
 		/* An HTTP-date (IMF-fixdate, RFC 850 or asctime): curl's parser knows all. */
 		if ((when = curl_getdate(buf, NULL)) == -1)
 			return -1;
-		v = (int64_t)when * 1000 - now_wall_ms;
+		/* Saturate before multiplying: a date far in the future is just "the cap". */
+		if (when <= 0 || (int64_t)when <= now_wall_ms / 1000 - 1)
+			v = 0;
+		else if ((int64_t)when > (now_wall_ms + cap_ms) / 1000 + 1)
+			v = cap_ms;
+		else
+			v = (int64_t)when * 1000 - now_wall_ms;
 		if (v < 0)
 			v = 0;
 	}

@@ -8,7 +8,13 @@
 #include "config.h"
 #include "proto.h"
 
-/* Per install and limit class: what the API has seen of us. Times in ms, 0 = never. */
+/*
+ * "Never" for any time below: an explicit value, not 0, because a time carried across a
+ * reboot is negative on the new boot's monotonic clock and still means something.
+ */
+#define SCHED_NEVER INT64_MIN
+
+/* Per install and limit class: what the API has seen of us. Times in ms or SCHED_NEVER. */
 struct class_state {
 	int64_t last_start;     /* last purge covering this class started */
 	int64_t blocked_until;  /* 429: nothing for this class before */
@@ -32,7 +38,7 @@ int sched_coalesce(enum purge_type t, const enum purge_type *queued, size_t n);
  */
 #define SCHED_GUARD_MS 5
 
-/* When the interval window of one class opens again (0: no window in force). */
+/* When the interval window of one class opens again (SCHED_NEVER: no window in force). */
 int64_t sched_window_end(const struct class_state *, int64_t interval_s);
 
 /* Earliest time a queued job of type t may start, given its own not_before. */
@@ -46,8 +52,8 @@ enum sched_outcome sched_classify(int transport_ok, long status);
 const char *sched_outcome_name(enum sched_outcome);
 /*
  * Did a failed attempt use up the install's window? Not when the API surely did not act
- * on it: no connection was made (connect_failed) or it answered 5xx. A timeout or a
- * broken answer might have been acted on, so it counts.
+ * on it: no connection was made (connect_failed), it answered 5xx, or it refused with 429.
+ * A timeout or a broken answer might have been acted on, so it counts.
  */
 int sched_attempt_counts(int transport_ok, long status, int connect_failed);
 
@@ -63,6 +69,14 @@ int64_t sched_backoff_transient(int attempt, const struct limits *, uint32_t rnd
  * Retry-After: at least the class interval (or retry_initial), doubling, capped. ms.
  */
 int64_t sched_backoff_429(int strikes, int64_t interval_s, const struct limits *);
+
+/*
+ * How long a class stays blocked after its strikes-th consecutive 429. When the API said
+ * when to come back (retry_after, may be NULL), that is the time, kept within
+ * [retry_initial, retry_max]; otherwise sched_backoff_429. ms.
+ */
+int64_t sched_delay_429(const char *retry_after, int strikes, int64_t interval_s,
+    const struct limits *, int64_t now_wall_ms);
 
 /*
  * Parse a Retry-After value: delta-seconds or an HTTP-date. now_wall_ms is the current

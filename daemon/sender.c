@@ -19,6 +19,7 @@ struct xfer {
 	char *body;              /* the API's answer, at most SENDER_MAX_BODY bytes */
 	size_t len;
 	char error[CURL_ERROR_SIZE];
+	int too_long;            /* the answer went past SENDER_MAX_BODY: aborted */
 	int64_t started;
 	LIST_ENTRY(xfer) entry;
 };
@@ -128,20 +129,23 @@ sock_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *sockp)
 	return 0;
 }
 
+/*
+ * Keep the answer, up to SENDER_MAX_BODY bytes. Past that, abort the transfer (a short
+ * count fails it): an answer that never ends must not be read until the timeout.
+ */
 static size_t
 write_cb(char *ptr, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
-	size_t len = size * n, room = SENDER_MAX_BODY - x->len;
+	size_t len = size * n;
 
-	/* Keep a bounded prefix; accept (and drop) the rest so the transfer completes. */
-	if (room > 0) {
-		if (len < room)
-			room = len;
-		memcpy(x->body + x->len, ptr, room);
-		x->len += room;
-		x->body[x->len] = '\0';
+	if (len > SENDER_MAX_BODY - x->len) {
+		x->too_long = 1;
+		return 0;
 	}
+	memcpy(x->body + x->len, ptr, len);
+	x->len += len;
+	x->body[x->len] = '\0';
 	return len;
 }
 
@@ -231,6 +235,8 @@ sender_start(struct sender *s, void *job, const char *install, enum purge_type t
 		curl_easy_setopt(x->easy, CURLOPT_CAINFO, cfg->ca_file);
 	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* A declared length over the cap fails before the body; write_cb catches the rest. */
+	curl_easy_setopt(x->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)SENDER_MAX_BODY);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->error);
@@ -253,25 +259,91 @@ sender_in_flight(const struct sender *s)
 	return s->in_flight;
 }
 
-/* Control characters become spaces; cut at most max bytes, on a UTF-8 boundary. */
-static char *
-sanitize(const char *in, size_t max)
+/*
+ * Decode the UTF-8 character at p: its code point and length, or -1 and length 1 when p
+ * does not start a valid one (stray byte, overlong form, surrogate, beyond U+10FFFF, or
+ * cut short: the terminating NUL is never a continuation byte, so reading stops there).
+ */
+static long
+utf8_next(const unsigned char *p, size_t *n)
 {
-	size_t len = strlen(in), i;
+	unsigned int c = p[0], need, i;
+	long cp;
+
+	*n = 1;
+	if (c < 0x80)
+		return (long)c;
+	if (c >= 0xc2 && c <= 0xdf) {
+		need = 1;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		need = 2;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		need = 3;
+		cp = c & 0x07;
+	} else
+		return -1;
+	for (i = 1; i <= need; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return -1;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((need == 2 && cp < 0x800) || (need == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return -1;
+	*n = need + 1;
+	return cp;
+}
+
+/* Characters that would act on a terminal or a log viewer rather than be read. */
+static int
+sanitize_blank(long cp)
+{
+	/* C0 and C1 controls (U+009B is the 8-bit CSI), DEL, line and paragraph separators */
+	return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029;
+}
+
+static int
+sanitize_invisible(long cp)
+{
+	/* Bidi marks, embeddings, overrides and isolates; deprecated format controls; BOM */
+	return cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+	    (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x206f) || cp == 0xfeff;
+}
+
+char *
+sender_sanitize(const char *in, size_t max)
+{
+	static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+	const unsigned char *p = (const unsigned char *)in;
+	size_t len = strlen(in), cap, o = 0, inlen, outlen;
+	const char *add;
 	char *out;
+	long cp;
 
-	if (len > max) {
-		len = max;
-		while (len > 0 && ((unsigned char)in[len] & 0xc0) == 0x80)
-			len--;
+	/* At most 3 bytes out per byte in (a stray byte becomes U+FFFD). */
+	cap = len < max / 3 ? len * 3 : max;
+	out = xmalloc(cap + 1);
+	while (*p != '\0') {
+		cp = utf8_next(p, &inlen);
+		add = (const char *)p;
+		outlen = inlen;
+		if (cp == -1) {
+			add = replacement;
+			outlen = sizeof replacement - 1;
+		} else if (sanitize_blank(cp)) {
+			add = " ";
+			outlen = 1;
+		} else if (sanitize_invisible(cp))
+			outlen = 0;
+		if (o + outlen > cap)
+			break;
+		memcpy(out + o, add, outlen);
+		o += outlen;
+		p += inlen;
 	}
-	out = xmalloc(len + 1);
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)in[i];
-
-		out[i] = (char)((c < 0x20 || c == 0x7f) ? ' ' : c);
-	}
-	out[len] = '\0';
+	out[o] = '\0';
 	return out;
 }
 
@@ -291,7 +363,7 @@ sender_parse_message(const char *body, size_t len)
 	if (obj != NULL && json_object_is_type(obj, json_type_object) &&
 	    json_object_object_get_ex(obj, "message", &m) &&
 	    json_object_is_type(m, json_type_string) && json_object_get_string_len(m) > 0)
-		msg = sanitize(json_object_get_string(m), SENDER_MAX_MESSAGE);
+		msg = sender_sanitize(json_object_get_string(m), SENDER_MAX_MESSAGE);
 	json_object_put(obj);
 	json_tokener_free(tok);
 	return msg;
@@ -318,13 +390,20 @@ check_multi_info(struct sender *s)
 			curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
 			if (curl_easy_header(x->easy, "Retry-After", 0, CURLH_HEADER, -1, &h) ==
 			    CURLHE_OK && h->value != NULL)
-				ra = sanitize(h->value, 64);
+				ra = sender_sanitize(h->value, 64);
 			r.retry_after = ra;
 			r.message = sender_parse_message(x->body, x->len);
 		} else {
 			CURLcode rc = msg->data.result;
 
-			r.error = x->error[0] != '\0' ? x->error : curl_easy_strerror(rc);
+			if (x->too_long || rc == CURLE_FILESIZE_EXCEEDED)
+				r.error = "the answer is longer than " SENDER_MAX_BODY_TEXT
+				    "; transfer aborted";
+			else if (x->error[0] != '\0')
+				r.error = x->error;
+			else
+				r.error = curl_easy_strerror(rc);
+			/* A broken answer: the API may have acted, so connect_failed stays 0. */
 			r.connect_failed = rc == CURLE_COULDNT_CONNECT ||
 			    rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY ||
 			    rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_PEER_FAILED_VERIFICATION ||
@@ -337,7 +416,10 @@ check_multi_info(struct sender *s)
 			char errbuf[CURL_ERROR_SIZE];
 
 			if (!r.transport_ok) {
-				snprintf(errbuf, sizeof errbuf, "%s", r.error);
+				char *clean = sender_sanitize(r.error, sizeof errbuf - 1);
+
+				snprintf(errbuf, sizeof errbuf, "%s", clean);
+				free(clean);
 				r.error = errbuf;
 			}
 			xfer_free(s, x);

@@ -7,7 +7,8 @@
 #include "config.h"
 #include "proto.h"
 
-#define SENDER_MAX_BODY (64 * 1024)  /* bytes of an API answer kept; the rest is dropped */
+#define SENDER_MAX_BODY (64 * 1024)  /* bytes of an API answer; a longer one is aborted */
+#define SENDER_MAX_BODY_TEXT "64 KiB"
 #define SENDER_MAX_MESSAGE 512       /* bytes of the API's "message" kept for status */
 
 struct send_result {
@@ -37,5 +38,12 @@ void sender_free(struct sender *);
 
 /* Pull a bounded, printable "message" out of an API answer body. NULL if none. */
 char *sender_parse_message(const char *body, size_t len);
+/*
+ * Text from the API made safe to show and log, in at most max bytes (whole characters):
+ * valid UTF-8; C0 and C1 controls, DEL and U+2028/U+2029 become spaces; bidi controls
+ * (U+061C, U+200E/F, U+202A-E, U+2066-F) and U+FEFF are removed; bytes that are not
+ * UTF-8 become U+FFFD. The caller frees the result.
+ */
+char *sender_sanitize(const char *in, size_t max);
 
 #endif

@@ -1,10 +1,12 @@
 /* server.c: accept clients on the Unix socket, frame lines, answer requests in order. */
 #include "compat.h"
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,21 +20,37 @@
 #include "server.h"
 #include "util.h"
 
-#define CONN_MAX_OUTPUT (4 * 1024 * 1024) /* a client that does not read is dropped */
+#define CONN_MAX_OUTPUT (4 * 1024 * 1024) /* one answer this big: the client is dropped */
+#define CONN_OUTPUT_HIGH (256 * 1024)     /* stop taking its requests above this... */
+#define CONN_OUTPUT_LOW (64 * 1024)       /* ...until it has read down to this */
+#define CONN_INPUT_MAX (128 * 1024)       /* unhandled input held while an answer is owed */
+#define CONN_MAX_OWED 1024                /* enqueue answers owed before it must wait */
 
+/*
+ * A connection answers its requests in order. Enqueues are handed to the group commit
+ * and their answers are owed; any other request behind them is held until they are
+ * answered; a wait is owed until its request finishes. Answers from the queue never run
+ * the next request: that happens on a later loop turn (resume_ev), so queue callbacks
+ * never see a connection change or go away under them.
+ */
 struct conn {
 	struct server *srv;
 	struct bufferevent *bev;
+	struct event *resume_ev;
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
 	int admin;       /* root or a member of admin_group */
-	int busy;        /* an answer is owed (enqueue commit, wait): later lines wait */
+	int counted;     /* admitted: counts against max_connections_per_user */
+	int owed;        /* enqueue answers owed */
+	int waiting;     /* a wait answer is owed */
+	char *held;      /* a line that waits for the owed answers */
 	int processing;  /* inside conn_process: callbacks must not re-enter it */
 	int eof;         /* the client closed its side */
 	int closing;     /* close once the output is written */
 	int kill;        /* drop now: freed by the outermost callback, never mid-request */
-	void *pending;   /* enqueue handle while busy with one */
+	int gone;        /* the peer closed both directions: nobody reads answers */
+	int64_t last_active; /* monotonic ms of its last request */
 	struct waiter *waiter;
 	TAILQ_ENTRY(conn) entry;
 };
@@ -47,21 +65,44 @@ struct server {
 	struct event *accept_ev;
 	struct event *accept_timer; /* EMFILE back-off */
 	int nconns;
+	int64_t max_per_user;
 	TAILQ_HEAD(, conn) conns;
 };
 
 static void conn_process(struct conn *);
+static void conn_dispatch(struct conn *, struct proto_request *);
 
-/* An idle connection times out; one that waits for an answer (wait) does not. */
+static int
+conn_busy(const struct conn *c)
+{
+	return c->waiting || c->held != NULL || c->owed >= CONN_MAX_OWED;
+}
+
+static int
+conn_idle(const struct conn *c)
+{
+	return !c->waiting && c->held == NULL && c->owed == 0 && !c->closing &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+/*
+ * Read while there is room; time out an idle reader (a connection owing a wait is not
+ * idle) and any connection whose answers make no progress for idle_timeout.
+ */
 static void
-conn_idle_timer(struct conn *c)
+conn_io(struct conn *c)
 {
 	struct timeval tv = { c->srv->cfg->idle_timeout, 0 };
+	size_t in = evbuffer_get_length(bufferevent_get_input(c->bev));
+	size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+	int owes = c->waiting || c->held != NULL || c->owed > 0;
 
-	if (c->busy)
-		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	if (!c->eof && !c->closing && !c->kill && out <= CONN_OUTPUT_HIGH &&
+	    in < CONN_INPUT_MAX)
+		bufferevent_enable(c->bev, EV_READ);
 	else
-		bufferevent_set_timeouts(c->bev, &tv, NULL);
+		bufferevent_disable(c->bev, EV_READ);
+	bufferevent_set_timeouts(c->bev, owes ? NULL : &tv, &tv);
 }
 
 static void
@@ -71,8 +112,10 @@ conn_lost(struct conn *c)
 
 	if (c->waiter != NULL)
 		queue_wait_cancel(srv->q, c->waiter);
-	if (c->pending != NULL)
-		queue_enqueue_forget(srv->q, c->pending);
+	if (c->owed > 0)
+		queue_enqueue_forget(srv->q, c);
+	free(c->held);
+	event_free(c->resume_ev);
 	bufferevent_free(c->bev);
 	TAILQ_REMOVE(&srv->conns, c, entry);
 	srv->nconns--;
@@ -80,8 +123,8 @@ conn_lost(struct conn *c)
 }
 
 /*
- * Queue one answer line. Returns -1 if the connection is to be dropped for not reading
- * its answers; it is not freed here (callers still hold it), only marked.
+ * Queue one answer line. Returns -1 if the connection is to be dropped; it is not freed
+ * here (callers still hold it), only marked.
  */
 static int
 conn_send(struct conn *c, json_object *o)
@@ -90,9 +133,9 @@ conn_send(struct conn *c, json_object *o)
 	const char *s;
 	size_t len;
 
-	if (c->kill) {
+	if (c->kill || c->gone) {
 		json_object_put(o);
-		return -1;
+		return c->kill ? -1 : 0;
 	}
 	s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
 	    JSON_C_TO_STRING_NOSLASHESCAPE, &len);
@@ -110,59 +153,103 @@ conn_send(struct conn *c, json_object *o)
 	return 0;
 }
 
-/* An owed answer arrives (enqueue committed, wait finished). */
+/* After an owed answer: carry on with the client's next lines on a later loop turn. */
 static void
-conn_answer(void *arg, json_object *o)
+conn_resume_later(struct conn *c)
+{
+	if (!c->processing)
+		event_active(c->resume_ev, 0, 0);
+}
+
+static void
+conn_enqueue_answer(void *arg, json_object *o)
 {
 	struct conn *c = arg;
 
-	c->pending = NULL;
-	c->waiter = NULL;
-	c->busy = 0;
+	c->owed--;
 	conn_send(c, o);
-	if (c->processing) /* conn_process, up the stack, carries on or drops it */
-		return;
-	if (c->kill)
+	conn_resume_later(c);
+}
+
+static void
+conn_wait_answer(void *arg, json_object *o)
+{
+	struct conn *c = arg;
+
+	c->waiting = 0;
+	c->waiter = NULL;
+	conn_send(c, o);
+	conn_resume_later(c);
+}
+
+static void
+conn_resume_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)events;
+	if (c->kill) {
 		conn_lost(c);
-	else
-		conn_process(c);
+		return;
+	}
+	conn_process(c);
 }
 
 static void
 conn_handle(struct conn *c, const char *line, size_t len)
 {
-	struct server *srv = c->srv;
 	struct proto_request req;
 	const char *code;
 	char *cause;
-	json_object *o;
-	struct waiter *w;
 
 	if (proto_request_parse(line, len, &req, &code, &cause) != 0) {
-		o = proto_error(code, cause);
-		free(cause);
+		if (c->owed > 0) {       /* its error must come after the owed answers */
+			free(cause);
+			c->held = xstrdup(line);
+			return;
+		}
 		log_debug("bad request from uid %ld pid %ld: %s", (long)c->uid, (long)c->pid,
 		    code);
-		conn_send(c, o);
+		conn_send(c, proto_error(code, cause));
+		free(cause);
+		return;
+	}
+	if (req.op != OP_ENQUEUE && c->owed > 0) {
+		proto_request_free(&req);
+		c->held = xstrdup(line);
 		return;
 	}
 	log_debug("%s from uid %ld pid %ld", proto_op_name(req.op), (long)c->uid, (long)c->pid);
-	switch (req.op) {
+	conn_dispatch(c, &req);
+}
+
+static void
+conn_dispatch(struct conn *c, struct proto_request *req)
+{
+	struct server *srv = c->srv;
+	json_object *o;
+	struct waiter *w;
+
+	switch (req->op) {
 	case OP_ENQUEUE:
-		c->busy = 1;
-		c->pending = queue_enqueue(srv->q, &req, c->uid, c->pid, conn_answer, c);
+		c->owed++;
+		queue_enqueue(srv->q, req, c->uid, c->pid, conn_enqueue_answer, c);
 		break;
 	case OP_WAIT:
-		c->busy = 1;
-		w = queue_wait(srv->q, req.id, req.timeout_ms, conn_answer, c);
-		if (c->busy)
+		if (c->gone)     /* nobody would read the answer */
+			break;
+		c->waiting = 1;
+		w = queue_wait(srv->q, req->id, req->timeout_ms, c->uid, c->admin,
+		    conn_wait_answer, c);
+		if (c->waiting)
 			c->waiter = w;
 		break;
 	case OP_STATUS:
-		conn_send(c, queue_status(srv->q, req.id));
+		conn_send(c, queue_status(srv->q, req->id, c->uid, c->admin));
 		break;
 	case OP_CANCEL:
-		conn_send(c, queue_cancel(srv->q, req.id, c->uid, c->admin));
+		conn_send(c, queue_cancel(srv->q, req->id, c->uid, c->admin));
 		break;
 	case OP_LIST:
 		conn_send(c, queue_list(srv->q));
@@ -177,9 +264,9 @@ conn_handle(struct conn *c, const char *line, size_t len)
 			    "member of admin_group"));
 			break;
 		}
-		log_notice("%s from uid %ld pid %ld", req.op == OP_PAUSE ? "pause" : "resume",
+		log_notice("%s from uid %ld pid %ld", req->op == OP_PAUSE ? "pause" : "resume",
 		    (long)c->uid, (long)c->pid);
-		conn_send(c, queue_pause(srv->q, req.op == OP_PAUSE));
+		conn_send(c, queue_pause(srv->q, req->op == OP_PAUSE));
 		break;
 	case OP_PING:
 		o = json_object_new_object();
@@ -189,30 +276,46 @@ conn_handle(struct conn *c, const char *line, size_t len)
 		conn_send(c, o);
 		break;
 	}
-	proto_request_free(&req);
+	proto_request_free(req);
 }
 
-/* Handle every complete line, in order, until one leaves an answer owed. */
+/* A line held behind owed enqueue answers: its turn has come. */
+static void
+conn_release_held(struct conn *c)
+{
+	char *line = c->held;
+
+	c->held = NULL;
+	conn_handle(c, line, strlen(line));
+	free(line);
+}
+
+/* Handle every complete line, in order, until one leaves it owing an answer. */
 static void
 conn_process(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct evbuffer_ptr eol;
 	size_t eol_len, avail, len;
 	char *line;
 
 	c->processing = 1;
-	while (!c->busy && !c->closing) {
+	if (c->held != NULL && c->owed == 0 && !c->waiting)
+		conn_release_held(c);
+	while (!conn_busy(c) && !c->closing && !c->kill &&
+	    evbuffer_get_length(out) <= CONN_OUTPUT_HIGH) {
 		avail = evbuffer_get_length(in);
 		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		/* The cap is on one line; a '\r' before its '\n' is not part of it. */
 		if (eol.pos < 0) {
-			if (avail > PROTO_MAX_LINE)
+			if (avail > PROTO_MAX_LINE + 1)
 				goto too_long;
 			if (!c->eof || avail == 0)
 				break;
 			len = avail; /* a last line without a newline */
 			eol_len = 0;
-		} else if ((size_t)eol.pos > PROTO_MAX_LINE)
+		} else if ((size_t)eol.pos > PROTO_MAX_LINE + 1)
 			goto too_long;
 		else
 			len = (size_t)eol.pos;
@@ -222,20 +325,30 @@ conn_process(struct conn *c)
 		line[len] = '\0';
 		if (len > 0 && line[len - 1] == '\r')
 			line[--len] = '\0';
+		if (len > PROTO_MAX_LINE) {
+			free(line);
+			goto too_long;
+		}
+		c->last_active = clock_mono_ms();
 		if (len > 0)
 			conn_handle(c, line, len);
 		free(line);
+		if (c->held && c->owed == 0 && !c->waiting)
+			conn_release_held(c);
 	}
 	c->processing = 0;
 	if (c->kill) {
 		conn_lost(c);
 		return;
 	}
-	conn_idle_timer(c);
-	if (c->eof && !c->busy && !c->closing) {
+	conn_io(c);
+	if (c->eof && !conn_busy(c) && c->owed == 0 && !c->closing &&
+	    evbuffer_get_length(in) == 0) {
 		c->closing = 1;
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		if (evbuffer_get_length(out) == 0)
 			conn_lost(c);
+		else
+			bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	}
 	return;
 too_long:
@@ -247,6 +360,7 @@ too_long:
 	}
 	c->closing = 1;
 	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 }
 
 static void
@@ -256,14 +370,33 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	conn_process(arg);
 }
 
+/* The output drained to its low-water mark: close, or take more of its requests. */
 static void
 conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
-	(void)bev;
-	if (c->closing)
-		conn_lost(c);
+	if (c->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_lost(c);
+		else
+			bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		return;
+	}
+	if (!c->processing)
+		conn_process(c);
+}
+
+/* Has the peer closed both directions (not just its writing side)? */
+static int
+conn_peer_gone(struct conn *c)
+{
+	struct pollfd pfd;
+
+	pfd.fd = bufferevent_getfd(c->bev);
+	pfd.events = POLLOUT;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 static void
@@ -273,18 +406,37 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 
 	(void)bev;
 	if (what & BEV_EVENT_TIMEOUT) {
-		log_debug("closing idle client uid %ld pid %ld", (long)c->uid, (long)c->pid);
+		log_debug("closing %s client uid %ld pid %ld", (what & BEV_EVENT_WRITING) ?
+		    "stalled (answers not read)" : "idle", (long)c->uid, (long)c->pid);
 		conn_lost(c);
 		return;
 	}
 	if (what & BEV_EVENT_EOF) {
 		c->eof = 1;
+		/*
+		 * A client that only shut down its writing side still reads its answers; one
+		 * that is gone (a killed CI job) frees its slot and its wait now.
+		 */
+		if (conn_peer_gone(c)) {
+			log_debug("client uid %ld pid %ld went away", (long)c->uid, (long)c->pid);
+			c->gone = 1;
+			if (c->waiter != NULL)
+				queue_wait_cancel(c->srv->q, c->waiter);
+			c->waiter = NULL;
+			c->waiting = 0;
+			evbuffer_drain(bufferevent_get_output(c->bev),
+			    evbuffer_get_length(bufferevent_get_output(c->bev)));
+		}
 		if (!c->processing)
 			conn_process(c);
 		return;
 	}
-	if (what & BEV_EVENT_ERROR)
-		conn_lost(c);
+	if (what & BEV_EVENT_ERROR) {
+		if (c->processing)
+			c->kill = 1;
+		else
+			conn_lost(c);
+	}
 }
 
 /* The peer's supplementary groups (Linux SO_PEERGROUPS); *n = 0 if unavailable. */
@@ -338,15 +490,23 @@ conn_authorize(const struct config *cfg, struct conn *c, int fd, int *allowed)
 	free(groups);
 }
 
+/*
+ * The admitted connections of uid, and the longest-idle one among them that owes nothing
+ * and has nothing to write (NULL if every one is busy).
+ */
 static int
-conns_of_uid(const struct server *srv, uid_t uid)
+conns_of_uid(const struct server *srv, uid_t uid, struct conn **idlest)
 {
-	const struct conn *c;
+	struct conn *c;
 	int n = 0;
 
+	*idlest = NULL;
 	TAILQ_FOREACH(c, &srv->conns, entry) {
-		if (c->uid == uid)
-			n++;
+		if (c->uid != uid || !c->counted)
+			continue;
+		n++;
+		if (conn_idle(c) && (*idlest == NULL || c->last_active < (*idlest)->last_active))
+			*idlest = c;
 	}
 	return n;
 }
@@ -357,6 +517,7 @@ conn_refuse(struct conn *c, const char *code, const char *msg)
 {
 	c->closing = 1;
 	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	conn_send(c, proto_error(code, msg));
 }
 
@@ -377,7 +538,7 @@ accept_cb(evutil_socket_t lfd, short events, void *arg)
 	struct timeval tv = { 1, 0 };
 	struct ucred cred;
 	socklen_t credlen;
-	struct conn *c;
+	struct conn *c, *idlest;
 	int fd, allowed, nuid;
 
 	(void)events;
@@ -409,16 +570,22 @@ accept_cb(evutil_socket_t lfd, short events, void *arg)
 			c->pid = -1;
 		}
 		conn_authorize(srv->cfg, c, fd, &allowed);
-		nuid = conns_of_uid(srv, c->uid);
 		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-		if (c->bev == NULL) {
-			close(fd);
+		c->resume_ev = event_new(srv->base, -1, 0, conn_resume_cb, c);
+		if (c->bev == NULL || c->resume_ev == NULL) {
+			if (c->bev != NULL)
+				bufferevent_free(c->bev);
+			else
+				close(fd);
+			if (c->resume_ev != NULL)
+				event_free(c->resume_ev);
 			free(c);
 			continue;
 		}
+		c->last_active = clock_mono_ms();
 		bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-		/* Stop reading at a line's worth: an over-long line is seen, not buffered. */
-		bufferevent_setwatermark(c->bev, EV_READ, 0, PROTO_MAX_LINE + 2);
+		/* Called back when the output drains to this: see conn_write_cb. */
+		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 		TAILQ_INSERT_TAIL(&srv->conns, c, entry);
 		srv->nconns++;
@@ -429,14 +596,28 @@ accept_cb(evutil_socket_t lfd, short events, void *arg)
 			    "allow_users and allow_groups)");
 			continue;
 		}
-		if (nuid >= srv->cfg->max_conns_per_user) {
-			log_warn("refused client uid %ld pid %ld: it already has %d connections",
-			    (long)c->uid, (long)c->pid, nuid);
+		/*
+		 * At the cap, the user's longest-idle connection makes room; connections that
+		 * wait for an answer are never taken. Only if every one is busy is the new
+		 * one refused.
+		 */
+		nuid = conns_of_uid(srv, c->uid, &idlest);
+		if (nuid >= srv->max_per_user && idlest != NULL) {
+			log_info("client uid %ld has %d connections (the most allowed): closing "
+			    "its longest-idle one (pid %ld)", (long)c->uid, nuid,
+			    (long)idlest->pid);
+			conn_lost(idlest);
+			nuid--;
+		}
+		if (nuid >= srv->max_per_user) {
+			log_warn("refused client uid %ld pid %ld: it already has %d connections, "
+			    "all busy", (long)c->uid, (long)c->pid, nuid);
 			conn_refuse(c, "too_many_connections", "too many connections from this "
-			    "user (max_connections_per_user)");
+			    "user, all waiting for answers (max_connections_per_user)");
 			continue;
 		}
-		conn_idle_timer(c);
+		c->counted = 1;
+		conn_io(c);
 		log_debug("client connected: uid %ld pid %ld", (long)c->uid, (long)c->pid);
 	}
 }
@@ -541,6 +722,18 @@ server_create(struct event_base *base, const struct config *cfg, struct queue *q
 	srv->fd = -1;
 	srv->path = xstrdup(cfg->socket);
 	TAILQ_INIT(&srv->conns);
+	srv->max_per_user = cfg->max_conns_per_user;
+	if (srv->max_per_user <= 0) {
+		/* Automatic: half the descriptors the daemon may open, at least 64. */
+		struct rlimit rl;
+
+		srv->max_per_user = 64;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+		    rl.rlim_cur / 2 > 64)
+			srv->max_per_user = (int64_t)(rl.rlim_cur / 2);
+		log_info("max_connections_per_user: %lld (half the descriptor limit)",
+		    (long long)srv->max_per_user);
+	}
 
 	n = sd_listen_fds(1);
 	if (n > 1) {
@@ -588,6 +781,7 @@ server_stop(struct server *srv)
 	}
 	TAILQ_FOREACH_SAFE(c, &srv->conns, entry, t) {
 		c->closing = 1;
+		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 		bufferevent_disable(c->bev, EV_READ);
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 			conn_lost(c);

@@ -13,17 +13,17 @@
 #include "util.h"
 
 #define STORE_APP_ID 0x57504550 /* "WPEP": refuse databases that are not ours */
-#define STORE_SCHEMA 1
+#define STORE_SCHEMA 2
 
 static const char *state_names[JOB_NSTATES] = { "queued", "sending", "done", "failed",
 	"cancelled" };
 
 enum stmt {
 	S_BEGIN, S_COMMIT, S_ROLLBACK,
-	S_RECOVER_JOBS, S_LOAD_SENDING, S_LOAD_JOBS, S_LOAD_LIMITS,
-	S_JOB_INSERT, S_JOB_UPDATE, S_JOB_DELETE,
+	S_REQUEUE_JOB, S_LOAD_SENDING, S_LOAD_JOBS, S_LOAD_LIMITS,
+	S_JOB_INSERT, S_JOB_UPDATE, S_JOB_ABSORB, S_PROBE,
 	S_REQ_INSERT, S_REQ_MOVE, S_REQ_FINISH, S_REQ_LIVE, S_REQ_GET, S_REQ_CANCEL,
-	S_LIMIT_PUT, S_PRUNE_REQ, S_PRUNE_JOB,
+	S_LIMIT_PUT, S_LIMIT_TOUCH, S_PRUNE_REQ, S_PRUNE_JOB,
 	S_COUNT
 };
 
@@ -31,8 +31,8 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
-	[S_RECOVER_JOBS] = "UPDATE jobs SET state = 'queued' WHERE state = 'sending'",
-	[S_LOAD_SENDING] = "SELECT install, type FROM jobs WHERE state = 'sending'",
+	[S_REQUEUE_JOB] = "UPDATE jobs SET state = 'queued' WHERE id = ?1 AND state = 'sending'",
+	[S_LOAD_SENDING] = "SELECT id, install, type FROM jobs WHERE state = 'sending'",
 	[S_LOAD_JOBS] = "SELECT id, install, type, attempts, not_before, http_status, message,"
 	    " created_at, started_at FROM jobs WHERE state = 'queued' ORDER BY id",
 	[S_LOAD_LIMITS] = "SELECT install, class, last_start, blocked_until, strikes"
@@ -41,7 +41,9 @@ static const char *stmt_sql[S_COUNT] = {
 	    " created_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
 	[S_JOB_UPDATE] = "UPDATE jobs SET state = ?2, attempts = ?3, not_before = ?4,"
 	    " http_status = ?5, message = ?6, started_at = ?7, finished_at = ?8 WHERE id = ?1",
-	[S_JOB_DELETE] = "DELETE FROM jobs WHERE id = ?1",
+	[S_JOB_ABSORB] = "UPDATE jobs SET state = 'cancelled', message = ?2, finished_at = ?3"
+	    " WHERE id = ?1",
+	[S_PROBE] = "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)",
 	[S_REQ_INSERT] = "INSERT INTO requests (job, install, type, state, reason, uid, pid,"
 	    " coalesced, enqueued_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
 	[S_REQ_MOVE] = "UPDATE requests SET job = ?2 WHERE job = ?1 AND state = 'queued'",
@@ -50,11 +52,14 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_REQ_LIVE] = "SELECT count(*) FROM requests WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_GET] = "SELECT r.id, r.install, r.type, r.state, r.job, j.type, j.state,"
 	    " j.attempts, j.http_status, j.message, r.reason, r.enqueued_at, r.finished_at,"
-	    " r.uid FROM requests r JOIN jobs j ON j.id = r.job WHERE r.id = ?1",
+	    " r.uid FROM requests r LEFT JOIN jobs j ON j.id = r.job WHERE r.id = ?1",
 	[S_REQ_CANCEL] = "UPDATE requests SET state = 'cancelled', finished_at = ?2"
 	    " WHERE id = ?1 AND state = 'queued'",
 	[S_LIMIT_PUT] = "INSERT OR REPLACE INTO limits (install, class, last_start,"
 	    " blocked_until, strikes) VALUES (?1, ?2, ?3, ?4, ?5)",
+	[S_LIMIT_TOUCH] = "INSERT INTO limits (install, class, last_start, blocked_until, strikes)"
+	    " VALUES (?1, ?2, ?3, 0, 0) ON CONFLICT (install, class) DO UPDATE"
+	    " SET last_start = max(last_start, excluded.last_start)",
 	[S_PRUNE_REQ] = "DELETE FROM requests WHERE id IN (SELECT id FROM requests"
 	    " WHERE finished_at IS NOT NULL AND finished_at < ?1 LIMIT ?2)",
 	[S_PRUNE_JOB] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
@@ -98,6 +103,10 @@ static const char schema_v1[] =
     " blocked_until INTEGER NOT NULL,"
     " strikes INTEGER NOT NULL,"
     " PRIMARY KEY (install, class)) WITHOUT ROWID;";
+
+/* Schema 2: a row a storage probe can always write (recovery after write errors). */
+static const char schema_v2[] =
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
 
 struct store {
 	int lockfd;     /* flock()ed for the daemon's lifetime: one daemon per database */
@@ -186,8 +195,8 @@ store_migrate(struct store *st, const char *path, char **cause)
 		goto fail;
 	}
 	if (objects == 0 && app == 0 && version == 0) {
-		xasprintf(&sql, "%s PRAGMA application_id = %d; PRAGMA user_version = %d;",
-		    schema_v1, STORE_APP_ID, STORE_SCHEMA);
+		xasprintf(&sql, "%s %s PRAGMA application_id = %d; PRAGMA user_version = %d;",
+		    schema_v1, schema_v2, STORE_APP_ID, STORE_SCHEMA);
 		if (store_exec(st, sql) != 0) {
 			free(sql);
 			xasprintf(cause, "%s: cannot create the schema: %s", path,
@@ -205,7 +214,17 @@ store_migrate(struct store *st, const char *path, char **cause)
 		    (long long)version, STORE_SCHEMA);
 		goto fail;
 	}
-	/* Future migrations go here: if (version < 2) { ALTER ...; user_version = 2 } */
+	if (version == 1) {
+		xasprintf(&sql, "%s PRAGMA user_version = 2;", schema_v2);
+		if (store_exec(st, sql) != 0) {
+			free(sql);
+			xasprintf(cause, "%s: cannot migrate to schema 2: %s", path,
+			    sqlite3_errmsg(st->db));
+			goto fail;
+		}
+		free(sql);
+		log_notice("migrated queue database %s to schema 2", path);
+	}
 	if (store_exec(st, "COMMIT") != 0) {
 		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(st->db));
 		goto fail;
@@ -355,23 +374,44 @@ store_rollback(struct store *st)
 }
 
 int
-store_recover(struct store *st, void (*cb)(void *, const char *, enum purge_type), void *arg)
+store_sending(struct store *st, void (*cb)(void *, int64_t, const char *, enum purge_type),
+    void *arg)
 {
 	sqlite3_stmt *s = stmt(st, S_LOAD_SENDING);
 	char install[37];
 	int rc, t;
 
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		snprintf(install, sizeof install, "%s", sqlite3_column_text(s, 0) != NULL ?
-		    (const char *)sqlite3_column_text(s, 0) : "");
-		t = type_parse((const char *)sqlite3_column_text(s, 1));
+		snprintf(install, sizeof install, "%s", sqlite3_column_text(s, 1) != NULL ?
+		    (const char *)sqlite3_column_text(s, 1) : "");
+		t = type_parse((const char *)sqlite3_column_text(s, 2));
 		if (t >= 0 && uuid_valid(install))
-			cb(arg, install, (enum purge_type)t);
+			cb(arg, sqlite3_column_int64(s, 0), install, (enum purge_type)t);
 	}
 	sqlite3_reset(s);
-	if (rc != SQLITE_DONE || run(st, stmt(st, S_RECOVER_JOBS)) != 0)
+	if (rc != SQLITE_DONE) {
+		log_error("database: %s", sqlite3_errmsg(st->db));
 		return -1;
-	return sqlite3_changes(st->db);
+	}
+	return 0;
+}
+
+int
+store_job_requeue(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s = stmt(st, S_REQUEUE_JOB);
+
+	sqlite3_bind_int64(s, 1, id);
+	return run(st, s);
+}
+
+int
+store_probe(struct store *st, int64_t now)
+{
+	sqlite3_stmt *s = stmt(st, S_PROBE);
+
+	sqlite3_bind_int64(s, 1, now);
+	return run(st, s);
 }
 
 static void
@@ -479,11 +519,13 @@ store_job_update(struct store *st, const struct store_job *j)
 }
 
 int
-store_job_delete(struct store *st, int64_t id)
+store_job_absorb(struct store *st, int64_t id, const char *message, int64_t now)
 {
-	sqlite3_stmt *s = stmt(st, S_JOB_DELETE);
+	sqlite3_stmt *s = stmt(st, S_JOB_ABSORB);
 
 	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, message, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
 	return run(st, s);
 }
 
@@ -578,12 +620,17 @@ store_request_get(struct store *st, int64_t id, struct store_status *out)
 	jt = type_parse((const char *)sqlite3_column_text(s, 5));
 	js = state_parse((const char *)sqlite3_column_text(s, 6));
 	out->type = t < 0 ? PURGE_ALL : (enum purge_type)t;
-	out->job_type = jt < 0 ? PURGE_ALL : (enum purge_type)jt;
-	/* An unfinished request is in whatever state its job is. */
-	if (rs < 0 || js < 0)
+	out->job_type = jt < 0 ? out->type : (enum purge_type)jt;
+	/*
+	 * An unfinished request is in whatever state its job is; a finished one in its own.
+	 * A request whose job row is missing (a damaged database) keeps its own state.
+	 */
+	if (rs < 0)
 		out->state = JOB_FAILED;
+	else if (rs != JOB_QUEUED || js < 0)
+		out->state = (enum job_state)rs;
 	else
-		out->state = rs == JOB_QUEUED ? (enum job_state)js : (enum job_state)rs;
+		out->state = (enum job_state)js;
 	out->attempts = sqlite3_column_int(s, 7);
 	out->http_status = sqlite3_column_int(s, 8);
 	out->message = dup_text(sqlite3_column_text(s, 9));
@@ -626,6 +673,17 @@ store_limit_put(struct store *st, const char *install, int cls, const struct cla
 	sqlite3_bind_int64(s, 3, cs->last_start);
 	sqlite3_bind_int64(s, 4, cs->blocked_until);
 	sqlite3_bind_int(s, 5, cs->strikes);
+	return run(st, s);
+}
+
+int
+store_limit_touch(struct store *st, const char *install, int cls, int64_t last_start)
+{
+	sqlite3_stmt *s = stmt(st, S_LIMIT_TOUCH);
+
+	sqlite3_bind_text(s, 1, install, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, cls);
+	sqlite3_bind_int64(s, 3, last_start);
 	return run(st, s);
 }
 

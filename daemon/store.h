@@ -55,12 +55,13 @@ int store_begin(struct store *);
 int store_commit(struct store *);
 void store_rollback(struct store *);
 
-/*
- * Jobs that were being sent when the daemon stopped are queued again; cb hears of each
- * first. Returns their count.
- */
-int store_recover(struct store *, void (*cb)(void *, const char *, enum purge_type),
+/* Call cb for every job the store says is being sent (id, install, type). 0, or -1. */
+int store_sending(struct store *, void (*cb)(void *, int64_t, const char *, enum purge_type),
     void *arg);
+/* A job whose sending was interrupted (or whose outcome was never recorded) is queued. */
+int store_job_requeue(struct store *, int64_t id);
+/* Write a row that exists only to prove the database takes writes again. */
+int store_probe(struct store *, int64_t now);
 /* Call job_cb for each queued job (oldest first) and limit_cb for each limit row. */
 int store_load(struct store *, void (*job_cb)(void *, const struct store_job *),
     void (*limit_cb)(void *, const char *, int, const struct class_state *), void *arg);
@@ -68,7 +69,8 @@ int store_load(struct store *, void (*job_cb)(void *, const struct store_job *),
 int64_t store_job_insert(struct store *, const char *install, enum purge_type,
     int64_t not_before, int attempts, int64_t now);
 int store_job_update(struct store *, const struct store_job *);
-int store_job_delete(struct store *, int64_t id);
+/* A job taken over by another: finished as cancelled, with a message saying which. */
+int store_job_absorb(struct store *, int64_t id, const char *message, int64_t now);
 int64_t store_request_insert(struct store *, int64_t job, const char *install,
     enum purge_type, const char *reason, int64_t uid, int64_t pid, int coalesced,
     int64_t now);
@@ -83,6 +85,8 @@ int store_request_get(struct store *, int64_t id, struct store_status *out);
 void store_status_free(struct store_status *);
 int store_request_cancel(struct store *, int64_t id, int64_t now);
 int store_limit_put(struct store *, const char *install, int cls, const struct class_state *);
+/* A window starts again at last_start (wall ms), unless it already started later. */
+int store_limit_touch(struct store *, const char *install, int cls, int64_t last_start);
 /* Delete up to batch finished requests and jobs older than before. Returns rows. */
 int store_prune(struct store *, int64_t before, int batch);
 

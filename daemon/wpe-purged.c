@@ -81,10 +81,20 @@ status_cb(evutil_socket_t fd, short events, void *arg)
 static void
 watchdog_cb(evutil_socket_t fd, short events, void *arg)
 {
+	struct daemon *d = arg;
+
 	(void)fd;
 	(void)events;
-	(void)arg;
-	/* Sent from the event loop: a wedged loop stops the pings and systemd restarts us. */
+	/*
+	 * Sent from the event loop, and only while the queue makes progress: a wedged loop,
+	 * or one that turns while enqueues wait for a commit that never comes, stops the
+	 * pings and systemd restarts us.
+	 */
+	if (!queue_progressing(d->q, (int64_t)(d->watchdog_usec / 2 / 1000))) {
+		log_error("enqueues have waited more than %llu ms for their commit: no "
+		    "watchdog ping", (unsigned long long)(d->watchdog_usec / 2 / 1000));
+		return;
+	}
 	sd_notify(0, "WATCHDOG=1");
 }
 
@@ -162,6 +172,7 @@ main(int argc, char **argv)
 	struct daemon d;
 	const char *path = CONFIG_DEFAULT_PATH;
 	struct event *sigs[3];
+	struct event_config *evcfg;
 	struct timeval tv;
 	char *cause = NULL;
 	int ch, check = 0, i;
@@ -213,10 +224,16 @@ main(int argc, char **argv)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("curl_global_init failed");
 
-	if ((d.base = event_base_new()) == NULL)
+	/*
+	 * One priority, first come first served: the group commit is queued behind the
+	 * reads that fed it, and a loop pass runs at most 64 callbacks before it polls
+	 * again, so no client's burst keeps others (or the commit) waiting.
+	 */
+	if ((evcfg = event_config_new()) == NULL ||
+	    event_config_set_max_dispatch_interval(evcfg, NULL, 64, 0) != 0 ||
+	    (d.base = event_base_new_with_config(evcfg)) == NULL)
 		fatalx("event_base_new failed");
-	/* Three priorities: I/O at 1 (the default), group commit at 2, after the reads. */
-	event_base_priority_init(d.base, 3);
+	event_config_free(evcfg);
 
 	if ((d.store = store_open(d.cfg.database, &cause)) == NULL) {
 		log_error("%s", cause);

@@ -104,12 +104,17 @@ class Env:
                 and (status is None or c["status"] == status)]
 
     # -- daemon -------------------------------------------------------------------
-    def start(self, expect_ready=True, args=()):
+    def start(self, expect_ready=True, args=(), extra_env=None):
+        """Start the daemon; extra_env: variables added to its environment only."""
         if getattr(self, "log_f", None):
             self.log_f.close()
         self.log_f = open(self.daemon_log, "a")
+        penv = None
+        if extra_env:
+            penv = dict(os.environ)
+            penv.update(extra_env)
         self.daemon = subprocess.Popen(WRAP + [DAEMON, "-c", self.conf, "-v"] + list(args),
-                                       stderr=self.log_f)
+                                       stderr=self.log_f, env=penv)
         if expect_ready:
             wait_for(lambda: self.ctl("ping")[0] == 0 or self.daemon.poll() is not None,
                      timeout=30 if WRAP else 10, what="daemon ready")

@@ -1,4 +1,17 @@
-/* apisim.c: a stand-in for the WP Engine purge API on loopback, with scriptable faults. */
+/*
+ * apisim.c: a stand-in for the WP Engine purge API on loopback, with scriptable faults.
+ *
+ * Faults (POST /_sim/fault) apply to the next `count` purge calls or for `for_ms`. A
+ * random mode ({"random": {"202": 60, "429_seconds": 10, ...}, "seed": N}) makes every
+ * purge call that no scripted fault claims draw its answer from weighted kinds (see
+ * random_kinds below); {"random": null} or POST /_sim/reset turns it off.
+ *
+ * The call log (--log) has one JSON object per purge call: "t" (wall seconds when the
+ * answer was written or the call was dropped), "arrived" (when the request had arrived),
+ * "seq" (call number), "install", "type", "status" (0: dropped), "user_agent", "note",
+ * "delay_ms" (how long the answer was held back), "kind" (the random draw, or "").
+ */
+#include <stdint.h>
 #include <sys/queue.h>
 #include <sys/time.h>
 
@@ -34,6 +47,7 @@ struct fault {
 	char retry_after[64];
 	char location[256];  /* a Location header (redirect faults) */
 	int body_size;       /* answer with a body this long */
+	char kind[24];       /* the random draw that made this answer ("": scripted) */
 	int count;           /* calls left; -1: time-bounded */
 	double until;        /* wall seconds */
 	TAILQ_ENTRY(fault) entry;
@@ -54,6 +68,51 @@ static struct {
 	unsigned long calls;
 } sim;
 
+/* The random-answer mode: weighted kinds, drawn per purge call from a seeded generator. */
+enum rkind {
+	RK_NORMAL,      /* "202": normal handling (the object interval, if set, then 202) */
+	RK_STATUS,      /* "NNN": that status with a JSON message ("429": no Retry-After) */
+	RK_429_SECONDS, /* 429, Retry-After: N seconds, N in 0..retry_after_max */
+	RK_429_DATE,    /* 429, Retry-After: an HTTP-date N s from now, N in -2..retry_after_max */
+	RK_429_FAR,     /* 429, Retry-After absurdly far (huge seconds or a year-2^31 date) */
+	RK_SLOW,        /* held back slow_ms, then normal handling (past the client's timeout) */
+	RK_LATE,        /* held back 0..late_ms, then normal handling */
+	RK_DROP,        /* connection closed without an answer */
+	RK_MALFORMED,   /* 500 with a body that is not JSON */
+};
+#define MAX_RCHOICES 32
+static struct rmode {
+	int on;
+	struct { char name[24]; enum rkind kind; int status; double weight; } c[MAX_RCHOICES];
+	int n;
+	double total;
+	uint64_t state;
+	int slow_ms, late_ms, ra_max;
+} rnd;
+
+static uint64_t
+rnd_next(void)
+{
+	uint64_t z = (rnd.state += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* A uniform double in [0, 1). */
+static double
+rnd_unit(void)
+{
+	return (double)(rnd_next() >> 11) / 9007199254740992.0;
+}
+
+static int
+rnd_int(int lo, int hi)
+{
+	return hi <= lo ? lo : lo + (int)(rnd_next() % (uint64_t)(hi - lo + 1));
+}
+
 static double
 now_s(void)
 {
@@ -63,16 +122,30 @@ now_s(void)
 	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+/* What the call log records about a call besides its answer. */
+struct callinfo {
+	double arrived;
+	unsigned long seq;
+	int delay_ms;
+	char kind[24];
+};
+
 static void
-log_call(const char *install, const char *type, int status, const char *ua,
-    const char *note)
+log_call_info(const struct callinfo *ci, const char *install, const char *type, int status,
+    const char *ua, const char *note)
 {
 	json_object *o;
+	double now = now_s();
 
 	if (sim.log == NULL)
 		return;
 	o = json_object_new_object();
-	json_object_object_add(o, "t", json_object_new_double(now_s()));
+	json_object_object_add(o, "t", json_object_new_double(now));
+	json_object_object_add(o, "arrived", json_object_new_double(ci ? ci->arrived : now));
+	json_object_object_add(o, "seq", json_object_new_int64(ci ? (int64_t)ci->seq :
+	    (int64_t)sim.calls));
+	json_object_object_add(o, "delay_ms", json_object_new_int(ci ? ci->delay_ms : 0));
+	json_object_object_add(o, "kind", json_object_new_string(ci ? ci->kind : ""));
 	json_object_object_add(o, "install", json_object_new_string(install ? install : ""));
 	json_object_object_add(o, "type", json_object_new_string(type ? type : ""));
 	json_object_object_add(o, "status", json_object_new_int(status));
@@ -81,6 +154,19 @@ log_call(const char *install, const char *type, int status, const char *ua,
 	fprintf(sim.log, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	fflush(sim.log);
 	json_object_put(o);
+}
+
+/* Calls answered before they are parsed far enough to have a call record. */
+static void
+log_call(const char *install, const char *type, int status, const char *ua,
+    const char *note)
+{
+	struct callinfo ci;
+
+	memset(&ci, 0, sizeof ci);
+	ci.arrived = now_s();
+	ci.seq = sim.calls;
+	log_call_info(&ci, install, type, status, ua, note);
 }
 
 static void
@@ -178,12 +264,13 @@ next_fault(void)
 struct delayed {
 	struct evhttp_request *req;
 	struct fault f;
+	struct callinfo ci;
 	char install[37], type[16], ua[128];
 	struct event *ev;
 };
 
-static void answer_purge(struct evhttp_request *, const struct fault *, const char *,
-    const char *, const char *);
+static void answer_purge(struct evhttp_request *, const struct fault *, struct callinfo *,
+    const char *, const char *, const char *);
 
 static void
 delayed_cb(evutil_socket_t fd, short what, void *arg)
@@ -193,14 +280,14 @@ delayed_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	d->f.delay_ms = 0;
-	answer_purge(d->req, &d->f, d->install, d->type, d->ua);
+	answer_purge(d->req, &d->f, &d->ci, d->install, d->type, d->ua);
 	event_free(d->ev);
 	free(d);
 }
 
 static void
-answer_purge(struct evhttp_request *req, const struct fault *f, const char *install,
-    const char *type, const char *ua)
+answer_purge(struct evhttp_request *req, const struct fault *f, struct callinfo *ci,
+    const char *install, const char *type, const char *ua)
 {
 	char msg[256], date[64];
 	double *last, now = now_s();
@@ -214,6 +301,8 @@ answer_purge(struct evhttp_request *req, const struct fault *f, const char *inst
 
 		d->req = req;
 		d->f = *f;
+		d->ci = *ci;
+		d->ci.delay_ms = f->delay_ms;
 		snprintf(d->install, sizeof d->install, "%s", install);
 		snprintf(d->type, sizeof d->type, "%s", type);
 		snprintf(d->ua, sizeof d->ua, "%s", ua);
@@ -222,8 +311,13 @@ answer_purge(struct evhttp_request *req, const struct fault *f, const char *inst
 		return;
 	}
 	if (f != NULL && f->drop) {
-		log_call(install, type, 0, ua, "dropped");
-		evhttp_connection_free(evhttp_request_get_connection(req));
+		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+
+		log_call_info(ci, install, type, 0, ua, "dropped");
+		if (evcon != NULL)
+			evhttp_connection_free(evcon);
+		else    /* the client left while the answer was held back */
+			evhttp_request_free(req);
 		return;
 	}
 	if (f != NULL && (f->location[0] != '\0' || f->body_size > 0)) {
@@ -240,19 +334,19 @@ answer_purge(struct evhttp_request *req, const struct fault *f, const char *inst
 		if (f->retry_after[0] != '\0')
 			evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
 			    f->retry_after);
-		log_call(install, type, f->status ? f->status : 302, ua,
+		log_call_info(ci, install, type, f->status ? f->status : 302, ua,
 		    f->location[0] ? "redirect" : "big body");
 		evhttp_send_reply(req, f->status ? f->status : 302, "Status", b);
 		evbuffer_free(b);
 		return;
 	}
 	if (f != NULL && f->malformed) {
-		log_call(install, type, f->status ? f->status : 500, ua, "malformed");
+		log_call_info(ci, install, type, f->status ? f->status : 500, ua, "malformed");
 		reply(req, f->status ? f->status : 500, "<html>gateway error", NULL);
 		return;
 	}
 	if (f != NULL && f->status != 0) {
-		log_call(install, type, f->status, ua, "fault");
+		log_call_info(ci, install, type, f->status, ua, "fault");
 		if (f->status == 429)
 			snprintf(msg, sizeof msg, RL_MESSAGE_FMT, (int)sim.object_interval);
 		else
@@ -274,15 +368,143 @@ answer_purge(struct evhttp_request *req, const struct fault *f, const char *inst
 				strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 				ra = date;
 			}
-			log_call(install, type, 429, ua, ra ? ra : "");
+			log_call_info(ci, install, type, 429, ua, ra ? ra : "");
 			reply_msg(req, 429, msg, ra);
 			return;
 		}
 		if (last != NULL)
 			*last = now;
 	}
-	log_call(install, type, 202, ua, "");
+	log_call_info(ci, install, type, 202, ua, "");
 	reply(req, 202, NULL, NULL);
+}
+
+/* Draws one answer in random mode, as a one-off fault. */
+static void
+random_draw(struct fault *f)
+{
+	double x = rnd_unit() * rnd.total;
+	int i, k;
+	time_t t;
+	struct tm tm;
+
+	memset(f, 0, sizeof *f);
+	for (i = 0; i < rnd.n - 1 && x >= rnd.c[i].weight; i++)
+		x -= rnd.c[i].weight;
+	snprintf(f->kind, sizeof f->kind, "%s", rnd.c[i].name);
+	switch (rnd.c[i].kind) {
+	case RK_NORMAL:
+		break;
+	case RK_STATUS:
+		f->status = rnd.c[i].status;
+		break;
+	case RK_429_SECONDS:
+		f->status = 429;
+		snprintf(f->retry_after, sizeof f->retry_after, "%d", rnd_int(0, rnd.ra_max));
+		break;
+	case RK_429_DATE:
+		f->status = 429;
+		t = (time_t)now_s() + rnd_int(-2, rnd.ra_max);
+		gmtime_r(&t, &tm);
+		strftime(f->retry_after, sizeof f->retry_after, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		break;
+	case RK_429_FAR:
+		f->status = 429;
+		k = rnd_int(0, 2);
+		snprintf(f->retry_after, sizeof f->retry_after, "%s",
+		    k == 0 ? "99999999999999999999" : k == 1 ?
+		    "Mon, 01 Jan 2147483647 00:00:00 GMT" : "Fri, 31 Dec 9999 23:59:59 GMT");
+		break;
+	case RK_SLOW:
+		f->delay_ms = rnd.slow_ms;
+		break;
+	case RK_LATE:
+		f->delay_ms = rnd_int(1, rnd.late_ms);
+		break;
+	case RK_DROP:
+		f->drop = 1;
+		break;
+	case RK_MALFORMED:
+		f->malformed = 1;
+		f->status = 500;
+		break;
+	}
+}
+
+/*
+ * {"random": {KIND: WEIGHT, ...}, "seed": N, "slow_ms": MS, "late_ms": MS,
+ *  "retry_after_max": S}; {"random": null} or {"random": {}} turns the mode off.
+ * Returns -1 on a bad kind or weight.
+ */
+static int random_parse(json_object *);
+
+static int
+random_config(json_object *o)
+{
+	struct rmode saved = rnd;   /* a bad request changes nothing */
+	int rc;
+
+	if ((rc = random_parse(o)) != 0)
+		rnd = saved;
+	return rc;
+}
+
+static int
+random_parse(json_object *o)
+{
+	static const struct { const char *name; enum rkind kind; } named[] = {
+		{ "202", RK_NORMAL }, { "ok", RK_NORMAL }, { "429_seconds", RK_429_SECONDS },
+		{ "429_date", RK_429_DATE }, { "429_far", RK_429_FAR }, { "slow", RK_SLOW },
+		{ "late", RK_LATE }, { "drop", RK_DROP }, { "malformed", RK_MALFORMED },
+	};
+	json_object *r = NULL, *v;
+	size_t i;
+	int n = 0, status;
+	char *end;
+
+	json_object_object_get_ex(o, "random", &r);
+	rnd.on = 0;
+	rnd.n = 0;
+	rnd.total = 0;
+	if (r == NULL || !json_object_is_type(r, json_type_object))
+		return r == NULL ? 0 : -1;
+	rnd.slow_ms = 2500;
+	rnd.late_ms = 300;
+	rnd.ra_max = 3;
+	if (json_object_object_get_ex(o, "seed", &v))
+		rnd.state = (uint64_t)json_object_get_int64(v);
+	if (json_object_object_get_ex(o, "slow_ms", &v))
+		rnd.slow_ms = json_object_get_int(v);
+	if (json_object_object_get_ex(o, "late_ms", &v))
+		rnd.late_ms = json_object_get_int(v);
+	if (json_object_object_get_ex(o, "retry_after_max", &v))
+		rnd.ra_max = json_object_get_int(v);
+	json_object_object_foreach(r, key, val) {
+		double w = json_object_get_double(val);
+
+		if (n == MAX_RCHOICES || w < 0 || strlen(key) >= sizeof rnd.c[0].name)
+			return -1;
+		snprintf(rnd.c[n].name, sizeof rnd.c[n].name, "%s", key);
+		for (i = 0; i < sizeof named / sizeof named[0]; i++) {
+			if (strcmp(key, named[i].name) == 0)
+				break;
+		}
+		if (i < sizeof named / sizeof named[0]) {
+			rnd.c[n].kind = named[i].kind;
+		} else {
+			status = (int)strtol(key, &end, 10);
+			if (*end != '\0' || status < 200 || status > 599)
+				return -1;
+			rnd.c[n].kind = RK_STATUS;
+			rnd.c[n].status = status;
+		}
+		rnd.c[n].weight = w;
+		rnd.total += w;
+		n++;
+	}
+	rnd.n = n;
+	rnd.on = n > 0 && rnd.total > 0;
+	return 0;
 }
 
 static void
@@ -297,8 +519,14 @@ purge_cb(struct evhttp_request *req, const char *path)
 	json_object *o = NULL, *v;
 	size_t n;
 	int i, known = sim.any_install;
+	struct callinfo cinfo, *ci = &cinfo;
+	struct fault drawn;
+	const struct fault *f;
 
 	sim.calls++;
+	memset(&cinfo, 0, sizeof cinfo);
+	cinfo.arrived = now_s();
+	cinfo.seq = sim.calls;
 	/* path: /v1/installs/{uuid}/purge_cache */
 	if (strlen(path) != strlen("/v1/installs/") + 36 + strlen("/purge_cache") ||
 	    strncmp(path, "/v1/installs/", 13) != 0 ||
@@ -345,11 +573,16 @@ purge_cb(struct evhttp_request *req, const char *path)
 			known = 1;
 	}
 	if (!known) {
-		log_call(install, type, 404, ua, "unknown install");
+		log_call_info(ci, install, type, 404, ua, "unknown install");
 		reply_msg(req, 404, "Not Found", NULL);
 		return;
 	}
-	answer_purge(req, next_fault(), install, type, ua);
+	if ((f = next_fault()) == NULL && rnd.on) {
+		random_draw(&drawn);
+		snprintf(ci->kind, sizeof ci->kind, "%s", drawn.kind);
+		f = &drawn;
+	}
+	answer_purge(req, f, ci, install, type, ua);
 }
 
 /* POST /_sim/fault {"status":503,"count":3} or {"status":503,"for_ms":2000}, etc. */
@@ -368,6 +601,16 @@ fault_cb(struct evhttp_request *req)
 	body[n] = '\0';
 	if ((o = json_tokener_parse(body)) == NULL) {
 		reply_msg(req, 400, "bad fault", NULL);
+		return;
+	}
+	if (json_object_object_get_ex(o, "random", NULL)) {
+		if (random_config(o) != 0) {
+			json_object_put(o);
+			reply_msg(req, 400, "bad random fault", NULL);
+			return;
+		}
+		json_object_put(o);
+		reply(req, 200, "{\"ok\":true}", NULL);
 		return;
 	}
 	f = calloc(1, sizeof *f);
@@ -415,6 +658,7 @@ request_cb(struct evhttp_request *req, void *arg)
 			TAILQ_REMOVE(&sim.faults, f, entry);
 			free(f);
 		}
+		rnd.on = 0;
 		reply(req, 200, "{\"ok\":true}", NULL);
 	} else if (strcmp(path, "/v1/status") == 0)
 		reply(req, 200, "{\"success\":true}", NULL);

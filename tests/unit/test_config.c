@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "tmpdir.h"
+#include "utf8.h"
 
 
 static const char *
@@ -238,6 +239,150 @@ test_print_redacts(void **state)
 	config_free(&cfg);
 }
 
+/* Error texts quote a bounded prefix of a name: cut on a character boundary. */
+static void
+test_error_text_is_utf8(void **state)
+{
+	struct config cfg;
+	char text[256], pad[80], *cause;
+	size_t n;
+
+	(void)state;
+	for (n = 50; n < 70; n++) {
+		memset(pad, 'k', n);
+		pad[n] = '\0';
+		snprintf(text, sizeof text, "[api]\n%s\xe2\x82\xac = 1\n", pad);
+		cause = load(text, &cfg);
+		assert_non_null(cause);
+		if (!utf8_strict(cause))
+			fail_msg("not UTF-8: %s", cause);
+		free(cause);
+		config_free(&cfg);
+		snprintf(text, sizeof text, "[%s\xf0\x9f\x98\x80]\nx = 1\n", pad);
+		cause = load(text, &cfg);
+		assert_non_null(cause);
+		if (!utf8_strict(cause))
+			fail_msg("not UTF-8: %s", cause);
+		free(cause);
+		config_free(&cfg);
+		snprintf(text, sizeof text, "[daemon]\nallow_users = %s\xc3\xa9\n", pad);
+		cause = load(text, &cfg);
+		assert_non_null(cause);
+		if (!utf8_strict(cause))
+			fail_msg("not UTF-8: %s", cause);
+		free(cause);
+		config_free(&cfg);
+	}
+}
+
+/* config_load(path) must fail at once with an error naming path and holding fragment. */
+static void
+expect_load_error(const char *path, const char *fragment)
+{
+	struct config cfg;
+	char *cause = NULL;
+
+	config_defaults(&cfg);
+	alarm(10); /* a blocking open kills the test rather than hanging it */
+	assert_int_equal(config_load(&cfg, path, &cause), -1);
+	alarm(0);
+	assert_non_null(cause);
+	if (strstr(cause, path) == NULL || strstr(cause, fragment) == NULL)
+		fail_msg("error \"%s\" lacks \"%s\" or \"%s\"", cause, path, fragment);
+	free(cause);
+	config_free(&cfg);
+}
+
+static void
+test_config_not_regular(void **state)
+{
+	char fifo[300], big[300];
+	FILE *f;
+	int i;
+
+	(void)state;
+	snprintf(fifo, sizeof fifo, "%s/fifo.conf", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	expect_load_error(fifo, "not a regular file (a FIFO)");
+	expect_load_error("/dev/zero", "not a regular file (a character device)");
+	expect_load_error(dir, "not a regular file (a directory)");
+	snprintf(big, sizeof big, "%s/big.conf", dir);
+	f = fopen(big, "w");
+	assert_non_null(f);
+	for (i = 0; i < 110000; i++)
+		fputs("# padding\n", f);
+	fclose(f);
+	expect_load_error(big, "larger than 1 MiB");
+}
+
+static void
+test_ca_file_checked(void **state)
+{
+	struct config cfg;
+	char text[600], *cause;
+
+	(void)state;
+	snprintf(text, sizeof text, "[api]\nca_file = %s/missing.pem\n", dir);
+	cause = load(text, &cfg);
+	assert_non_null(cause);
+	if (strstr(cause, "ca_file") == NULL || strstr(cause, "missing.pem") == NULL ||
+	    strstr(cause, "No such file") == NULL)
+		fail_msg("bad error: %s", cause);
+	free(cause);
+	config_free(&cfg);
+
+	snprintf(text, sizeof text, "[api]\nca_file = %s\n", dir);
+	cause = load(text, &cfg);
+	assert_non_null(cause);
+	if (strstr(cause, "not a regular file (a directory)") == NULL)
+		fail_msg("bad error: %s", cause);
+	free(cause);
+	config_free(&cfg);
+
+	write_file("ca.pem", "-----BEGIN CERTIFICATE-----\n", 0644);
+	snprintf(text, sizeof text, "[api]\nca_file = %s/ca.pem\n", dir);
+	assert_null(load(text, &cfg));
+	config_free(&cfg);
+}
+
+static void
+test_credentials_not_regular(void **state)
+{
+	struct config cfg;
+	char path[300], *cause = NULL;
+	FILE *f;
+	int i;
+
+	(void)state;
+	snprintf(path, sizeof path, "%s/cred.fifo", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	config_defaults(&cfg);
+	cfg.credentials_file = strdup(path);
+	alarm(10);
+	assert_int_equal(config_load_credentials(&cfg, &cause), -1);
+	alarm(0);
+	if (strstr(cause, path) == NULL || strstr(cause, "not a regular file") == NULL)
+		fail_msg("bad error: %s", cause);
+	free(cause);
+	config_free(&cfg);
+
+	snprintf(path, sizeof path, "%s/cred.big", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	for (i = 0; i < 70000; i++)
+		fputc('x', f);
+	fclose(f);
+	chmod(path, 0600);
+	config_defaults(&cfg);
+	cfg.credentials_file = strdup(path);
+	cause = NULL;
+	assert_int_equal(config_load_credentials(&cfg, &cause), -1);
+	if (strstr(cause, path) == NULL || strstr(cause, "larger than 64 KiB") == NULL)
+		fail_msg("bad error: %s", cause);
+	free(cause);
+	config_free(&cfg);
+}
+
 int
 main(void)
 {
@@ -249,6 +394,10 @@ main(void)
 		cmocka_unit_test(test_credentials),
 		cmocka_unit_test(test_credentials_directory),
 		cmocka_unit_test(test_print_redacts),
+		cmocka_unit_test(test_error_text_is_utf8),
+		cmocka_unit_test(test_config_not_regular),
+		cmocka_unit_test(test_ca_file_checked),
+		cmocka_unit_test(test_credentials_not_regular),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);

@@ -3,12 +3,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "proto.h"
+#include "util.h"
+#include "utf8.h"
 
 #define UUID "294deacc-d8b8-4005-82c4-0727ba8ddde0"
 
@@ -163,6 +166,63 @@ test_nul_byte(void **state)
 	free(cause);
 }
 
+/* Error texts echo a bounded prefix of the input: it must end on a character boundary. */
+static void
+test_error_text_is_utf8(void **state)
+{
+	static const char *chars[] = { "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80" };
+	static const char *around[][2] = { /* what goes before and after the echoed text */
+		{ "{\"op\":\"", "\"}" },
+		{ "{\"op\":\"ping\",\"", "\":1}" },
+		{ "{\"op\":\"enqueue\",\"install\":\"", "\"}" },
+		{ "{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"type\":\"", "\"}" },
+	};
+	struct proto_request req;
+	const char *code;
+	char pad[80], line[256], *cause;
+	size_t c, f, n;
+
+	(void)state;
+	for (c = 0; c < sizeof chars / sizeof chars[0]; c++) {
+		for (n = 24; n < 70; n++) {
+			memset(pad, 'a', n);
+			pad[n] = '\0';
+			for (f = 0; f < sizeof around / sizeof around[0]; f++) {
+				snprintf(line, sizeof line, "%s%s%s%s", around[f][0], pad, chars[c],
+				    around[f][1]);
+				cause = NULL;
+				assert_int_equal(proto_request_parse(line, strlen(line), &req, &code,
+				    &cause), -1);
+				if (!utf8_strict(cause))
+					fail_msg("%s: error text is not UTF-8: %s", line, cause);
+				free(cause);
+			}
+		}
+	}
+}
+
+static void
+test_utf8_prefix(void **state)
+{
+	(void)state;
+	assert_int_equal(utf8_prefix("", 10), 0);
+	assert_int_equal(utf8_prefix("abc", 10), 3);
+	assert_int_equal(utf8_prefix("abc", 3), 3);
+	assert_int_equal(utf8_prefix("abc", 2), 2);
+	assert_int_equal(utf8_prefix("abc", 0), 0);
+	/* "aa€b": the euro sign is bytes 2-4 */
+	assert_int_equal(utf8_prefix("aa\xe2\x82\xac" "b", 2), 2);
+	assert_int_equal(utf8_prefix("aa\xe2\x82\xac" "b", 3), 2);
+	assert_int_equal(utf8_prefix("aa\xe2\x82\xac" "b", 4), 2);
+	assert_int_equal(utf8_prefix("aa\xe2\x82\xac" "b", 5), 5);
+	assert_int_equal(utf8_prefix("aa\xe2\x82\xac" "b", 6), 6);
+	assert_int_equal(utf8_prefix("\xf0\x9f\x98\x80", 3), 0);
+	assert_int_equal(utf8_prefix("\xf0\x9f\x98\x80", 4), 4);
+	assert_int_equal(utf8_prefix("\xc3\xa9\xc3\xa9", 3), 2);
+	/* Not UTF-8: a run of continuation bytes is cut where it is, never walked back far */
+	assert_int_equal(utf8_prefix("\x80\x80\x80\x80\x80\x80", 5), 2);
+}
+
 int
 main(void)
 {
@@ -171,6 +231,8 @@ main(void)
 		cmocka_unit_test(test_other_ops),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_nul_byte),
+		cmocka_unit_test(test_error_text_is_utf8),
+		cmocka_unit_test(test_utf8_prefix),
 	};
 
 	return cmocka_run_group_tests_name("proto", tests, NULL, NULL);

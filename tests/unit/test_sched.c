@@ -50,7 +50,8 @@ test_coalesce(void **state)
 static void
 test_ready_windows(void **state)
 {
-	struct class_state cs[NCLASSES] = { { 0, 0, 0 }, { 0, 0, 0 }, { 0, 0, 0 } };
+	struct class_state cs[NCLASSES] = { { SCHED_NEVER, SCHED_NEVER, 0 },
+		{ SCHED_NEVER, SCHED_NEVER, 0 }, { SCHED_NEVER, SCHED_NEVER, 0 } };
 	struct limits l = lim;
 	int64_t now = 1000000;
 
@@ -75,8 +76,17 @@ test_ready_windows(void **state)
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_CDN, now + 120000), now + 120000);
 	/* The window of one class: none before a first purge or with interval 0. */
 	assert_int_equal(sched_window_end(&cs[CLASS_OBJECT], 60), now + 60000 + G);
-	assert_int_equal(sched_window_end(&cs[CLASS_OBJECT], 0), 0);
-	assert_int_equal(sched_window_end(&(struct class_state){ 0, 0, 0 }, 60), 0);
+	assert_true(sched_window_end(&cs[CLASS_OBJECT], 0) == SCHED_NEVER);
+	assert_true(sched_window_end(&(struct class_state){ SCHED_NEVER, SCHED_NEVER, 0 },
+	    60) == SCHED_NEVER);
+	/*
+	 * A purge before a reboot is a negative monotonic time, not "never": its window
+	 * still holds on the new boot (regression: 0 and below used to mean never).
+	 */
+	assert_int_equal(sched_window_end(&(struct class_state){ -25000, SCHED_NEVER, 0 },
+	    60), 35000 + G);
+	assert_int_equal(sched_window_end(&(struct class_state){ 0, SCHED_NEVER, 0 }, 60),
+	    60000 + G);
 	/* Interval 0 means no spacing. */
 	l.interval[CLASS_OBJECT] = 0;
 	assert_int_equal(sched_ready_at(cs, &l, PURGE_OBJECT, 0), 0);
@@ -110,7 +120,8 @@ test_attempt_counts(void **state)
 	assert_true(sched_attempt_counts(0, 0, 0));    /* timeout: it may have acted */
 	assert_false(sched_attempt_counts(1, 503, 0));
 	assert_true(sched_attempt_counts(1, 202, 0));
-	assert_true(sched_attempt_counts(1, 429, 0));
+	/* A 429 is a refusal: the API did not act, the window is not used up. */
+	assert_false(sched_attempt_counts(1, 429, 0));
 }
 
 static void
@@ -185,6 +196,41 @@ test_retry_after(void **state)
 	assert_int_equal(sched_retry_after("12abc", now, 900000, &d), -1);
 	assert_int_equal(sched_retry_after("soon", now, 900000, &d), -1);
 	assert_int_equal(sched_retry_after("1.5", now, 900000, &d), -1);
+	/*
+	 * Dates at the extremes saturate before any multiplication (regression: year
+	 * 2147483647 overflowed int64 ms, a UBSan abort and a crash loop).
+	 */
+	assert_int_equal(sched_retry_after("Mon, 01 Jan 2147483647 00:00:00 GMT", now, 900000,
+	    &d) == 0 ? (d == 900000) : 1, 1);
+	assert_int_equal(sched_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now, 900000, &d), 0);
+	assert_int_equal(d, 900000);
+	assert_int_equal(sched_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now, 900000, &d), 0);
+	assert_int_equal(d, 0);
+	assert_int_equal(sched_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", INT64_MAX / 2, 900000,
+	    &d), 0);
+	assert_int_equal(d, 0);
+}
+
+static void
+test_delay_429(void **state)
+{
+	struct limits l = { { 60, 0, 0 }, 2, 300 };
+	int64_t now = 1784000000000LL;
+
+	(void)state;
+	/* The API's Retry-After is the time, even when shorter than the interval... */
+	assert_int_equal(sched_delay_429("7", 1, 60, &l, now), 7000);
+	/* ...but never below retry_initial (Retry-After: 0 made 12,648 calls in 5 s)... */
+	assert_int_equal(sched_delay_429("0", 1, 0, &l, now), 2000);
+	assert_int_equal(sched_delay_429("Thu, 01 Jan 1970 00:00:00 GMT", 1, 0, &l, now), 2000);
+	/* ...nor above retry_max. */
+	assert_int_equal(sched_delay_429("86400", 1, 60, &l, now), 300000);
+	assert_int_equal(sched_delay_429("Mon, 01 Jan 2147483647 00:00:00 GMT", 1, 60, &l, now),
+	    300000);
+	/* Without a usable one: the interval-based backoff. */
+	assert_int_equal(sched_delay_429(NULL, 1, 60, &l, now), 60000);
+	assert_int_equal(sched_delay_429("soon", 2, 60, &l, now), 120000);
+	assert_int_equal(sched_delay_429(NULL, 1, 0, &l, now), 2000);
 }
 
 static void
@@ -225,6 +271,7 @@ main(void)
 		cmocka_unit_test(test_backoff_transient),
 		cmocka_unit_test(test_backoff_429),
 		cmocka_unit_test(test_retry_after),
+		cmocka_unit_test(test_delay_429),
 		cmocka_unit_test(test_outage),
 	};
 

@@ -44,10 +44,11 @@ on_limit(void *arg, const char *install, int cls, const struct class_state *cs)
 }
 
 static void
-on_recovered(void *arg, const char *install, enum purge_type type)
+on_recovered(void *arg, int64_t id, const char *install, enum purge_type type)
 {
 	int *n = arg;
 
+	assert_true(id > 0);
 	assert_string_equal(install, A);
 	assert_int_equal(type, PURGE_PAGE);
 	(*n)++;
@@ -124,7 +125,7 @@ test_absorb(void **state)
 {
 	struct store *st = fresh();
 	struct store_status ss;
-	int64_t jo, jp, ja, ro, rp;
+	int64_t jo, jp, ja, ro, rp, rc;
 
 	(void)state;
 	store_begin(st);
@@ -132,11 +133,14 @@ test_absorb(void **state)
 	jp = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
 	ro = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 0, 1);
 	rp = store_request_insert(st, jp, A, PURGE_PAGE, NULL, 0, 0, 0, 1);
+	/* A cancelled request stays with the absorbed job and must stay readable. */
+	rc = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 1, 1);
+	assert_int_equal(store_request_cancel(st, rc, 1), 1);
 	ja = store_job_insert(st, A, PURGE_ALL, 0, 0, 2);
 	assert_int_equal(store_requests_move(st, jo, ja), 0);
 	assert_int_equal(store_requests_move(st, jp, ja), 0);
-	assert_int_equal(store_job_delete(st, jo), 0);
-	assert_int_equal(store_job_delete(st, jp), 0);
+	assert_int_equal(store_job_absorb(st, jo, "absorbed", 2), 0);
+	assert_int_equal(store_job_absorb(st, jp, "absorbed", 2), 0);
 	assert_int_equal(store_commit(st), 0);
 	assert_int_equal(store_job_live_requests(st, ja), 2);
 	assert_int_equal(store_request_get(st, ro, &ss), 1);
@@ -146,6 +150,10 @@ test_absorb(void **state)
 	store_status_free(&ss);
 	assert_int_equal(store_request_get(st, rp, &ss), 1);
 	assert_int_equal(ss.job, ja);
+	store_status_free(&ss);
+	assert_int_equal(store_request_get(st, rc, &ss), 1);
+	assert_int_equal(ss.state, JOB_CANCELLED);
+	assert_int_equal(ss.job, jo);
 	store_status_free(&ss);
 	store_close(st);
 }
@@ -195,8 +203,12 @@ test_recover_and_load(void **state)
 	st = store_open(path, &cause);
 	assert_non_null(st);
 	nrec = 0;
-	assert_int_equal(store_recover(st, on_recovered, &nrec), 1);
+	assert_int_equal(store_sending(st, on_recovered, &nrec), 0);
 	assert_int_equal(nrec, 1);
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_job_requeue(st, j2), 0);
+	assert_int_equal(store_probe(st, 7), 0);
+	assert_int_equal(store_commit(st), 0);
 	memset(&l, 0, sizeof l);
 	assert_int_equal(store_load(st, on_job, on_limit, &l), 0);
 	assert_int_equal(l.njobs, 2);
