@@ -1,9 +1,11 @@
 /* wpe-purgectl.c: command-line client for wpe-purged: enqueue, wait, inspect, control. */
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -26,6 +28,7 @@
 #define EXIT_UNREACHABLE 3
 #define EXIT_TIMEOUT 4
 #define EXIT_OUTPUT 5   /* what it had to print could not be written */
+#define EXIT_DENIED 6   /* this user may not use the daemon (or do this) */
 
 #define ANSWER_MAX (64 * 1024 * 1024)
 #define RECONNECT_FOR_MS 30000  /* how long a wait survives the daemon being away */
@@ -121,6 +124,31 @@ usage(int code)
 	exit(code);
 }
 
+/*
+ * The socket exists but we may not open it: say which group opens it, not just
+ * "Permission denied", which reads like a broken daemon.
+ */
+static __dead void
+die_denied(void)
+{
+	struct stat sb;
+	struct group *gr;
+	char gname[64] = "";
+
+	if (stat(sock_path, &sb) == 0) {
+		if ((gr = getgrgid(sb.st_gid)) != NULL)
+			snprintf(gname, sizeof gname, "%s", gr->gr_name);
+		else
+			snprintf(gname, sizeof gname, "%lu", (unsigned long)sb.st_gid);
+	}
+	if (gname[0] != '\0')
+		die(EXIT_DENIED, "permission denied: only members of the group \"%s\" may use "
+		    "wpe-purged at %s; ask an administrator to run `usermod -aG %s YOUR_USER`, "
+		    "then log in again (or run `newgrp %s`)", gname, sock_path, gname, gname);
+	die(EXIT_DENIED, "permission denied: you may not open %s (or the directory it is "
+	    "in); ask the administrator of wpe-purged for access", sock_path);
+}
+
 static int
 conn_open(struct conn *c, int quiet)
 {
@@ -139,6 +167,8 @@ conn_open(struct conn *c, int quiet)
 
 		close(c->fd);
 		c->fd = -1;
+		if (e == EACCES || e == EPERM)
+			die_denied();
 		if (!quiet)
 			die(EXIT_UNREACHABLE, "cannot reach wpe-purged at %s: %s", sock_path,
 			    strerror(e));
@@ -314,7 +344,7 @@ check_answer(json_object *o)
 		print_json(o);
 	fprintf(stderr, "wpe-purgectl: %s (%s)\n", sget(o, "message") ? sget(o, "message") :
 	    "the daemon refused the request", err ? err : "error");
-	exit(EXIT_USAGE);
+	exit(err != NULL && strcmp(err, "forbidden") == 0 ? EXIT_DENIED : EXIT_USAGE);
 }
 
 static int64_t

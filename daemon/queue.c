@@ -127,6 +127,8 @@ struct queue {
 	int flush_armed;
 	int warned_401;
 	int64_t started_wall;
+	void (*changed_cb)(void *);
+	void *changed_arg;
 	void (*stopped_cb)(void *);
 	void *stopped_arg;
 };
@@ -842,7 +844,7 @@ queue_wait_cancel(struct queue *q, struct waiter *w)
 
 /* Enqueue and group commit --------------------------------------------------------- */
 
-void *
+void
 queue_enqueue(struct queue *q, const struct proto_request *req, uid_t uid, pid_t pid,
     queue_answer_cb cb, void *arg)
 {
@@ -861,16 +863,17 @@ queue_enqueue(struct queue *q, const struct proto_request *req, uid_t uid, pid_t
 		q->flush_armed = 1;
 		event_active(q->flush_ev, 0, 0);
 	}
-	return p;
 }
 
 void
-queue_enqueue_forget(struct queue *q, void *handle)
+queue_enqueue_forget(struct queue *q, void *arg)
 {
-	struct pending *p = handle;
+	struct pending *p;
 
-	(void)q;
-	p->cb = NULL;
+	TAILQ_FOREACH(p, &q->pending, entry) {
+		if (p->arg == arg)
+			p->cb = NULL;
+	}
 }
 
 int
@@ -1307,9 +1310,14 @@ queue_summary(struct queue *q, char *buf, size_t len)
 		    queued, sending);
 	else if (q->paused)
 		snprintf(buf, len, "paused; queued %d, sending %d", queued, sending);
-	else if (queued > 0 && next > now)
-		snprintf(buf, len, "queued %d, sending %d, next purge in %lld s", queued, sending,
-		    (long long)((next - now + 999) / 1000));
+	else if (queued > 0 && next > now) {
+		char at[32];
+
+		/* A time, not a countdown: the line is sent when it changes, not every second. */
+		fmt_rfc3339(to_wall(next), at, sizeof at);
+		snprintf(buf, len, "queued %d, sending %d, next purge at %.8s UTC", queued, sending,
+		    at + 11);
+	}
 	else
 		snprintf(buf, len, "queued %d, sending %d", queued, sending);
 }
@@ -1441,6 +1449,16 @@ queue_run(struct queue *q)
 		queue_run_once(q);
 	} while (q->rerun);
 	q->running = 0;
+	/* Every change ends here: tell whoever shows the summary. */
+	if (q->changed_cb != NULL)
+		q->changed_cb(q->changed_arg);
+}
+
+void
+queue_set_changed_cb(struct queue *q, void (*cb)(void *), void *arg)
+{
+	q->changed_cb = cb;
+	q->changed_arg = arg;
 }
 
 static void

@@ -25,17 +25,14 @@ int queue_start(struct queue *);
 void queue_free(struct queue *);
 
 /*
- * Enqueue: committed with the other requests of this loop turn, then answered through cb.
- * Returns a handle for queue_enqueue_forget if the asker goes away first.
+ * Enqueue: committed with the other requests of this loop turn, then answered through
+ * cb(arg, ...). If the asker goes away first, queue_enqueue_forget(arg) drops every
+ * answer still owed to it (the requests themselves stay queued).
  */
-void *queue_enqueue(struct queue *, const struct proto_request *, uid_t, pid_t,
+void queue_enqueue(struct queue *, const struct proto_request *, uid_t, pid_t,
     queue_answer_cb, void *arg);
-void queue_enqueue_forget(struct queue *, void *handle);
+void queue_enqueue_forget(struct queue *, void *arg);
 
-/*
- * One request's status, as the asker (uid, admin) may see it: the reason is shown only to
- * the request's owner and to administrators.
- */
 json_object *queue_status(struct queue *, int64_t id, uid_t, int admin);
 /*
  * Wait for a request to finish. Answers at once (returns NULL) when it already is or does
@@ -64,6 +61,8 @@ void queue_shutdown(struct queue *, int64_t grace_ms, void (*done)(void *), void
  * commit: the watchdog stops pinging, and systemd restarts a daemon that turns but stalls.
  */
 int queue_progressing(struct queue *, int64_t max_ms);
+/* cb(arg) runs after every change of the queue (never re-entering it). */
+void queue_set_changed_cb(struct queue *, void (*cb)(void *), void *arg);
 /* A one-line summary for sd_notify STATUS=. */
 void queue_summary(struct queue *, char *buf, size_t len);
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -19,7 +20,9 @@
 #include "util.h"
 
 #define SHUTDOWN_GRACE_MS 5000
-#define STATUS_EVERY_S 5
+#define STATUS_MIN_MS 250        /* STATUS= at most this often; sent when it changes */
+/* What the unit's LoadCredential= reads: --check-config as root uses it. */
+#define SERVICE_CREDENTIALS "/etc/wpe-purged/credentials"
 
 struct daemon {
 	struct event_base *base;
@@ -27,7 +30,9 @@ struct daemon {
 	struct store *store;
 	struct queue *q;
 	struct server *srv;
-	struct event *status_ev;
+	struct event *status_ev;     /* one-shot: send STATUS= if the summary changed */
+	int64_t status_at;           /* monotonic ms of the last STATUS= */
+	char status[160];
 	struct event *watchdog_ev;
 	uint64_t watchdog_usec;
 	int verbose;
@@ -64,9 +69,13 @@ raise_fd_limit(void)
 static void
 notify_status(struct daemon *d)
 {
-	char buf[160];
+	char buf[sizeof d->status];
 
 	queue_summary(d->q, buf, sizeof buf);
+	if (strcmp(buf, d->status) == 0)
+		return;
+	memcpy(d->status, buf, sizeof buf);
+	d->status_at = clock_mono_ms();
 	sd_notifyf(0, "STATUS=%s", buf);
 }
 
@@ -76,6 +85,26 @@ status_cb(evutil_socket_t fd, short events, void *arg)
 	(void)fd;
 	(void)events;
 	notify_status(arg);
+}
+
+/*
+ * The queue changed: STATUS= follows it (not a period, which showed a stale summary for
+ * seconds after a burst), at most every STATUS_MIN_MS, and never from inside the queue.
+ */
+static void
+status_changed(void *arg)
+{
+	struct daemon *d = arg;
+	int64_t wait = d->status_at + STATUS_MIN_MS - clock_mono_ms();
+	struct timeval tv;
+
+	if (evtimer_pending(d->status_ev, NULL))
+		return;
+	if (wait < 0)
+		wait = 0;
+	tv.tv_sec = wait / 1000;
+	tv.tv_usec = (wait % 1000) * 1000;
+	evtimer_add(d->status_ev, &tv);
 }
 
 static void
@@ -175,7 +204,7 @@ main(int argc, char **argv)
 	struct event_config *evcfg;
 	struct timeval tv;
 	char *cause = NULL;
-	int ch, check = 0, i;
+	int ch, check = 0, service_cred = 0, i;
 
 	memset(&d, 0, sizeof d);
 	log_init("wpe-purged");
@@ -203,7 +232,14 @@ main(int argc, char **argv)
 		usage(stderr, 2);
 
 	config_defaults(&d.cfg);
-	if (config_load(&d.cfg, path, &cause) != 0 ||
+	if (config_load(&d.cfg, path, &cause) == 0 && check && geteuid() == 0 &&
+	    d.cfg.credentials_file == NULL && getenv("CREDENTIALS_DIRECTORY") == NULL &&
+	    access(SERVICE_CREDENTIALS, F_OK) == 0) {
+		/* An operator checking the installed service: read what the unit would. */
+		d.cfg.credentials_file = xstrdup(SERVICE_CREDENTIALS);
+		service_cred = 1;
+	}
+	if (cause != NULL ||
 	    config_load_credentials(&d.cfg, &cause) != 0) {
 		if (check)
 			fprintf(stderr, "%s\n", cause);
@@ -214,6 +250,12 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (check) {
+		if (service_cred) {
+			free(d.cfg.credentials_file);
+			d.cfg.credentials_file = NULL;
+			printf("# credentials read from %s, as the service's LoadCredential= "
+			    "gives them: OK\n", SERVICE_CREDENTIALS);
+		}
 		config_print(&d.cfg, stdout);
 		config_free(&d.cfg);
 		return 0;
@@ -256,10 +298,8 @@ main(int argc, char **argv)
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
 
-	d.status_ev = event_new(d.base, -1, EV_PERSIST, status_cb, &d);
-	tv.tv_sec = STATUS_EVERY_S;
-	tv.tv_usec = 0;
-	event_add(d.status_ev, &tv);
+	d.status_ev = evtimer_new(d.base, status_cb, &d);
+	queue_set_changed_cb(d.q, status_changed, &d);
 	if (sd_watchdog_enabled(0, &d.watchdog_usec) > 0) {
 		d.watchdog_ev = event_new(d.base, -1, EV_PERSIST, watchdog_cb, &d);
 		tv.tv_sec = (time_t)(d.watchdog_usec / 2 / 1000000);

@@ -82,6 +82,25 @@ class Pipelined(EnvTest):
                 c.s.close()
         self.assertTrue(self.env.request({"op": "ping"})["ok"])
 
+    def test_client_reset_with_enqueues_owed(self):
+        # A connection dropped (RST) while its enqueue answers are owed: the commit
+        # must not answer the freed connection.
+        import struct
+        self.env.request({"op": "pause"})
+        lines = "".join(json.dumps({"op": "enqueue", "install": I1, "type": "page"}) + "\n"
+                        for _ in range(300)).encode()
+        for _ in range(30):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(self.env.sock)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # unread answers in our receive queue make the close a reset for the daemon
+            s.sendall(b'{"op":"ping"}\n' * 20)
+            time.sleep(0.02)
+            s.sendall(lines)
+            s.close()
+        self.assertTrue(self.env.request({"op": "ping"})["ok"])
+        self.assertIsNone(self.env.daemon.poll())
+
 
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:

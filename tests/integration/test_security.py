@@ -28,13 +28,26 @@ class Access(EnvTest):
 
     def test_outsider_gets_forbidden_and_is_disconnected(self):
         rc, answers, err = self.env.as_user(NOBODY, NOBODY, args=["ping"])
-        self.assertEqual(rc, 2, err)
+        self.assertEqual(rc, 6, err)          # exit 6: not allowed
         self.assertIn("may not use wpe-purged", err)
         self.assertIn("refused client uid 65534", self.env.log())
         # and nothing it sends is read: enqueue never reaches the store
         rc, answers, err = self.env.as_user(NOBODY, NOBODY, args=["enqueue", I1])
-        self.assertEqual(rc, 2)
+        self.assertEqual(rc, 6)
         self.assertEqual(self.env.request({"op": "stats"})["requests"], 0)
+
+    def test_socket_permission_denied_names_the_group(self):
+        # a socket only its group may open: an outsider gets exit 6 and the group name
+        os.chmod(self.env.sock, 0o660)
+        os.chown(self.env.sock, 0, 4242)
+        try:
+            rc, answers, err = self.env.as_user(4200, 4200, args=["ping"])
+        finally:
+            os.chmod(self.env.sock, 0o666)
+        self.assertEqual(rc, 6, err)
+        self.assertIn("permission denied", err)
+        self.assertIn("usermod -aG", err)
+        self.assertRegex(err, r'group "(4242|[a-z][-a-z0-9_]*)"')
 
     def test_allowed_by_user_and_by_group(self):
         rc, answers, err = self.env.as_user(4200, 4200, args=["ping"])
@@ -46,7 +59,7 @@ class Access(EnvTest):
 
     def test_pause_and_foreign_cancel_need_admin(self):
         rc, answers, err = self.env.as_user(4200, 4200, args=["pause"])
-        self.assertEqual(rc, 2)
+        self.assertEqual(rc, 6)
         self.assertIn("admin_group", err)
         self.assertFalse(self.env.request({"op": "stats"})["paused"])
         rc, answers, err = self.env.as_user(4200, 4200, groups=[4343], args=["pause"])
@@ -55,7 +68,7 @@ class Access(EnvTest):
         mine = self.env.as_user(4200, 4200, args=["enqueue", I1, "-t", "page"])[1][0]["id"]
         theirs = self.enqueue(I2, "page")["id"]  # root's
         rc, answers, err = self.env.as_user(4200, 4200, args=["cancel", str(theirs)])
-        self.assertEqual(rc, 2)
+        self.assertEqual(rc, 6)
         self.assertIn("another user", err)
         self.assertEqual(self.status(theirs)["state"], "queued")
         rc, answers, err = self.env.as_user(4200, 4200, args=["cancel", str(mine)])

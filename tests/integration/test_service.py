@@ -93,6 +93,46 @@ class Notify(unittest.TestCase):
             ns.close()
             env.close()
 
+    def test_status_follows_the_queue(self):
+        # STATUS= is sent when the summary changes (it used to be every 5 s, so right
+        # after a burst systemctl status showed a queue that list said was empty)
+        env = Env()
+        path = os.path.join(env.dir, "notify")
+        ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ns.bind(path)
+        try:
+            os.environ.update(NOTIFY_SOCKET=path)
+            env.start(expect_ready=False)
+            os.environ.pop("NOTIFY_SOCKET")
+
+            def status_within(pred, seconds):
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    ns.settimeout(max(0.01, end - time.monotonic()))
+                    try:
+                        m = ns.recv(4096).decode()
+                    except socket.timeout:
+                        break
+                    if m.startswith("STATUS=") and pred(m[7:]):
+                        return m[7:]
+                self.fail("no matching STATUS= within %s s" % seconds)
+
+            wait_for(lambda: env.ctl("ping")[0] == 0, what="ready")
+            env.request({"op": "pause"})
+            for _ in range(5):
+                env.request({"op": "enqueue", "install": I1, "type": "object"})
+            status_within(lambda m: m.startswith("paused; queued 1"), 1.5)
+            env.request({"op": "resume"})
+            wait_for(lambda: env.request({"op": "list"})["jobs"] == [], what="sent")
+            self.assertEqual(status_within(lambda m: m.startswith("queued 0"), 1.5),
+                             "queued 0, sending 0")
+            env.request({"op": "enqueue", "install": I1, "type": "object"})
+            m = status_within(lambda m: "next purge at" in m, 1.5)
+            self.assertRegex(m, r"^queued 1, sending 0, next purge at \d\d:\d\d:\d\d UTC$")
+        finally:
+            ns.close()
+            env.close()
+
 
 @unittest.skipUnless(shutil.which("systemd-socket-activate"), "systemd-socket-activate missing")
 class SocketActivation(unittest.TestCase):
