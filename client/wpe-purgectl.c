@@ -85,7 +85,7 @@ static const char usage_text[] =
     "\n"
     "exit status: 0 success (with --wait: purged), 1 the purge failed or was cancelled,\n"
     "2 usage error or input rejected, 3 daemon unreachable, 4 wait timed out,\n"
-    "5 the output could not be written.\n";
+    "5 the output could not be written, 6 permission denied.\n";
 
 /*
  * On exit: what was printed must have reached stdout (a full disk, a closed pipe). A

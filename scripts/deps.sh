@@ -2,10 +2,12 @@
 # deps.sh: install the Debian packages wpe-purged needs to build, test and run.
 set -eu
 # Besides the obvious: file (cpack's shlibdeps runs it), git (lint.sh lists the sources
-# with git ls-files), man-db (systemd-analyze verify runs man for Documentation=).
+# with git ls-files), man-db (systemd-analyze verify runs man for Documentation=),
+# debootstrap and systemd-container (tests/system boots a real systemd in a container).
 PKGS="build-essential cmake pkg-config clang libevent-dev libcurl4-openssl-dev
 libjson-c-dev libsqlite3-dev libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3
-faketime util-linux valgrind cppcheck clang-tidy libclang-rt-14-dev
+faketime util-linux valgrind cppcheck clang-tidy libclang-rt-14-dev debootstrap
+systemd-container
 scdoc dpkg-dev file git man-db bash-completion systemd"
 missing=""
 for p in $PKGS; do

@@ -2,7 +2,7 @@
 # test.sh: install what is missing, build with gcc and clang (-Werror) and the Debian
 # package, run static analysis, every test with the gcc build, every test again under
 # ASan + UBSan (clang), the integration tests with the daemon under Valgrind memcheck,
-# and bounded fuzzing.
+# the package under a real systemd (systemd-nspawn), and bounded fuzzing.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
@@ -45,6 +45,13 @@ echo "== integration tests with the daemon under Valgrind memcheck"
 --errors-for-leak-kinds=definite --show-leak-kinds=definite"
 	cd build && ctest --output-on-failure -R "$VALGRIND_TESTS"
 )
+
+echo "== the package under a real systemd (systemd-nspawn boots Debian 12)"
+if [ "${WPE_SYSTEM_TEST:-1}" = 0 ]; then
+	echo "skipped: WPE_SYSTEM_TEST=0 (scripts/fresh-check.sh sets it: no nspawn in nspawn)"
+else
+	sh tests/system/run.sh "$WPE_DEB" build/tests/apisim
+fi
 
 echo "== fuzzing, ${FUZZ_SECONDS}s per harness"
 sh scripts/fuzz.sh "$FUZZ_SECONDS"
