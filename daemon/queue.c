@@ -339,9 +339,12 @@ load_limit(void *arg, const char *install, int cls, const struct class_state *cs
 	in->cls[cls].strikes = cs->strikes;
 	in->cls[cls].last_start = to_mono(cs->last_start);
 	in->cls[cls].blocked_until = to_mono(cs->blocked_until);
-	/* Never trust a persisted time in the future more than the rules allow. */
-	if (in->cls[cls].last_start > now)
-		in->cls[cls].last_start = now;
+	/*
+	 * Never trust a persisted time in the future more than the rules allow: a window
+	 * may start up to one API timeout ahead (an interrupted attempt), no more.
+	 */
+	if (in->cls[cls].last_start > now + q->cfg->timeout * 1000)
+		in->cls[cls].last_start = now + q->cfg->timeout * 1000;
 	if (in->cls[cls].blocked_until > max_block)
 		in->cls[cls].blocked_until = max_block;
 }
@@ -385,12 +388,17 @@ queue_create(struct event_base *base, struct config *cfg, struct store *store)
 /* Rebuilding from the store ------------------------------------------------------- */
 
 struct sending_rows {
-	struct { int64_t id; char install[37]; enum purge_type type; } *v;
+	struct {
+		int64_t id, started_at;
+		char install[37];
+		enum purge_type type;
+	} *v;
 	size_t n, cap;
 };
 
 static void
-note_sending(void *arg, int64_t id, const char *install, enum purge_type type)
+note_sending(void *arg, int64_t id, const char *install, enum purge_type type,
+    int64_t started_at)
 {
 	struct sending_rows *r = arg;
 
@@ -399,6 +407,7 @@ note_sending(void *arg, int64_t id, const char *install, enum purge_type type)
 		r->v = xrealloc(r->v, r->cap * sizeof *r->v);
 	}
 	r->v[r->n].id = id;
+	r->v[r->n].started_at = started_at;
 	memcpy(r->v[r->n].install, install, 37);
 	r->v[r->n++].type = type;
 }
@@ -408,10 +417,12 @@ static void waiters_recheck(struct queue *);
 /*
  * Make memory what the store says: at start-up, and after a storage failure left them
  * apart. A job the store says is being sent but that is not in flight here (the daemon
- * died while sending it, or its answer could not be recorded) is queued again, and its
- * install's window starts again now, written in the same transaction: the API may have
- * acted on it up to this moment. That transaction also writes a probe row, so nothing
- * is rebuilt until the store takes writes. Returns the number of such jobs, or -1.
+ * died while sending it, or its answer could not be recorded) is queued again (or
+ * dropped, if every request it had was cancelled meanwhile), and its install's window
+ * starts again, written in the same transaction: the API may have acted on it up to now,
+ * or up to the attempt's timeout if that is later (a slow API still holding it). That
+ * transaction also writes a probe row, so nothing is rebuilt until the store takes
+ * writes. Returns the number of such jobs, or -1.
  */
 static int
 queue_rebuild(struct queue *q)
@@ -419,10 +430,10 @@ queue_rebuild(struct queue *q)
 	struct sending_rows rows = { NULL, 0, 0 };
 	struct install *in;
 	struct job *j, *t;
-	int64_t now_wall = clock_wall_ms();
+	int64_t now_wall = clock_wall_ms(), acted;
 	unsigned mask;
 	size_t i;
-	int c, n = 0;
+	int c, n = 0, live;
 
 	q->last_recover = now_mono();
 	if (store_begin(q->store) != 0 || store_probe(q->store, now_wall) != 0 ||
@@ -431,12 +442,20 @@ queue_rebuild(struct queue *q)
 	for (i = 0; i < rows.n; i++) {
 		if ((j = job_find(q, rows.v[i].id)) != NULL && j->in_flight)
 			continue;
-		if (store_job_requeue(q->store, rows.v[i].id) != 0)
+		if ((live = store_job_live_requests(q->store, rows.v[i].id)) < 0)
 			goto fail;
+		if (live > 0 ? store_job_requeue(q->store, rows.v[i].id) != 0 :
+		    store_job_absorb(q->store, rows.v[i].id, "dropped: its requests were "
+		    "cancelled while it was being sent", now_wall) != 0)
+			goto fail;
+		acted = now_wall;
+		if (rows.v[i].started_at > 0 &&
+		    rows.v[i].started_at + q->cfg->timeout * 1000 > acted)
+			acted = rows.v[i].started_at + q->cfg->timeout * 1000;
 		mask = sched_type_classes(rows.v[i].type);
 		for (c = 0; c < NCLASSES; c++) {
 			if ((mask & (1u << c)) && store_limit_touch(q->store, rows.v[i].install,
-			    c, now_wall) != 0)
+			    c, acted) != 0)
 				goto fail;
 		}
 		n++;

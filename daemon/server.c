@@ -6,6 +6,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #define CONN_OUTPUT_LOW (64 * 1024)       /* ...until it has read down to this */
 #define CONN_INPUT_MAX (128 * 1024)       /* unhandled input held while an answer is owed */
 #define CONN_MAX_OWED 1024                /* enqueue answers owed before it must wait */
+#define CONN_EVICT_GRACE_MS 1000          /* active this recently: never evicted */
 
 /*
  * A connection answers its requests in order. Enqueues are handed to the group commit
@@ -50,6 +52,10 @@ struct conn {
 	int closing;     /* close once the output is written */
 	int kill;        /* drop now: freed by the outermost callback, never mid-request */
 	int gone;        /* the peer closed both directions: nobody reads answers */
+	int toolong;     /* an over-long line waits behind owed answers, then closes */
+	int tmo_owes;    /* timeouts last set for this state (-1: never) */
+	struct event *hup_ev; /* while not reading: notices the peer going away */
+	int hup_fd;           /* its own dup of the socket (see conn_watch) */
 	int64_t last_active; /* monotonic ms of its last request */
 	struct waiter *waiter;
 	TAILQ_ENTRY(conn) entry;
@@ -78,11 +84,47 @@ conn_busy(const struct conn *c)
 	return c->waiting || c->held != NULL || c->owed >= CONN_MAX_OWED;
 }
 
+/* May it be closed to make room: nothing owed, nothing half-sent, quiet for a while? */
 static int
-conn_idle(const struct conn *c)
+conn_idle(const struct conn *c, int64_t now)
 {
 	return !c->waiting && c->held == NULL && c->owed == 0 && !c->closing &&
+	    now - c->last_active >= CONN_EVICT_GRACE_MS &&
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
 	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+static void conn_hup_cb(evutil_socket_t, short, void *);
+
+/*
+ * While a connection is not read (it owes a wait after a half-close, or has a lot
+ * pipelined), watch it for the peer going away: edge-triggered on a dup of the socket,
+ * since libevent cannot mix edge- and level-triggered events on one descriptor. Without
+ * a spare descriptor there is no watch; the wait's end or timeout frees it.
+ */
+static void
+conn_watch(struct conn *c, int on)
+{
+	if (!on) {
+		if (c->hup_ev != NULL) {
+			event_free(c->hup_ev);
+			close(c->hup_fd);
+			c->hup_ev = NULL;
+		}
+		return;
+	}
+	if (c->hup_ev != NULL)
+		return;
+	if ((c->hup_fd = fcntl(bufferevent_getfd(c->bev), F_DUPFD_CLOEXEC, 0)) == -1)
+		return;
+	c->hup_ev = event_new(c->srv->base, c->hup_fd, EV_READ | EV_ET | EV_PERSIST,
+	    conn_hup_cb, c);
+	if (c->hup_ev == NULL || event_add(c->hup_ev, NULL) != 0) {
+		if (c->hup_ev != NULL)
+			event_free(c->hup_ev);
+		c->hup_ev = NULL;
+		close(c->hup_fd);
+	}
 }
 
 /*
@@ -97,12 +139,22 @@ conn_io(struct conn *c)
 	size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
 	int owes = c->waiting || c->held != NULL || c->owed > 0;
 
-	if (!c->eof && !c->closing && !c->kill && out <= CONN_OUTPUT_HIGH &&
-	    in < CONN_INPUT_MAX)
+	if (!c->eof && !c->closing && !c->kill && !c->toolong && out <= CONN_OUTPUT_HIGH &&
+	    in < CONN_INPUT_MAX) {
+		conn_watch(c, 0);
 		bufferevent_enable(c->bev, EV_READ);
-	else
+	} else {
 		bufferevent_disable(c->bev, EV_READ);
-	bufferevent_set_timeouts(c->bev, owes ? NULL : &tv, &tv);
+		conn_watch(c, !c->gone && !c->closing && !c->kill);
+	}
+	/*
+	 * Set only when the state changes: libevent restarts a timer whenever it is set,
+	 * and a client's input must not restart the "answers make no progress" timer.
+	 */
+	if (owes != c->tmo_owes) {
+		bufferevent_set_timeouts(c->bev, owes ? NULL : &tv, &tv);
+		c->tmo_owes = owes;
+	}
 }
 
 static void
@@ -116,6 +168,7 @@ conn_lost(struct conn *c)
 		queue_enqueue_forget(srv->q, c);
 	free(c->held);
 	event_free(c->resume_ev);
+	conn_watch(c, 0);
 	bufferevent_free(c->bev);
 	TAILQ_REMOVE(&srv->conns, c, entry);
 	srv->nconns--;
@@ -303,7 +356,9 @@ conn_process(struct conn *c)
 	c->processing = 1;
 	if (c->held != NULL && c->owed == 0 && !c->waiting)
 		conn_release_held(c);
-	while (!conn_busy(c) && !c->closing && !c->kill &&
+	if (c->toolong && c->owed == 0 && c->held == NULL && !c->waiting)
+		goto too_long_now;
+	while (!c->toolong && !conn_busy(c) && !c->closing && !c->kill &&
 	    evbuffer_get_length(out) <= CONN_OUTPUT_HIGH) {
 		avail = evbuffer_get_length(in);
 		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
@@ -352,6 +407,14 @@ conn_process(struct conn *c)
 	}
 	return;
 too_long:
+	if (c->owed > 0 || c->held != NULL) {
+		/* Its error comes after the answers it owes; read nothing more meanwhile. */
+		c->toolong = 1;
+		c->processing = 0;
+		conn_io(c);
+		return;
+	}
+too_long_now:
 	c->processing = 0;
 	if (conn_send(c, proto_error("line_too_long",
 	    "request line longer than 65536 bytes; closing the connection")) != 0) {
@@ -366,8 +429,11 @@ too_long:
 static void
 conn_read_cb(struct bufferevent *bev, void *arg)
 {
+	struct conn *c = arg;
+
 	(void)bev;
-	conn_process(arg);
+	c->last_active = clock_mono_ms();
+	conn_process(c);
 }
 
 /* The output drained to its low-water mark: close, or take more of its requests. */
@@ -399,6 +465,42 @@ conn_peer_gone(struct conn *c)
 	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR)) != 0;
 }
 
+/*
+ * The peer is gone entirely. If it was waiting, nothing after its wait may run (the wait
+ * is never answered): drop the connection and its unread lines. Otherwise the lines it
+ * sent before closing are still handled, their answers discarded.
+ */
+static void
+conn_gone(struct conn *c)
+{
+	log_debug("client uid %ld pid %ld went away", (long)c->uid, (long)c->pid);
+	c->gone = 1;
+	conn_watch(c, 0);
+	if (c->waiting) {
+		if (c->processing)
+			c->kill = 1;
+		else
+			conn_lost(c);
+		return;
+	}
+	evbuffer_drain(bufferevent_get_output(c->bev),
+	    evbuffer_get_length(bufferevent_get_output(c->bev)));
+	if (!c->processing)
+		conn_process(c);
+}
+
+/* Edge-triggered watch while not reading: new data, a half-close, or a hang-up. */
+static void
+conn_hup_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)events;
+	if (!c->gone && conn_peer_gone(c))
+		conn_gone(c);
+}
+
 static void
 conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
@@ -418,14 +520,8 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		 * that is gone (a killed CI job) frees its slot and its wait now.
 		 */
 		if (conn_peer_gone(c)) {
-			log_debug("client uid %ld pid %ld went away", (long)c->uid, (long)c->pid);
-			c->gone = 1;
-			if (c->waiter != NULL)
-				queue_wait_cancel(c->srv->q, c->waiter);
-			c->waiter = NULL;
-			c->waiting = 0;
-			evbuffer_drain(bufferevent_get_output(c->bev),
-			    evbuffer_get_length(bufferevent_get_output(c->bev)));
+			conn_gone(c);
+			return;
 		}
 		if (!c->processing)
 			conn_process(c);
@@ -498,6 +594,7 @@ static int
 conns_of_uid(const struct server *srv, uid_t uid, struct conn **idlest)
 {
 	struct conn *c;
+	int64_t now = clock_mono_ms();
 	int n = 0;
 
 	*idlest = NULL;
@@ -505,7 +602,8 @@ conns_of_uid(const struct server *srv, uid_t uid, struct conn **idlest)
 		if (c->uid != uid || !c->counted)
 			continue;
 		n++;
-		if (conn_idle(c) && (*idlest == NULL || c->last_active < (*idlest)->last_active))
+		if (conn_idle(c, now) &&
+		    (*idlest == NULL || c->last_active < (*idlest)->last_active))
 			*idlest = c;
 	}
 	return n;
@@ -572,6 +670,7 @@ accept_cb(evutil_socket_t lfd, short events, void *arg)
 		conn_authorize(srv->cfg, c, fd, &allowed);
 		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 		c->resume_ev = event_new(srv->base, -1, 0, conn_resume_cb, c);
+		c->tmo_owes = -1;
 		if (c->bev == NULL || c->resume_ev == NULL) {
 			if (c->bev != NULL)
 				bufferevent_free(c->bev);

@@ -32,7 +32,7 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
 	[S_REQUEUE_JOB] = "UPDATE jobs SET state = 'queued' WHERE id = ?1 AND state = 'sending'",
-	[S_LOAD_SENDING] = "SELECT id, install, type FROM jobs WHERE state = 'sending'",
+	[S_LOAD_SENDING] = "SELECT id, install, type, started_at FROM jobs WHERE state = 'sending'",
 	[S_LOAD_JOBS] = "SELECT id, install, type, attempts, not_before, http_status, message,"
 	    " created_at, started_at FROM jobs WHERE state = 'queued' ORDER BY id",
 	[S_LOAD_LIMITS] = "SELECT install, class, last_start, blocked_until, strikes"
@@ -374,8 +374,8 @@ store_rollback(struct store *st)
 }
 
 int
-store_sending(struct store *st, void (*cb)(void *, int64_t, const char *, enum purge_type),
-    void *arg)
+store_sending(struct store *st,
+    void (*cb)(void *, int64_t, const char *, enum purge_type, int64_t), void *arg)
 {
 	sqlite3_stmt *s = stmt(st, S_LOAD_SENDING);
 	char install[37];
@@ -386,7 +386,8 @@ store_sending(struct store *st, void (*cb)(void *, int64_t, const char *, enum p
 		    (const char *)sqlite3_column_text(s, 1) : "");
 		t = type_parse((const char *)sqlite3_column_text(s, 2));
 		if (t >= 0 && uuid_valid(install))
-			cb(arg, sqlite3_column_int64(s, 0), install, (enum purge_type)t);
+			cb(arg, sqlite3_column_int64(s, 0), install, (enum purge_type)t,
+			    sqlite3_column_int64(s, 3));
 	}
 	sqlite3_reset(s);
 	if (rc != SQLITE_DONE) {

@@ -55,9 +55,12 @@ int store_begin(struct store *);
 int store_commit(struct store *);
 void store_rollback(struct store *);
 
-/* Call cb for every job the store says is being sent (id, install, type). 0, or -1. */
-int store_sending(struct store *, void (*cb)(void *, int64_t, const char *, enum purge_type),
-    void *arg);
+/*
+ * Call cb for every job the store says is being sent (id, install, type, started_at wall
+ * ms). 0, or -1.
+ */
+int store_sending(struct store *,
+    void (*cb)(void *, int64_t, const char *, enum purge_type, int64_t), void *arg);
 /* A job whose sending was interrupted (or whose outcome was never recorded) is queued. */
 int store_job_requeue(struct store *, int64_t id);
 /* Write a row that exists only to prove the database takes writes again. */

@@ -324,8 +324,8 @@ class Windows(unittest.TestCase):
                                 "the window given at restart 1 was lost by the crash")
 
     def test_aborted_at_shutdown_is_treated_as_interrupted(self):
-        # the API timeout is longer than the shutdown grace: the grace ends it
-        self.env = env = Env(limits={"object_interval": 6}, api={"timeout": 30})
+        # the API timeout (8 s) is longer than the shutdown grace (5 s): the grace ends it
+        self.env = env = Env(limits={"object_interval": 6}, api={"timeout": 8})
         env.start()
         env.fault(delay_ms=9000)
         r = env.request({"op": "enqueue", "install": I1, "type": "object"})
@@ -448,12 +448,28 @@ class ConnectionRules(EnvTest):
             for c in held:
                 self.assertTrue(c.call({"op": "ping"})["ok"])
                 time.sleep(0.02)
+            time.sleep(1.1)     # quiet for a second: only then may one be evicted
             with self.env.connect() as extra:
                 self.assertTrue(extra.call({"op": "ping"})["ok"])
             # the longest-idle (first) was closed
             with self.assertRaises((EOFError, OSError)):
                 held[0].call({"op": "ping"})
             self.assertTrue(held[4].call({"op": "ping"})["ok"])
+        finally:
+            for c in held:
+                c.s.close()
+
+    def test_half_sent_request_is_not_evicted(self):
+        held = [self.env.connect() for _ in range(5)]
+        try:
+            time.sleep(1.1)
+            for c in held:
+                c.send('{"op":"pi')          # half a request each
+            with self.env.connect() as extra:
+                self.assertEqual(extra.recv()["error"], "too_many_connections")
+            for c in held:
+                c.send('ng"}\n')
+                self.assertTrue(c.recv()["ok"])
         finally:
             for c in held:
                 c.s.close()
@@ -512,6 +528,127 @@ class ConnectionRules(EnvTest):
             time.sleep(0.3)
             self.env.request({"op": "resume"})
             self.assertEqual(c.recv()["state"], "done")
+
+
+class ReviewFindings(EnvTest):
+    """Defects an adversarial review proved against the first version of this round."""
+
+    daemon = "idle_timeout = 2\n"
+
+    def stats(self):
+        st = self.env.request({"op": "stats"})
+        return st["connections"], st["waiters"]
+
+    def test_line_too_long_waits_for_owed_answers(self):
+        self.env.request({"op": "pause"})
+        r = self.enqueue(I2, "page")
+        with self.env.connect() as c:
+            # all of it is read while the wait holds the line after it
+            c.send(json.dumps({"op": "wait", "id": r["id"], "timeout": 0.5}) + "\n" +
+                   json.dumps({"op": "enqueue", "install": I1, "type": "page"}) + "\n" +
+                   "x" * 70000 + "\n")
+            self.assertEqual(c.recv()["error"], "timeout")
+            a = c.recv()
+            self.assertTrue(a.get("ok"), a)          # the enqueue's answer first
+            b = c.recv()
+            self.assertEqual(b["error"], "line_too_long")
+
+    def check_waiter_dropped(self, send_more):
+        self.env.request({"op": "pause"})
+        r = self.enqueue(I1, "page")
+        w = self.env.connect()
+        w.send(json.dumps({"op": "wait", "id": r["id"]}) + "\n")
+        send_more(w)
+        wait_for(lambda: self.stats()[1] == 1, what="waiting")
+        w.s.close()
+        wait_for(lambda: self.stats() == (1, 0), timeout=3, what="gone waiter dropped")
+
+    def test_waiter_gone_after_half_close(self):
+        def half_close(w):
+            time.sleep(0.2)
+            w.s.shutdown(socket.SHUT_WR)
+            time.sleep(0.2)
+        self.check_waiter_dropped(half_close)
+
+    def test_waiter_gone_with_much_pipelined_behind(self):
+        self.check_waiter_dropped(lambda w: w.send(b'{"op":"ping"}\n' * 15000))
+
+    def test_lines_after_a_gone_wait_never_run(self):
+        self.env.request({"op": "pause"})
+        r = self.enqueue(I1, "page")
+        w = self.env.connect()
+        w.send("".join(json.dumps(x) + "\n" for x in (
+            {"op": "wait", "id": r["id"]}, {"op": "cancel", "id": r["id"]},
+            {"op": "enqueue", "install": I2, "type": "page"})))
+        time.sleep(0.3)
+        w.s.close()
+        wait_for(lambda: self.stats() == (1, 0), timeout=3, what="gone waiter dropped")
+        self.assertEqual(self.status(r["id"])["state"], "queued")
+        self.assertEqual(self.env.request({"op": "stats"})["requests"], 1)
+
+    def test_input_does_not_keep_a_stalled_reader_alive(self):
+        c = self.env.connect()
+        c.s.setblocking(False)
+        try:
+            c.s.send(b'{"op":"ping"}\n' * 6000)
+        except BlockingIOError:
+            pass
+        gone = False
+        for _ in range(10):                      # a blank line a second, never reading
+            time.sleep(1)
+            try:
+                c.s.send(b"\n")
+            except OSError:
+                gone = True
+                break
+            if self.stats()[0] == 1:
+                gone = True
+                break
+        c.s.close()
+        self.assertTrue(gone, "a client that never reads stayed connected for 10 s")
+
+
+class ReviewFindingsResend(unittest.TestCase):
+    """A job whose requests were all cancelled while sent is not sent again (review 5)."""
+
+    def test_cancelled_while_sending_not_resent_after_kill9(self):
+        env = Env(limits={"object_interval": 2})
+        try:
+            env.start()
+            env.fault(delay_ms=4000)
+            r = env.request({"op": "enqueue", "install": I1, "type": "page"})
+            wait_for(lambda: env.request({"op": "status", "id": r["id"]})["state"] ==
+                     "sending", what="sending")
+            self.assertEqual(env.request({"op": "cancel", "id": r["id"]})["state"],
+                             "cancelled")
+            env.kill9()
+            t_restart = time.time()
+            env.start()
+            time.sleep(3)
+            again = [c for c in env.purges(I1, status=None) if c["arrived"] > t_restart]
+            self.assertEqual(again, [], "sent again for nobody")
+            self.assertEqual(env.request({"op": "list"})["jobs"], [])
+        finally:
+            env.close()
+
+    def test_window_after_crash_covers_a_slow_api(self):
+        # the API acts on the interrupted attempt 1.5 s after it arrived; the daemon was
+        # restarted at +0.3 s: the resend must still be an interval after the API acted
+        env = Env(limits={"object_interval": 2}, api={"timeout": 3})
+        try:
+            env.start()
+            env.fault(delay_ms=1500)
+            r = env.request({"op": "enqueue", "install": I1, "type": "object"})
+            wait_for(lambda: env.request({"op": "status", "id": r["id"]})["state"] ==
+                     "sending", what="sending")
+            time.sleep(0.3)
+            env.kill9()
+            env.start()
+            env.wait_state(r["id"], timeout=20)
+            calls = env.purges(I1, status=None)
+            self.assertEqual([c["status"] for c in calls[1:]], [202], calls)
+        finally:
+            env.close()
 
 
 class Visibility(EnvTest):

@@ -44,10 +44,12 @@ on_limit(void *arg, const char *install, int cls, const struct class_state *cs)
 }
 
 static void
-on_recovered(void *arg, int64_t id, const char *install, enum purge_type type)
+on_recovered(void *arg, int64_t id, const char *install, enum purge_type type,
+    int64_t started_at)
 {
 	int *n = arg;
 
+	(void)started_at;
 	assert_true(id > 0);
 	assert_string_equal(install, A);
 	assert_int_equal(type, PURGE_PAGE);
