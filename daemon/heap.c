@@ -87,7 +87,7 @@ heap_set(struct heap *h, struct heap_node *n, int64_t key, uint64_t seq)
 	}
 	if (h->n == h->cap) {
 		h->cap = h->cap == 0 ? 64 : h->cap * 2;
-		h->v = xrealloc(h->v, h->cap * sizeof *h->v);
+		h->v = xrealloc(h->v, h->cap * sizeof(struct heap_node *));
 	}
 	n->key = key;
 	n->seq = seq;

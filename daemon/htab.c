@@ -11,7 +11,7 @@ htab_init(struct htab *t)
 {
 	t->nb = HTAB_MIN;
 	t->n = 0;
-	t->b = xcalloc(t->nb, sizeof *t->b);
+	t->b = xcalloc(t->nb, sizeof(struct hnode *));
 }
 
 void
@@ -26,7 +26,7 @@ static void
 grow(struct htab *t)
 {
 	size_t nb = t->nb * 2, i;
-	struct hnode **b = xcalloc(nb, sizeof *b), *n, *next;
+	struct hnode **b = xcalloc(nb, sizeof(struct hnode *)), *n, *next;
 
 	for (i = 0; i < t->nb; i++) {
 		for (n = t->b[i]; n != NULL; n = next) {
