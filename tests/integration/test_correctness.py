@@ -224,7 +224,7 @@ class StorageFailures(unittest.TestCase):
 
     def test_failed_cancel_of_a_sending_job_keeps_it_sending(self):
         env = self.env
-        env.fault(delay_ms=1500)
+        env.fault(delay_ms=1500 * slow())
         r1 = env.request({"op": "enqueue", "install": I1, "type": "page"})
         wait_for(lambda: env.request({"op": "status", "id": r1["id"]})["state"] ==
                  "sending", what="sending")
@@ -245,7 +245,7 @@ class StorageFailures(unittest.TestCase):
 
     def test_answer_not_recorded_then_storage_errors_then_recovery(self):
         env = self.env
-        env.fault(delay_ms=1000)
+        env.fault(delay_ms=1000 * slow())
         r1 = env.request({"op": "enqueue", "install": I1, "type": "page"})
         wait_for(lambda: env.request({"op": "status", "id": r1["id"]})["state"] ==
                  "sending", what="sending")
@@ -361,7 +361,7 @@ class Lifecycle(EnvTest):
 
     def test_retry_merges_with_trailing_job(self):
         env = self.env
-        env.fault(status=429, retry_after="1", delay_ms=800)
+        env.fault(status=429, retry_after="1", delay_ms=800 * slow())
         r1 = self.enqueue(I1, "object")
         wait_for(lambda: self.status(r1["id"])["state"] == "sending", what="sending")
         r2 = self.enqueue(I1, "object")
@@ -375,7 +375,7 @@ class Lifecycle(EnvTest):
 
     def test_all_retry_absorbs_queued_narrower_job(self):
         env = self.env
-        env.fault(status=503, delay_ms=800)
+        env.fault(status=503, delay_ms=800 * slow())
         r1 = self.enqueue(I1, "all")
         wait_for(lambda: self.status(r1["id"])["state"] == "sending", what="sending")
         r2 = self.enqueue(I1, "page")
@@ -387,7 +387,7 @@ class Lifecycle(EnvTest):
 
     def test_cancelled_while_sending_is_dropped_after_429(self):
         env = self.env
-        env.fault(status=503, delay_ms=800)
+        env.fault(status=503, delay_ms=800 * slow())
         r1 = self.enqueue(I1, "page")
         wait_for(lambda: self.status(r1["id"])["state"] == "sending", what="sending")
         self.assertEqual(env.request({"op": "cancel", "id": r1["id"]})["state"], "cancelled")
@@ -615,7 +615,7 @@ class ReviewFindingsResend(unittest.TestCase):
         env = Env(limits={"object_interval": 2})
         try:
             env.start()
-            env.fault(delay_ms=4000)
+            env.fault(delay_ms=4000 * slow())
             r = env.request({"op": "enqueue", "install": I1, "type": "page"})
             wait_for(lambda: env.request({"op": "status", "id": r["id"]})["state"] ==
                      "sending", what="sending")
