@@ -70,7 +70,8 @@ static const char usage_text[] =
     "  status ID          show a request\n"
     "  wait ID [--timeout SECONDS]\n"
     "                     wait until a request is done, failed or cancelled\n"
-    "  list               jobs not finished yet, and what each waits for\n"
+    "  list [--install ID] [--type TYPE] [--state queued|sending] [--limit N]\n"
+    "       [--after JOB]  jobs not finished yet (100 at a time), what each waits for\n"
     "  stats              counters\n"
     "  cancel ID          cancel a request\n"
     "  pause | resume     stop / restart sending (requests are still accepted)\n"
@@ -574,6 +575,18 @@ cmd_enqueue(int argc, char **argv)
 	return wait ? do_wait(id, timeout) : EXIT_OK;
 }
 
+/* A decimal count within [min, max] for an option, or exit 2. */
+static int64_t
+parse_count(const char *s, int64_t min, int64_t max, const char *what)
+{
+	int64_t v;
+
+	if (parse_int64(s, min, max, &v) != 0)
+		die(EXIT_USAGE, "%s takes a whole number from %lld to %lld, not %s", what,
+		    (long long)min, (long long)max, s);
+	return v;
+}
+
 static int
 cmd_id(const char *name, int argc, char **argv)
 {
@@ -649,7 +662,70 @@ print_list(json_object *o)
 		putchar('\n');
 	}
 	if ((int64_t)n < iget(o, "total"))
-		printf("... %lld more\n", (long long)(iget(o, "total") - (int64_t)n));
+		printf("... %lld more: wpe-purgectl list --after %lld (with the same filters)\n",
+		    (long long)(iget(o, "total") - (int64_t)n), (long long)iget(o, "next"));
+}
+
+static int
+cmd_list(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "install", required_argument, NULL, 'i' },
+		{ "type", required_argument, NULL, 't' },
+		{ "state", required_argument, NULL, 'S' },
+		{ "limit", required_argument, NULL, 'l' },
+		{ "after", required_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	json_object *req = op("list"), *o;
+	enum purge_type t;
+	int ch;
+
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "t:h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'i':
+			if (!uuid_valid(optarg))
+				die(EXIT_USAGE, "--install takes a WP Engine install id (a UUID), "
+				    "not %s", optarg);
+			json_object_object_add(req, "install", json_object_new_string(optarg));
+			break;
+		case 't':
+			if (purge_type_parse(optarg, &t) != 0)
+				die(EXIT_USAGE, "--type must be object, page, cdn or all, not %s",
+				    optarg);
+			json_object_object_add(req, "type", json_object_new_string(optarg));
+			break;
+		case 'S':
+			if (strcmp(optarg, "queued") != 0 && strcmp(optarg, "sending") != 0)
+				die(EXIT_USAGE, "--state must be queued or sending, not %s", optarg);
+			json_object_object_add(req, "state", json_object_new_string(optarg));
+			break;
+		case 'l':
+			json_object_object_add(req, "limit", json_object_new_int64(
+			    parse_count(optarg, 1, PROTO_LIST_MAX, "--limit")));
+			break;
+		case 'a':
+			json_object_object_add(req, "after", json_object_new_int64(
+			    parse_count(optarg, 0, INT64_MAX, "--after")));
+			break;
+		case 'h':
+			sub_help("list [--install ID] [--type TYPE] [--state queued|sending] "
+			    "[--limit N] [--after JOB]");
+		default: exit(EXIT_USAGE);
+		}
+	}
+	if (optind != argc)
+		die(EXIT_USAGE, "list takes options only (see list --help)");
+	o = simple(req);
+	check_answer(o);
+	if (json_out)
+		print_json(o);
+	else
+		print_list(o);
+	json_object_put(o);
+	return EXIT_OK;
 }
 
 static void
@@ -732,7 +808,9 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "wait") == 0 ||
 	    strcmp(cmd, "cancel") == 0)
 		return cmd_id(cmd, argc, argv);
-	if (strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0 ||
+	if (strcmp(cmd, "list") == 0)
+		return cmd_list(argc, argv);
+	if (strcmp(cmd, "stats") == 0 ||
 	    strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
 	    strcmp(cmd, "ping") == 0)
 		return cmd_simple(cmd, argc, argv);

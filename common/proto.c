@@ -16,12 +16,12 @@ static const char *type_names[PURGE_NTYPES] = { "object", "page", "cdn", "all" }
 static const struct {
 	const char *name;
 	enum proto_op op;
-	const char *fields[4]; /* allowed besides "op" */
+	const char *fields[6]; /* allowed besides "op" */
 } ops[] = {
 	{ "enqueue", OP_ENQUEUE, { "install", "type", "reason", NULL } },
 	{ "status", OP_STATUS, { "id", NULL } },
 	{ "wait", OP_WAIT, { "id", "timeout", NULL } },
-	{ "list", OP_LIST, { NULL } },
+	{ "list", OP_LIST, { "install", "type", "state", "after", "limit", NULL } },
 	{ "stats", OP_STATS, { NULL } },
 	{ "cancel", OP_CANCEL, { "id", NULL } },
 	{ "pause", OP_PAUSE, { NULL } },
@@ -159,6 +159,26 @@ get_id(json_object *obj, int64_t *out, const char **code, char **cause)
 	return 0;
 }
 
+/* An optional integer field within [min, max]; *out keeps its default if absent. */
+static int
+get_int(json_object *obj, const char *key, int64_t min, int64_t max, int64_t *out,
+    const char **code, char **cause)
+{
+	json_object *v;
+	int64_t n;
+
+	if (!json_object_object_get_ex(obj, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_int))
+		return fail(code, cause, "bad_type", "field \"%s\" must be an integer", key);
+	n = json_object_get_int64(v);
+	if (n < min || n > max)
+		return fail(code, cause, "bad_value", "%s must be between %lld and %lld", key,
+		    (long long)min, (long long)max);
+	*out = n;
+	return 0;
+}
+
 static int
 get_string(json_object *obj, const char *key, int required, const char **out,
     size_t *len, const char **code, char **cause)
@@ -194,6 +214,8 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 
 	memset(req, 0, sizeof *req);
 	req->timeout_ms = -1;
+	req->state = -1;
+	req->limit = PROTO_LIST_DEFAULT;
 	*cause = NULL;
 
 	if (len > PROTO_MAX_LINE)
@@ -259,6 +281,47 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 	}
 
 	switch (req->op) {
+	case OP_LIST:
+		if (get_string(obj, "install", 0, &s, &slen, code, cause) != 0)
+			goto out;
+		if (s != NULL) {
+			if (slen != 36 || !uuid_valid(s)) {
+				fail(code, cause, "bad_install", "install must be a WP Engine install "
+				    "id (a UUID), not \"%.*s\"", (int)utf8_prefix(s, 64), s);
+				goto out;
+			}
+			for (j = 0; j < 36; j++)
+				req->install[j] = (char)tolower((unsigned char)s[j]);
+			req->has_install = 1;
+		}
+		if (get_string(obj, "type", 0, &s, &slen, code, cause) != 0)
+			goto out;
+		if (s != NULL) {
+			if (purge_type_parse(s, &req->type) != 0) {
+				fail(code, cause, "bad_type", "type must be object, page, cdn or "
+				    "all, not \"%.*s\"", (int)utf8_prefix(s, 32), s);
+				goto out;
+			}
+			req->has_type = 1;
+		}
+		if (get_string(obj, "state", 0, &s, &slen, code, cause) != 0)
+			goto out;
+		if (s != NULL) {
+			if (strcmp(s, "queued") == 0)
+				req->state = 0;
+			else if (strcmp(s, "sending") == 0)
+				req->state = 1;
+			else {
+				fail(code, cause, "bad_value", "state must be queued or sending "
+				    "(only unfinished jobs are listed), not \"%.*s\"",
+				    (int)utf8_prefix(s, 32), s);
+				goto out;
+			}
+		}
+		if (get_int(obj, "after", 0, INT64_MAX, &req->after, code, cause) != 0 ||
+		    get_int(obj, "limit", 1, PROTO_LIST_MAX, &req->limit, code, cause) != 0)
+			goto out;
+		break;
 	case OP_ENQUEUE:
 		if (get_string(obj, "install", 1, &s, &slen, code, cause) != 0)
 			goto out;

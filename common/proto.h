@@ -17,6 +17,8 @@ struct json_object;
 #define PROTO_MAX_REASON 1024        /* bytes of "reason" text kept */
 #define PROTO_MAX_WAIT (7 * 86400)   /* longest "timeout" of a wait, seconds */
 #define PROTO_DEFAULT_SOCKET "/run/wpe-purged/wpe-purged.sock"
+#define PROTO_LIST_DEFAULT 100       /* jobs in one "list" answer unless "limit" says */
+#define PROTO_LIST_MAX 1000
 
 enum purge_type { PURGE_OBJECT = 0, PURGE_PAGE, PURGE_CDN, PURGE_ALL };
 #define PURGE_NTYPES 4
@@ -33,6 +35,11 @@ struct proto_request {
 	char *reason;           /* enqueue: optional, NULL if absent */
 	int64_t id;             /* status, wait, cancel */
 	int64_t timeout_ms;     /* wait: -1 for none */
+	/* list: filters (install and type above) and paging */
+	int has_install, has_type;
+	int state;              /* -1: any; 0 queued, 1 sending */
+	int64_t after;          /* jobs with a larger id */
+	int64_t limit;          /* 1..PROTO_LIST_MAX */
 };
 
 const char *purge_type_name(enum purge_type);

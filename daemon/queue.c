@@ -11,7 +11,6 @@
 #include "util.h"
 
 #define INSTALL_HASH 1024
-#define LIST_MAX 1000            /* jobs shown by "list" */
 #define PRUNE_BATCH 500
 #define PRUNE_EVERY_MS (60 * 1000)
 #define PROBE_EVERY_MS 1000      /* storage probe while the store refuses writes */
@@ -1211,41 +1210,106 @@ job_waiting_for(struct queue *q, struct job *j, int64_t now, int64_t ready)
 	return "a free sending slot";
 }
 
-json_object *
-queue_list(struct queue *q)
+static int
+list_match(const struct job *j, const struct proto_request *req)
 {
-	json_object *o = answer_ok(), *arr = json_object_new_array(), *e;
-	struct job *j;
-	int64_t now = now_mono(), ready;
-	int n = 0, total = 0, live;
+	if (j->id <= req->after)
+		return 0;
+	if (req->has_type && j->type != req->type)
+		return 0;
+	if (req->state == 0 && j->state != JOB_QUEUED)
+		return 0;
+	if (req->state == 1 && j->state != JOB_SENDING)
+		return 0;
+	return 1;
+}
 
-	TAILQ_FOREACH(j, &q->jobs, qentry) {
-		total++;
-		if (n >= LIST_MAX)
-			continue;
-		n++;
-		e = json_object_new_object();
-		json_object_object_add(e, "job", json_object_new_int64(j->id));
-		add_str(e, "install", j->install->id);
-		add_str(e, "type", purge_type_name(j->type));
-		add_str(e, "state", job_state_name(j->state));
-		live = store_job_live_requests(q->store, j->id);
-		json_object_object_add(e, "requests", json_object_new_int(live < 0 ? 0 : live));
-		json_object_object_add(e, "attempts", json_object_new_int(j->attempts));
-		ready = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
-		if (j->state == JOB_QUEUED)
-			add_time(e, "next_attempt_at", to_wall(ready > now ? ready : now));
-		else
-			add_time(e, "started_at", j->started_at);
-		add_str(e, "waiting_for", job_waiting_for(q, j, now, ready));
-		json_object_object_add(e, "http_status", j->http_status == 0 ? NULL :
-		    json_object_new_int((int)j->http_status));
-		add_str(e, "message", j->message);
-		add_time(e, "created_at", j->created_at);
-		json_object_array_add(arr, e);
+static json_object *
+list_entry(struct queue *q, struct job *j, int64_t now)
+{
+	json_object *e = json_object_new_object();
+	int64_t ready = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
+	int live = store_job_live_requests(q->store, j->id);
+
+	json_object_object_add(e, "job", json_object_new_int64(j->id));
+	add_str(e, "install", j->install->id);
+	add_str(e, "type", purge_type_name(j->type));
+	add_str(e, "state", job_state_name(j->state));
+	json_object_object_add(e, "requests", json_object_new_int(live < 0 ? 0 : live));
+	json_object_object_add(e, "attempts", json_object_new_int(j->attempts));
+	if (j->state == JOB_QUEUED)
+		add_time(e, "next_attempt_at", to_wall(ready > now ? ready : now));
+	else
+		add_time(e, "started_at", j->started_at);
+	add_str(e, "waiting_for", job_waiting_for(q, j, now, ready));
+	json_object_object_add(e, "http_status", j->http_status == 0 ? NULL :
+	    json_object_new_int((int)j->http_status));
+	add_str(e, "message", j->message);
+	add_time(e, "created_at", j->created_at);
+	return e;
+}
+
+static int
+job_id_cmp(const void *a, const void *b)
+{
+	const struct job *x = *(struct job *const *)a, *y = *(struct job *const *)b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * Unfinished jobs in id order, filtered (install, type, state), a page at a time: at
+ * most req->limit after job req->after; "total" counts every match and "next" is the
+ * cursor for the following page (null on the last), so nothing is cut off silently.
+ */
+json_object *
+queue_list(struct queue *q, const struct proto_request *req)
+{
+	json_object *o = answer_ok(), *arr = json_object_new_array();
+	struct job *j, **v = NULL;
+	struct install *in;
+	int64_t now = now_mono(), last = 0;
+	size_t n = 0, cap = 0, i;
+	int64_t total = 0, shown = 0;
+
+	if (req->has_install) {
+		/* One install's few jobs: sorted here, its list is not kept in id order. */
+		if ((in = install_get(q, req->install, 0)) != NULL) {
+			TAILQ_FOREACH(j, &in->jobs, ientry) {
+				if (n == cap) {
+					cap = cap == 0 ? 8 : cap * 2;
+					v = xrealloc(v, cap * sizeof(struct job *));
+				}
+				v[n++] = j;
+			}
+			qsort(v, n, sizeof(struct job *), job_id_cmp);
+		}
+		for (i = 0; i < n; i++) {
+			if (!list_match(v[i], req))
+				continue;
+			total++;
+			if (shown < req->limit) {
+				json_object_array_add(arr, list_entry(q, v[i], now));
+				last = v[i]->id;
+				shown++;
+			}
+		}
+		free(v);
+	} else {
+		TAILQ_FOREACH(j, &q->jobs, qentry) {
+			if (!list_match(j, req))
+				continue;
+			total++;
+			if (shown < req->limit) {
+				json_object_array_add(arr, list_entry(q, j, now));
+				last = j->id;
+				shown++;
+			}
+		}
 	}
 	json_object_object_add(o, "jobs", arr);
-	json_object_object_add(o, "total", json_object_new_int(total));
+	json_object_object_add(o, "total", json_object_new_int64(total));
+	json_object_object_add(o, "next", total > shown ? json_object_new_int64(last) : NULL);
 	json_object_object_add(o, "paused", json_object_new_boolean(q->paused));
 	json_object_object_add(o, "storage_failing", json_object_new_boolean(q->broken));
 	return o;

@@ -45,7 +45,8 @@ struct waiter *queue_wait(struct queue *, int64_t id, int64_t timeout_ms, uid_t,
 void queue_wait_cancel(struct queue *, struct waiter *);
 /* Cancel a request; only its owner or an administrator may. */
 json_object *queue_cancel(struct queue *, int64_t id, uid_t, int admin);
-json_object *queue_list(struct queue *);
+/* One page of unfinished jobs, filtered as the request says (see docs/protocol.md). */
+json_object *queue_list(struct queue *, const struct proto_request *);
 json_object *queue_stats(struct queue *, int connections);
 json_object *queue_pause(struct queue *, int paused);
 

@@ -305,7 +305,7 @@ conn_dispatch(struct conn *c, struct proto_request *req)
 		conn_send(c, queue_cancel(srv->q, req->id, c->uid, c->admin));
 		break;
 	case OP_LIST:
-		conn_send(c, queue_list(srv->q));
+		conn_send(c, queue_list(srv->q, req));
 		break;
 	case OP_STATS:
 		conn_send(c, queue_stats(srv->q, srv->nconns));

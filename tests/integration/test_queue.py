@@ -443,3 +443,46 @@ class Startup(FreshEnvTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ListPaging(EnvTest):
+    """list: filters and cursor paging, nothing cut off silently."""
+
+    def test_pages_cover_everything_once_in_order(self):
+        self.env.request({"op": "pause"})
+        installs = ["%08x-0000-4000-8000-000000000000" % i for i in range(240)]
+        with self.env.connect() as c:
+            for i, inst in enumerate(installs):
+                c.send({"op": "enqueue", "install": inst, "type": ("page", "cdn")[i % 2]})
+            for _ in installs:
+                self.assertTrue(c.recv()["ok"])
+        first = self.env.request({"op": "list"})
+        self.assertEqual(len(first["jobs"]), 100)       # the default page
+        self.assertEqual(first["total"], 240)
+        seen, after = [], 0
+        while True:
+            page = self.env.request({"op": "list", "after": after, "limit": 70})
+            seen += [j["job"] for j in page["jobs"]]
+            if page["next"] is None:
+                break
+            after = page["next"]
+        self.assertEqual(seen, sorted(seen))
+        self.assertEqual(len(set(seen)), 240)
+        # filters
+        one = self.env.request({"op": "list", "install": installs[7].upper()})
+        self.assertEqual([j["install"] for j in one["jobs"]], [installs[7]])
+        pages = self.env.request({"op": "list", "type": "page", "limit": 1000})
+        self.assertEqual(pages["total"], 120)
+        self.assertTrue(all(j["type"] == "page" for j in pages["jobs"]))
+        self.assertEqual(self.env.request({"op": "list", "state": "sending"})["total"], 0)
+        for bad, code in (({"limit": 0}, "bad_value"), ({"limit": 1001}, "bad_value"),
+                          ({"state": "done"}, "bad_value"), ({"install": "x"}, "bad_install"),
+                          ({"after": "1"}, "bad_type"), ({"type": "css"}, "bad_type")):
+            r = self.env.request(dict({"op": "list"}, **bad))
+            self.assertEqual(r.get("error"), code, (bad, r))
+        # the client says what is left and how to get it
+        rc, out, err = self.env.ctl("list", "--limit", "2", "--type", "cdn")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"\.\.\. 118 more: wpe-purgectl list --after \d+")
+        rc, out, err = self.env.ctl("list", "--state", "done")
+        self.assertEqual(rc, 2)
