@@ -1282,7 +1282,8 @@ queue_list(struct queue *q, const struct proto_request *req)
 				}
 				v[n++] = j;
 			}
-			qsort(v, n, sizeof(struct job *), job_id_cmp);
+			if (v != NULL)
+				qsort(v, n, sizeof(struct job *), job_id_cmp);
 		}
 		for (i = 0; i < n; i++) {
 			if (!list_match(v[i], req))
