@@ -43,4 +43,5 @@ fi
 # The host's network (for apt), a private /tmp, root as in CI, no standard input.
 $SUDO env SYSTEMD_NSPAWN_TMPFS_TMP=1 systemd-nspawn -q -D "$ROOT" --register=no --keep-unit --volatile=overlay \
 	--bind="$work/src:/src" --chdir=/src --setenv=CI=true --setenv=WPE_SYSTEM_TEST=0 \
+	--rlimit=RLIMIT_NOFILE="$(ulimit -Sn):$(ulimit -Hn)" \
 	-- /bin/sh -c "$cmd" </dev/null
