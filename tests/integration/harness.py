@@ -193,6 +193,32 @@ class Env:
             what="request %s in %s" % (rid, states))
 
 
+def erofs_env(**kw):
+    """An Env whose daemon runs with the EROFS injector (tests/fault/erofs.c) preloaded:
+    env.readonly(True) makes every write to its database fail, env.readonly(False) heals.
+    Only this first start is preloaded; a later env.start() is a normal daemon."""
+    env = Env(**kw)
+    flag = os.path.join(env.dir, "readonly")
+    shim = os.path.abspath(os.path.join(BUILD, "tests", "erofs.so"))
+    saved = dict(os.environ)
+    os.environ.update(LD_PRELOAD=shim, WPE_EROFS_FLAG=flag, WPE_EROFS_MATCH=env.db,
+                      ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+                      ":verify_asan_link_order=0")
+    try:
+        env.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+    def readonly(on):
+        if on:
+            open(flag, "w").close()
+        elif os.path.exists(flag):
+            os.unlink(flag)
+    env.readonly = readonly
+    return env
+
+
 class Client:
     """A raw socket client speaking the line protocol."""
 

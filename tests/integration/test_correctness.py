@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from harness import BUILD, EnvTest, Env, I1, I2, I3, wait_for, WRAP
+from harness import EnvTest, Env, I1, I2, I3, erofs_env, wait_for, WRAP
 
 
 def slow():
@@ -183,30 +183,6 @@ class Bursts(EnvTest):
             self.assertTrue(a["ok"], a)
             a = c.call(line + " \r\n")
             self.assertEqual(a["error"], "line_too_long")
-
-
-def erofs_env(**kw):
-    """An Env whose daemon runs with the EROFS shim: env.readonly(True/False)."""
-    env = Env(**kw)
-    flag = os.path.join(env.dir, "readonly")
-    shim = os.path.abspath(os.path.join(BUILD, "tests", "erofs.so"))
-    saved = dict(os.environ)
-    os.environ.update(LD_PRELOAD=shim, WPE_EROFS_FLAG=flag, WPE_EROFS_MATCH=env.db,
-                      ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
-                      ":verify_asan_link_order=0")
-    try:
-        env.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-    def readonly(on):
-        if on:
-            open(flag, "w").close()
-        elif os.path.exists(flag):
-            os.unlink(flag)
-    env.readonly = readonly
-    return env
 
 
 class StorageFailures(unittest.TestCase):

@@ -389,29 +389,18 @@ class ReadOnlyWhileRunning(unittest.TestCase):
     """The database turns read-only under the running daemon (EROFS on every write)."""
 
     def test_enqueue_refused_then_recovers(self):
-        from harness import BUILD
-        env = Env()
-        flag = os.path.join(env.dir, "readonly")
-        shim = os.path.abspath(os.path.join(BUILD, "tests", "erofs.so"))
-        saved = dict(os.environ)
-        os.environ.update(LD_PRELOAD=shim, WPE_EROFS_FLAG=flag, WPE_EROFS_MATCH=env.db,
-                          ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
-                          ":verify_asan_link_order=0")
-        try:
-            env.start()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        from harness import erofs_env
+        env = erofs_env()
         try:
             env.request({"op": "pause"})
             first = env.request({"op": "enqueue", "install": I1, "type": "page"})["id"]
-            open(flag, "w").close()
+            env.readonly(True)
             r = env.request({"op": "enqueue", "install": I2, "type": "page"})
             self.assertEqual(r["error"], "storage", r)
             self.assertIn("not queued", r["message"])
             self.assertEqual(env.request({"op": "status", "id": first})["state"], "queued")
             self.assertTrue(env.request({"op": "ping"})["ok"])
-            os.unlink(flag)
+            env.readonly(False)
             r = env.request({"op": "enqueue", "install": I2, "type": "page"})
             self.assertTrue(r["ok"], r)
             env.request({"op": "resume"})
