@@ -29,6 +29,7 @@
 #define EXIT_TIMEOUT 4
 #define EXIT_OUTPUT 5   /* what it had to print could not be written */
 #define EXIT_DENIED 6   /* this user may not use the daemon (or do this) */
+#define EXIT_AGAIN 7    /* not taken now (queue full, storage failing): try again later */
 
 #define ANSWER_MAX (64 * 1024 * 1024)
 #define RECONNECT_FOR_MS 30000  /* how long a wait survives the daemon being away */
@@ -345,7 +346,11 @@ check_answer(json_object *o)
 		print_json(o);
 	fprintf(stderr, "wpe-purgectl: %s (%s)\n", sget(o, "message") ? sget(o, "message") :
 	    "the daemon refused the request", err ? err : "error");
-	exit(err != NULL && strcmp(err, "forbidden") == 0 ? EXIT_DENIED : EXIT_USAGE);
+	if (err != NULL && strcmp(err, "forbidden") == 0)
+		exit(EXIT_DENIED);
+	if (err != NULL && (strcmp(err, "queue_full") == 0 || strcmp(err, "storage") == 0))
+		exit(EXIT_AGAIN);
+	exit(EXIT_USAGE);
 }
 
 static int64_t

@@ -55,6 +55,10 @@ static const struct key {
 	    1, 3600 },
 	{ "limits", "retry_max", K_DURATION, offsetof(struct config, limits.retry_max), 1,
 	    86400 },
+	{ "limits", "max_queued", K_INT, offsetof(struct config, limits.max_queued), 1,
+	    10000000 },
+	{ "limits", "max_queued_per_user", K_INT,
+	    offsetof(struct config, limits.max_queued_per_user), 1, 10000000 },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -84,6 +88,8 @@ config_defaults(struct config *cfg)
 	cfg->limits.interval[CLASS_CDN] = 0;
 	cfg->limits.retry_initial = 5;
 	cfg->limits.retry_max = 900;
+	cfg->limits.max_queued = 200000;
+	cfg->limits.max_queued_per_user = 100000;
 }
 
 int
@@ -646,6 +652,8 @@ config_print(const struct config *cfg, FILE *f)
 		fprintf(f, "%s_interval = %llds\n", cn[i], (long long)cfg->limits.interval[i]);
 	fprintf(f, "retry_initial = %llds\nretry_max = %llds\n",
 	    (long long)cfg->limits.retry_initial, (long long)cfg->limits.retry_max);
+	fprintf(f, "max_queued = %lld\nmax_queued_per_user = %lld\n",
+	    (long long)cfg->limits.max_queued, (long long)cfg->limits.max_queued_per_user);
 }
 
 void

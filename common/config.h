@@ -21,11 +21,13 @@
 enum limit_class { CLASS_OBJECT = 0, CLASS_PAGE, CLASS_CDN };
 #define NCLASSES 3
 
-/* The [limits] section: what SIGHUP reloads. All in seconds. */
+/* The [limits] section: what SIGHUP reloads. Times in seconds. */
 struct limits {
 	int64_t interval[NCLASSES];
 	int64_t retry_initial;
 	int64_t retry_max;
+	int64_t max_queued;          /* unfinished jobs in the whole daemon */
+	int64_t max_queued_per_user; /* jobs holding one requester's unfinished requests */
 };
 
 struct config {

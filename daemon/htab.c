@@ -90,6 +90,20 @@ htab_next(struct hnode *n)
 	return n;
 }
 
+void
+htab_foreach(struct htab *t, void (*fn)(struct hnode *, void *), void *arg)
+{
+	struct hnode *n, *next;
+	size_t i;
+
+	for (i = 0; i < t->nb; i++) {
+		for (n = t->b[i]; n != NULL; n = next) {
+			next = n->next;
+			fn(n, arg);
+		}
+	}
+}
+
 uint64_t
 htab_hash_str(const char *s)
 {

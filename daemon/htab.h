@@ -26,6 +26,8 @@ void htab_insert(struct htab *, struct hnode *, uint64_t hash);
 void htab_remove(struct htab *, struct hnode *);
 struct hnode *htab_first(const struct htab *, uint64_t hash);
 struct hnode *htab_next(struct hnode *);
+/* Call fn for every item; fn may remove the item it is given, and no other. */
+void htab_foreach(struct htab *, void (*fn)(struct hnode *, void *), void *arg);
 static inline size_t htab_len(const struct htab *t) { return t->n; }
 
 uint64_t htab_hash_str(const char *);

@@ -1,4 +1,4 @@
-/* queue.h: the purge queue: requests, jobs, coalescing, sending and waiting. */
+/* queue.h: the purge queue's life cycle; transports talk to it through ops.h. */
 #ifndef WPE_QUEUE_H
 #define WPE_QUEUE_H
 
@@ -16,39 +16,30 @@
 struct queue;
 struct waiter;
 
-/* Answer for an enqueue once its group commit is done: a JSON object the callee owns. */
+/* An answer for a transport: a JSON object the callee owns. */
 typedef void (*queue_answer_cb)(void *arg, json_object *answer);
+
+/* Counters behind "stats": every figure is kept as it changes, never counted on demand. */
+struct queue_stats {
+	uint64_t requests, coalesced, jobs, cancelled, merged, rejected_full;
+	uint64_t api_calls, api_2xx, api_400, api_401, api_403, api_404, api_429, api_5xx,
+	    api_other, api_transport;
+	uint64_t retries, done, failed, commits, storage_errors, rebuilds;
+	int64_t waiters;
+};
+
+/* The outcome of one enqueue, as its group commit decided it. */
+struct queue_placed {
+	const char *error;       /* NULL: queued; else an error code ("storage", "queue_full") */
+	char message[256];       /* for an error */
+	int64_t request_id, job_id;
+	int coalesced;
+};
 
 struct queue *queue_create(struct event_base *, struct config *, struct store *);
 /* Load the queue from the store and start scheduling. 0, or -1. */
 int queue_start(struct queue *);
 void queue_free(struct queue *);
-
-/*
- * Enqueue: committed with the other requests of this loop turn, then answered through
- * cb(arg, ...). If the asker goes away first, queue_enqueue_forget(arg) drops every
- * answer still owed to it (the requests themselves stay queued).
- */
-void queue_enqueue(struct queue *, const struct proto_request *, uid_t, pid_t,
-    queue_answer_cb, void *arg);
-void queue_enqueue_forget(struct queue *, void *arg);
-
-json_object *queue_status(struct queue *, int64_t id, uid_t, int admin);
-/*
- * Wait for a request to finish. Answers at once (returns NULL) when it already is or does
- * not exist; otherwise returns a waiter that will answer through cb exactly once, unless
- * it is cancelled first with queue_wait_cancel. cb never runs a client's next request:
- * it may only record the answer.
- */
-struct waiter *queue_wait(struct queue *, int64_t id, int64_t timeout_ms, uid_t, int admin,
-    queue_answer_cb, void *arg);
-void queue_wait_cancel(struct queue *, struct waiter *);
-/* Cancel a request; only its owner or an administrator may. */
-json_object *queue_cancel(struct queue *, int64_t id, uid_t, int admin);
-/* One page of unfinished jobs, filtered as the request says (see docs/protocol.md). */
-json_object *queue_list(struct queue *, const struct proto_request *);
-json_object *queue_stats(struct queue *, int connections);
-json_object *queue_pause(struct queue *, int paused);
 
 /* Apply new [limits] after SIGHUP and reschedule. */
 void queue_reload(struct queue *, const struct limits *);
@@ -64,7 +55,5 @@ void queue_shutdown(struct queue *, int64_t grace_ms, void (*done)(void *), void
 int queue_progressing(struct queue *, int64_t max_ms);
 /* cb(arg) runs after every change of the queue (never re-entering it). */
 void queue_set_changed_cb(struct queue *, void (*cb)(void *), void *arg);
-/* A one-line summary for sd_notify STATUS=. */
-void queue_summary(struct queue *, char *buf, size_t len);
 
 #endif

@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 #include <systemd/sd-daemon.h>
 
+#include "ops.h"
 #include "proto.h"
 #include "server.h"
 #include "util.h"
@@ -163,9 +164,9 @@ conn_lost(struct conn *c)
 	struct server *srv = c->srv;
 
 	if (c->waiter != NULL)
-		queue_wait_cancel(srv->q, c->waiter);
+		ops_wait_cancel(srv->q, c->waiter);
 	if (c->owed > 0)
-		queue_enqueue_forget(srv->q, c);
+		ops_forget(srv->q, c);
 	free(c->held);
 	event_free(c->resume_ev);
 	conn_watch(c, 0);
@@ -281,34 +282,35 @@ static void
 conn_dispatch(struct conn *c, struct proto_request *req)
 {
 	struct server *srv = c->srv;
+	struct ops_caller caller = { c->uid, c->pid, c->admin };
 	json_object *o;
 	struct waiter *w;
 
 	switch (req->op) {
 	case OP_ENQUEUE:
 		c->owed++;
-		queue_enqueue(srv->q, req, c->uid, c->pid, conn_enqueue_answer, c);
+		ops_enqueue(srv->q, req, &caller, conn_enqueue_answer, c);
 		break;
 	case OP_WAIT:
 		if (c->gone)     /* nobody would read the answer */
 			break;
 		c->waiting = 1;
-		w = queue_wait(srv->q, req->id, req->timeout_ms, c->uid, c->admin,
-		    conn_wait_answer, c);
+		w = ops_wait(srv->q, req->id, req->timeout_ms, &caller, conn_wait_answer,
+		    c);
 		if (c->waiting)
 			c->waiter = w;
 		break;
 	case OP_STATUS:
-		conn_send(c, queue_status(srv->q, req->id, c->uid, c->admin));
+		conn_send(c, ops_status(srv->q, req->id, &caller));
 		break;
 	case OP_CANCEL:
-		conn_send(c, queue_cancel(srv->q, req->id, c->uid, c->admin));
+		conn_send(c, ops_cancel(srv->q, req->id, &caller));
 		break;
 	case OP_LIST:
-		conn_send(c, queue_list(srv->q, req));
+		conn_send(c, ops_list(srv->q, req));
 		break;
 	case OP_STATS:
-		conn_send(c, queue_stats(srv->q, srv->nconns));
+		conn_send(c, ops_stats(srv->q, srv->nconns));
 		break;
 	case OP_PAUSE:
 	case OP_RESUME:
@@ -319,7 +321,7 @@ conn_dispatch(struct conn *c, struct proto_request *req)
 		}
 		log_notice("%s from uid %ld pid %ld", req->op == OP_PAUSE ? "pause" : "resume",
 		    (long)c->uid, (long)c->pid);
-		conn_send(c, queue_pause(srv->q, req->op == OP_PAUSE));
+		conn_send(c, ops_pause(srv->q, req->op == OP_PAUSE));
 		break;
 	case OP_PING:
 		o = json_object_new_object();

@@ -13,17 +13,17 @@
 #include "util.h"
 
 #define STORE_APP_ID 0x57504550 /* "WPEP": refuse databases that are not ours */
-#define STORE_SCHEMA 2
+#define STORE_SCHEMA 3
 
 static const char *state_names[JOB_NSTATES] = { "queued", "sending", "done", "failed",
 	"cancelled" };
 
 enum stmt {
 	S_BEGIN, S_COMMIT, S_ROLLBACK,
-	S_REQUEUE_JOB, S_LOAD_SENDING, S_LOAD_JOBS, S_LOAD_LIMITS,
+	S_REQUEUE_JOB, S_LOAD_SENDING, S_LOAD_JOBS, S_LOAD_LIMITS, S_LOAD_MEMBERS,
 	S_JOB_INSERT, S_JOB_UPDATE, S_JOB_ABSORB, S_PROBE,
 	S_REQ_INSERT, S_REQ_MOVE, S_REQ_FINISH, S_REQ_LIVE, S_REQ_GET, S_REQ_CANCEL,
-	S_LIMIT_PUT, S_LIMIT_TOUCH, S_PRUNE_REQ, S_PRUNE_JOB,
+	S_LIMIT_PUT, S_LIMIT_TOUCH, S_PRUNE_REQ, S_PRUNE_JOB, S_OLDEST_FINISHED,
 	S_COUNT
 };
 
@@ -37,6 +37,8 @@ static const char *stmt_sql[S_COUNT] = {
 	    " created_at, started_at FROM jobs WHERE state = 'queued' ORDER BY id",
 	[S_LOAD_LIMITS] = "SELECT install, class, last_start, blocked_until, strikes"
 	    " FROM limits",
+	[S_LOAD_MEMBERS] = "SELECT job, uid, count(*) FROM requests WHERE state = 'queued'"
+	    " GROUP BY job, uid",
 	[S_JOB_INSERT] = "INSERT INTO jobs (install, type, state, attempts, not_before,"
 	    " created_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
 	[S_JOB_UPDATE] = "UPDATE jobs SET state = ?2, attempts = ?3, not_before = ?4,"
@@ -65,6 +67,9 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_PRUNE_JOB] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
 	    " WHERE finished_at IS NOT NULL AND finished_at < ?1 AND NOT EXISTS"
 	    " (SELECT 1 FROM requests WHERE requests.job = jobs.id) LIMIT ?2)",
+	[S_OLDEST_FINISHED] = "SELECT min(m) FROM (SELECT min(finished_at) AS m FROM requests"
+	    " WHERE finished_at IS NOT NULL UNION ALL SELECT min(finished_at) FROM jobs"
+	    " WHERE finished_at IS NOT NULL)",
 };
 
 static const char schema_v1[] =
@@ -107,6 +112,10 @@ static const char schema_v1[] =
 /* Schema 2: a row a storage probe can always write (recovery after write errors). */
 static const char schema_v2[] =
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
+
+/* Schema 3: the unfinished requests by job and requester, read at every (re)load. */
+static const char schema_v3[] =
+    "CREATE INDEX requests_live ON requests(job, uid) WHERE state = 'queued';";
 
 struct store {
 	int lockfd;     /* flock()ed for the daemon's lifetime: one daemon per database */
@@ -195,8 +204,8 @@ store_migrate(struct store *st, const char *path, char **cause)
 		goto fail;
 	}
 	if (objects == 0 && app == 0 && version == 0) {
-		xasprintf(&sql, "%s %s PRAGMA application_id = %d; PRAGMA user_version = %d;",
-		    schema_v1, schema_v2, STORE_APP_ID, STORE_SCHEMA);
+		xasprintf(&sql, "%s %s %s PRAGMA application_id = %d; PRAGMA user_version = %d;",
+		    schema_v1, schema_v2, schema_v3, STORE_APP_ID, STORE_SCHEMA);
 		if (store_exec(st, sql) != 0) {
 			free(sql);
 			xasprintf(cause, "%s: cannot create the schema: %s", path,
@@ -224,6 +233,18 @@ store_migrate(struct store *st, const char *path, char **cause)
 		}
 		free(sql);
 		log_notice("migrated queue database %s to schema 2", path);
+		version = 2;
+	}
+	if (version == 2) {
+		xasprintf(&sql, "%s PRAGMA user_version = 3;", schema_v3);
+		if (store_exec(st, sql) != 0) {
+			free(sql);
+			xasprintf(cause, "%s: cannot migrate to schema 3: %s", path,
+			    sqlite3_errmsg(st->db));
+			goto fail;
+		}
+		free(sql);
+		log_notice("migrated queue database %s to schema 3", path);
 	}
 	if (store_exec(st, "COMMIT") != 0) {
 		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(st->db));
@@ -423,7 +444,8 @@ copy_install(char *dst, const unsigned char *src)
 
 int
 store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
-    void (*limit_cb)(void *, const char *, int, const struct class_state *), void *arg)
+    void (*limit_cb)(void *, const char *, int, const struct class_state *),
+    void (*member_cb)(void *, int64_t, int64_t, int), void *arg)
 {
 	sqlite3_stmt *s;
 	struct store_job j;
@@ -467,6 +489,15 @@ store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
 		cs.blocked_until = sqlite3_column_int64(s, 3);
 		cs.strikes = sqlite3_column_int(s, 4);
 		limit_cb(arg, install, cls, &cs);
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE)
+		goto fail;
+
+	s = stmt(st, S_LOAD_MEMBERS);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		member_cb(arg, sqlite3_column_int64(s, 0), sqlite3_column_type(s, 1) == SQLITE_NULL ?
+		    -1 : sqlite3_column_int64(s, 1), sqlite3_column_int(s, 2));
 	}
 	sqlite3_reset(s);
 	if (rc != SQLITE_DONE)
@@ -706,4 +737,16 @@ store_prune(struct store *st, int64_t before, int batch)
 	if (run(st, s) != 0)
 		return -1;
 	return n + sqlite3_changes(st->db);
+}
+
+int64_t
+store_oldest_finished(struct store *st)
+{
+	sqlite3_stmt *s = stmt(st, S_OLDEST_FINISHED);
+	int64_t v = -1;
+
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_type(s, 0) == SQLITE_NULL ? 0 : sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return v;
 }

@@ -65,9 +65,14 @@ int store_sending(struct store *,
 int store_job_requeue(struct store *, int64_t id);
 /* Write a row that exists only to prove the database takes writes again. */
 int store_probe(struct store *, int64_t now);
-/* Call job_cb for each queued job (oldest first) and limit_cb for each limit row. */
+/*
+ * Call job_cb for each queued job (oldest first), limit_cb for each limit row, then
+ * member_cb(arg, job, uid, n) for each requester's n unfinished requests on a job (uid
+ * -1: unknown). 0, or -1.
+ */
 int store_load(struct store *, void (*job_cb)(void *, const struct store_job *),
-    void (*limit_cb)(void *, const char *, int, const struct class_state *), void *arg);
+    void (*limit_cb)(void *, const char *, int, const struct class_state *),
+    void (*member_cb)(void *, int64_t, int64_t, int), void *arg);
 
 int64_t store_job_insert(struct store *, const char *install, enum purge_type,
     int64_t not_before, int attempts, int64_t now);
@@ -92,5 +97,7 @@ int store_limit_put(struct store *, const char *install, int cls, const struct c
 int store_limit_touch(struct store *, const char *install, int cls, int64_t last_start);
 /* Delete up to batch finished requests and jobs older than before. Returns rows. */
 int store_prune(struct store *, int64_t before, int batch);
+/* When the oldest finished row finished (wall ms); 0 if there is none, -1 on error. */
+int64_t store_oldest_finished(struct store *);
 
 #endif

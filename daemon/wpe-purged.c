@@ -14,6 +14,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
+#include "ops.h"
 #include "queue.h"
 #include "server.h"
 #include "store.h"
@@ -71,7 +72,7 @@ notify_status(struct daemon *d)
 {
 	char buf[sizeof d->status];
 
-	queue_summary(d->q, buf, sizeof buf);
+	ops_summary(d->q, buf, sizeof buf);
 	if (strcmp(buf, d->status) == 0)
 		return;
 	memcpy(d->status, buf, sizeof buf);

@@ -109,9 +109,10 @@ class Env:
         if getattr(self, "log_f", None):
             self.log_f.close()
         self.log_f = open(self.daemon_log, "a")
-        penv = None
+        # Every daemon a test starts verifies the queue's invariants after each change.
+        penv = dict(os.environ)
+        penv.setdefault("WPE_PURGED_CHECK", "1")
         if extra_env:
-            penv = dict(os.environ)
             penv.update(extra_env)
         self.daemon = subprocess.Popen(WRAP + [DAEMON, "-c", self.conf, "-v"] + list(args),
                                        stderr=self.log_f, env=penv)

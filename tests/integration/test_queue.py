@@ -486,3 +486,89 @@ class ListPaging(EnvTest):
         self.assertRegex(out, r"\.\.\. 118 more: wpe-purgectl list --after \d+")
         rc, out, err = self.env.ctl("list", "--state", "done")
         self.assertEqual(rc, 2)
+
+
+def junk_install(i):
+    """An install the simulator does not know: it answers 404."""
+    return "%08x-0000-4000-8000-00000000beef" % i
+
+
+class Fairness(EnvTest):
+    """Ready jobs go out in turns across requesters, not in id order."""
+    daemon = "socket_mode = 0666\n"
+
+    def test_other_users_purge_is_not_behind_a_backlog(self):
+        # Every API answer takes 200 ms; one user has 60 junk purges ready (404s).
+        self.env.fault(delay_ms=200, for_ms=120000)
+        with self.env.connect() as c:
+            for i in range(60):
+                c.send({"op": "enqueue", "install": junk_install(i), "type": "page"})
+            for _ in range(60):
+                self.assertTrue(c.recv()["ok"])
+        # Another user (uid 4200) asks for one purge while the backlog is being sent.
+        wait_for(lambda: len(self.env.calls()) >= 1, what="the backlog started")
+        rc, answers, err = self.env.as_user(4200, 4200, args=["enqueue", I1, "--type",
+                                                               "page", "--wait"])
+        self.assertEqual(rc, 0, err)
+        import datetime
+        at = datetime.datetime.strptime(answers[-1]["enqueued_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        at = at.replace(tzinfo=datetime.timezone.utc).timestamp()
+        calls = sorted(self.env.calls(), key=lambda c: (c["arrived"], c["seq"]))
+        mine = [c for c in calls if c["install"] == I1]
+        self.assertEqual(len(mine), 1, calls)
+        # In id order it would wait for every junk job left (about 50). In turns, the
+        # backlog's user gets at most one slot before it (the ring's head) once it is
+        # queued; allow one more for a clock tick between the two processes.
+        before = [c for c in calls if at <= c["arrived"] < mine[0]["arrived"]]
+        self.assertLessEqual(len(before), 2, [c["install"] for c in before])
+        self.assertGreater(len(calls), 10)   # it did arrive behind a backlog
+
+
+class Quotas(EnvTest):
+    """max_queued and max_queued_per_user: queue_full naming the limit, nothing lost."""
+    daemon = "socket_mode = 0666\n"
+    limits = {"max_queued": 5, "max_queued_per_user": 3}
+
+    def enqueue_as(self, uid, install, type="object"):
+        rc, answers, err = self.env.as_user(uid, uid, args=["enqueue", install, "--type",
+                                                            type])
+        return rc, (answers[0] if answers else {}), err
+
+    def test_limits(self):
+        self.env.request({"op": "pause"})
+        for inst in (I1, I2, I3):
+            self.enqueue(inst)                      # root: 3 jobs, its quota
+        r = self.env.request({"op": "enqueue", "install": junk_install(1), "type": "object"})
+        self.assertEqual(r.get("error"), "queue_full", r)
+        self.assertIn("max_queued_per_user", r["message"])
+        dup = self.enqueue(I1)                      # joining its own job: free
+        self.assertTrue(dup["coalesced"])
+        # Another user: two new jobs fill the daemon (5)...
+        self.assertEqual(self.enqueue_as(4200, I1, "page")[0], 0)
+        self.assertEqual(self.enqueue_as(4200, I2, "page")[0], 0)
+        rc, a, err = self.enqueue_as(4200, I3, "page")
+        self.assertEqual(rc, 7, (a, err))           # exit 7: try again later
+        self.assertEqual(a.get("error"), "queue_full")
+        self.assertIn("max_queued ", a["message"] + " ")
+        self.assertNotIn("per_user", a["message"])
+        # ...but joining an existing job needs no new one: still taken.
+        rc, a, err = self.enqueue_as(4200, I3, "object")
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(a["coalesced"])
+        st = self.env.request({"op": "stats"})
+        self.assertEqual(st["rejected_full"], 2)
+        self.assertEqual(st["queued_jobs"], 5)
+        # The counts come back from the database after a restart.
+        self.env.stop()
+        self.env.stop_sim()     # what it sends after the restart stays unfinished
+        self.env.start()
+        rc, a, err = self.enqueue_as(4200, junk_install(2))
+        self.assertEqual(a.get("error"), "queue_full", a)
+        dup = self.env.request({"op": "enqueue", "install": I2, "type": "object"})
+        self.assertTrue(dup["ok"] and dup["coalesced"], dup)   # its own job, after restart
+        # Finished work frees room: everything goes out, then there is room again.
+        self.env.start_sim()
+        wait_for(lambda: self.env.request({"op": "stats"})["queued_jobs"] == 0 and
+                 self.env.request({"op": "stats"})["sending_jobs"] == 0, timeout=20,
+                 what="the queue drained")
+        self.enqueue(junk_install(3))

@@ -10,7 +10,7 @@
 
 #define G SCHED_GUARD_MS
 
-static const struct limits lim = { { 60, 0, 0 }, 5, 900 };
+static const struct limits lim = { { 60, 0, 0 }, 5, 900, 1000, 1000 };
 
 static void
 test_classes(void **state)
@@ -214,7 +214,7 @@ test_retry_after(void **state)
 static void
 test_delay_429(void **state)
 {
-	struct limits l = { { 60, 0, 0 }, 2, 300 };
+	struct limits l = { { 60, 0, 0 }, 2, 300, 1000, 1000 };
 	int64_t now = 1784000000000LL;
 
 	(void)state;

@@ -19,7 +19,9 @@
 static char path[300];
 
 struct loaded {
-	int njobs, nlimits;
+	int njobs, nlimits, nmembers;
+	int64_t mjob[16], muid[16];
+	int mn[16];
 	int64_t ids[16];
 	struct class_state cs;
 };
@@ -41,6 +43,16 @@ on_limit(void *arg, const char *install, int cls, const struct class_state *cs)
 	(void)cls;
 	l->cs = *cs;
 	l->nlimits++;
+}
+
+static void
+on_member(void *arg, int64_t job, int64_t uid, int n)
+{
+	struct loaded *l = arg;
+
+	l->mjob[l->nmembers] = job;
+	l->muid[l->nmembers] = uid;
+	l->mn[l->nmembers++] = n;
 }
 
 static void
@@ -191,6 +203,13 @@ test_recover_and_load(void **state)
 	j1 = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1);
 	j2 = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
 	j3 = store_job_insert(st, A, PURGE_CDN, 0, 0, 1);
+	/* Two requests of uid 1000 and one of uid 1001 on j1; one of 1000 on j2 (sending). */
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 1, 0, 1);
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 2, 1, 1);
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1001, 3, 1, 1);
+	store_request_insert(st, j2, A, PURGE_PAGE, NULL, 1000, 4, 0, 1);
+	store_request_cancel(st, store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1002,
+	    5, 1, 1), 2);
 	struct store_job row = { .id = j2, .state = JOB_SENDING, .attempts = 1 };
 	store_job_update(st, &row);
 	row.id = j3;
@@ -212,7 +231,7 @@ test_recover_and_load(void **state)
 	assert_int_equal(store_probe(st, 7), 0);
 	assert_int_equal(store_commit(st), 0);
 	memset(&l, 0, sizeof l);
-	assert_int_equal(store_load(st, on_job, on_limit, &l), 0);
+	assert_int_equal(store_load(st, on_job, on_limit, on_member, &l), 0);
 	assert_int_equal(l.njobs, 2);
 	assert_int_equal(l.ids[0], j1);
 	assert_int_equal(l.ids[1], j2);
@@ -220,6 +239,16 @@ test_recover_and_load(void **state)
 	assert_int_equal(l.cs.last_start, 5000);
 	assert_int_equal(l.cs.blocked_until, 6000);
 	assert_int_equal(l.cs.strikes, 2);
+	/* Unfinished requests by job and requester; the cancelled one is not counted. */
+	assert_int_equal(l.nmembers, 3);
+	for (int i = 0; i < l.nmembers; i++) {
+		if (l.mjob[i] == j1 && l.muid[i] == 1000)
+			assert_int_equal(l.mn[i], 2);
+		else if (l.mjob[i] == j1)
+			assert_true(l.muid[i] == 1001 && l.mn[i] == 1);
+		else
+			assert_true(l.mjob[i] == j2 && l.muid[i] == 1000 && l.mn[i] == 1);
+	}
 	store_close(st);
 }
 

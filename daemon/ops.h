@@ -1,0 +1,57 @@
+/* ops.h: the queue's operations as JSON answers: what every transport calls. */
+#ifndef WPE_OPS_H
+#define WPE_OPS_H
+
+#include <sys/types.h>
+
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "proto.h"
+#include "queue.h"
+#include "util.h"
+
+/*
+ * Who is asking, as the transport authenticated them: the requester the queue counts
+ * (quota, fairness, ownership of reasons and cancels) and whether they administer it.
+ */
+struct ops_caller {
+	uid_t uid;
+	pid_t pid;
+	int admin;
+};
+
+/*
+ * Enqueue: committed with the other requests of this loop turn, then answered through
+ * cb(arg, ...). If the asker goes away first, ops_forget(arg) drops every answer still
+ * owed to it (the requests themselves stay queued).
+ */
+void ops_enqueue(struct queue *, const struct proto_request *, const struct ops_caller *,
+    queue_answer_cb, void *arg);
+void ops_forget(struct queue *, void *arg);
+json_object *ops_status(struct queue *, int64_t id, const struct ops_caller *);
+/*
+ * Wait for a request to finish. Answers at once (returns NULL) when it already is or does
+ * not exist; otherwise returns a waiter that will answer through cb exactly once, unless
+ * it is cancelled first with ops_wait_cancel. cb never runs a client's next request: it
+ * may only record the answer.
+ */
+struct waiter *ops_wait(struct queue *, int64_t id, int64_t timeout_ms,
+    const struct ops_caller *, queue_answer_cb, void *arg);
+void ops_wait_cancel(struct queue *, struct waiter *);
+/* Cancel a request; only its owner or an administrator may. */
+json_object *ops_cancel(struct queue *, int64_t id, const struct ops_caller *);
+/* One page of unfinished jobs, filtered as the request says (see docs/protocol.md). */
+json_object *ops_list(struct queue *, const struct proto_request *);
+json_object *ops_stats(struct queue *, int connections);
+json_object *ops_pause(struct queue *, int paused);
+/* A one-line summary for sd_notify STATUS=. */
+void ops_summary(struct queue *, char *buf, size_t len);
+
+/* For the queue's own asynchronous answers. */
+json_object *ops_error(const char *code, const char *fmt, ...) printflike(2, 3);
+json_object *ops_enqueue_answer(const struct queue_placed *);
+json_object *ops_status_object(const struct store_status *, uid_t, int admin);
+
+#endif

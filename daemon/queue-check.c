@@ -1,0 +1,135 @@
+/* queue-check.c: the queue's invariants, verified after every change when testing. */
+#include "compat.h"
+
+#include <stdlib.h>
+
+#include "queue-int.h"
+#include "util.h"
+
+/*
+ * WPE_PURGED_CHECK=1 (the test suites set it) makes the daemon verify, after every run
+ * of the scheduler, that its structures agree; a violation aborts with the invariant's
+ * name, so any test that drives the real daemon also tests the model. O(n): tests only.
+ */
+#define CHECK(cond, what) do { if (!(cond)) fatalx("queue invariant broken: %s", what); } \
+	while (0)
+
+struct tally {
+	struct queue *q;
+	int64_t njobs, installs_jobs, members;
+};
+
+static void
+check_requester(struct hnode *n, void *arg)
+{
+	struct requester *r = container_of(n, struct requester, hn);
+	struct tally *t = arg;
+	struct job *j;
+	struct member *m;
+	size_t pos = 0, ready = 0;
+	int64_t njobs = 0;
+
+	CHECK(heap_check(&r->ready), "a requester's ready heap is a heap");
+	while ((j = order_next(&t->q->order, &pos)) != NULL) {
+		for (m = j->members; m != NULL; m = m->next) {
+			if (m->r != r)
+				continue;
+			njobs++;
+			ready += heap_contains(&m->hn);
+		}
+	}
+	CHECK(njobs == r->njobs, "a requester's job count matches its memberships");
+	CHECK(ready == heap_len(&r->ready), "a requester's ready heap holds its ready jobs");
+	CHECK(r->in_ring == (heap_len(&r->ready) > 0), "requesters with ready jobs take turns");
+	CHECK(njobs > 0 || r->in_ring, "a requester with nothing is forgotten");
+}
+
+static void
+check_install(struct hnode *n, void *arg)
+{
+	struct install *in = container_of(n, struct install, hn);
+	struct tally *t = arg;
+	struct job *j;
+	int k = 0;
+
+	TAILQ_FOREACH(j, &in->jobs, ientry) {
+		CHECK(j->install == in, "a job is on its own install's list");
+		k++;
+	}
+	CHECK(k == in->njobs, "an install counts its jobs");
+	t->installs_jobs += k;
+}
+
+void
+queue_check(struct queue *q)
+{
+	struct tally t = { q, 0, 0, 0 };
+	struct job *j;
+	struct member *m;
+	size_t pos = 0, timed = 0;
+	int64_t now = queue_now(), ready, nq = 0, ns = 0;
+	int nreq;
+
+	CHECK(order_check(&q->order), "the id order is sorted");
+	CHECK(heap_check(&q->timed), "the time heap is a heap");
+	while ((j = order_next(&q->order, &pos)) != NULL) {
+		t.njobs++;
+		CHECK(job_find(q, j->id) == j, "every job is found by its id");
+		if (j->state == JOB_SENDING) {
+			ns++;
+			CHECK(j->slot == SLOT_NONE, "a job being sent waits nowhere");
+			continue;
+		}
+		nq++;
+		CHECK(j->state == JOB_QUEUED, "unfinished jobs are queued or sending");
+		nreq = 0;
+		for (m = j->members; m != NULL; m = m->next) {
+			CHECK(m->j == j, "a membership points at its job");
+			CHECK(requester_get(q, m->r->uid, 0) == m->r, "members are known requesters");
+			CHECK(heap_contains(&m->hn) == (j->slot == SLOT_READY),
+			    "a job is in its requesters' ready heaps exactly while ready");
+			nreq += m->nreq;
+		}
+		CHECK(nreq == j->nreq, "a job counts its requests");
+		ready = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
+		switch (j->slot) {
+		case SLOT_TIMED:
+			timed++;
+			CHECK(heap_contains(&j->tn) && j->tn.key == ready,
+			    "a timed job waits for exactly its ready time");
+			break;
+		case SLOT_PARKED:
+			CHECK(!heap_contains(&j->tn), "a parked job is not timed");
+			CHECK(classes_busy(j->install, j->type),
+			    "a parked job's install has a purge in flight (or it would be stranded)");
+			break;
+		case SLOT_READY:
+			CHECK(!heap_contains(&j->tn), "a ready job is not timed");
+			CHECK(ready <= now && !classes_busy(j->install, j->type),
+			    "a ready job may go");
+			CHECK(j->members != NULL, "a ready job has someone to take its turn");
+			break;
+		default:
+			CHECK(0, "a queued job waits somewhere");
+		}
+	}
+	CHECK(t.njobs == (int64_t)htab_len(&q->jobs), "the id table holds every job");
+	CHECK(nq == q->nqueued && ns == q->nsending, "the queued and sending counts are kept");
+	CHECK(timed == heap_len(&q->timed), "the time heap holds only timed jobs");
+	htab_foreach(&q->installs, check_install, &t);
+	CHECK(t.installs_jobs == t.njobs, "every job is on one install's list");
+	/* O(requesters x jobs): small queues only. */
+	if ((int64_t)htab_len(&q->requesters) * t.njobs < 1000000)
+		htab_foreach(&q->requesters, check_requester, &t);
+	CHECK(q->stats.waiters == (int64_t)htab_len(&q->waiters_req) &&
+	    htab_len(&q->waiters_req) == htab_len(&q->waiters_job),
+	    "every waiter is found by request and by job");
+	if (!q->paused && !q->stopping && !q->broken) {
+		CHECK(TAILQ_EMPTY(&q->ring) ||
+		    sender_in_flight(q->sender) >= q->cfg->max_in_flight ||
+		    !sched_outage_allows(&q->outage, now, sender_in_flight(q->sender)),
+		    "ready jobs wait only for a sending slot or the outage gate");
+		CHECK(heap_len(&q->timed) == 0 || q->timer_at <= heap_top(&q->timed)->key,
+		    "the timer is armed for the first timed job");
+	}
+}

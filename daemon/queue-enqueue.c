@@ -1,0 +1,323 @@
+/* queue-enqueue.c: requests in and out: group commit, coalescing, quotas, cancelling. */
+#include "compat.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "queue-int.h"
+#include "util.h"
+
+/* What a group commit changed in memory, undone in reverse if the commit fails. */
+enum undo_kind { U_NEW, U_ABSORB, U_MEMBER };
+struct undo {
+	enum undo_kind kind;
+	struct job *j;
+	int64_t uid;
+};
+struct undo_log {
+	struct undo *v;
+	size_t n, cap;
+};
+
+void
+queue_enqueue(struct queue *q, const struct proto_request *req, uid_t uid, pid_t pid,
+    queue_answer_cb cb, void *arg)
+{
+	struct pending *p = xcalloc(1, sizeof *p);
+
+	p->req = *req;
+	p->req.reason = req->reason != NULL ? xstrdup(req->reason) : NULL;
+	p->uid = uid;
+	p->pid = pid;
+	p->cb = cb;
+	p->arg = arg;
+	if (TAILQ_EMPTY(&q->pending))
+		q->pending_since = queue_now();
+	TAILQ_INSERT_TAIL(&q->pending, p, entry);
+	if (!q->flush_armed) {
+		q->flush_armed = 1;
+		event_active(q->flush_ev, 0, 0);
+	}
+}
+
+void
+queue_enqueue_forget(struct queue *q, void *arg)
+{
+	struct pending *p;
+
+	TAILQ_FOREACH(p, &q->pending, entry) {
+		if (p->arg == arg)
+			p->cb = NULL;
+	}
+}
+
+int
+queue_progressing(struct queue *q, int64_t max_ms)
+{
+	return TAILQ_EMPTY(&q->pending) || queue_now() - q->pending_since <= max_ms;
+}
+
+static void
+undo_push(struct undo_log *u, enum undo_kind kind, struct job *j, int64_t uid)
+{
+	if (u->n == u->cap) {
+		u->cap = u->cap == 0 ? 16 : u->cap * 2;
+		u->v = xrealloc(u->v, u->cap * sizeof *u->v);
+	}
+	u->v[u->n].kind = kind;
+	u->v[u->n].j = j;
+	u->v[u->n++].uid = uid;
+}
+
+/* Would one more job for uid go over its quota? (Joining a job it is in is free.) */
+static int
+user_full(struct queue *q, struct pending *p)
+{
+	struct requester *r = requester_get(q, (int64_t)p->uid, 0);
+
+	if (r == NULL || r->njobs < q->limits.max_queued_per_user)
+		return 0;
+	p->out.error = "queue_full";
+	snprintf(p->out.message, sizeof p->out.message, "uid %ld has %lld unfinished purges "
+	    "queued, the most max_queued_per_user allows; try again when some are done",
+	    (long)p->uid, (long long)r->njobs);
+	return 1;
+}
+
+/*
+ * Place one request: join a queued job or make a new one, in the store and in memory;
+ * every memory change is logged in u so that a failed commit can undo it. 0 placed,
+ * 1 refused (the queue or the requester is full: p->out says why), -1 storage error.
+ */
+static int
+place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
+{
+	struct install *in = install_get(q, p->req.install, 0);
+	enum purge_type types[PURGE_NTYPES * 2];
+	struct job *queued[PURGE_NTYPES * 2], *j, *t;
+	int64_t uid = (int64_t)p->uid;
+	char msg[64];
+	size_t n = 0, i;
+	int idx = -1;
+
+	if (in != NULL) {
+		n = install_queued(in, NULL, queued, types, sizeof queued / sizeof queued[0]);
+		idx = sched_coalesce(p->req.type, types, n);
+	}
+	if (idx >= 0) {
+		j = queued[idx];
+		if (member_find(j, uid) == NULL && user_full(q, p))
+			return 1;
+		p->out.coalesced = 1;
+	} else {
+		int64_t nb = SCHED_NEVER, id;
+		int attempts = 0, absorbs = p->req.type == PURGE_ALL ? (int)n : 0;
+
+		if (absorbs == 0 && (int64_t)htab_len(&q->jobs) >= q->limits.max_queued) {
+			p->out.error = "queue_full";
+			snprintf(p->out.message, sizeof p->out.message, "the queue holds %zu "
+			    "unfinished purges, the most max_queued allows; try again when some "
+			    "are done", htab_len(&q->jobs));
+			return 1;
+		}
+		if (user_full(q, p))
+			return 1;
+		if (in == NULL)
+			in = install_get(q, p->req.install, 1);
+		/* A new "all" job inherits the backoff of the jobs it absorbs. */
+		for (i = 0; i < (size_t)absorbs; i++) {
+			if (queued[i]->not_before > nb)
+				nb = queued[i]->not_before;
+			if (queued[i]->attempts > attempts)
+				attempts = queued[i]->attempts;
+		}
+		id = store_job_insert(q->store, in->id, p->req.type, queue_to_wall(nb), attempts,
+		    now_wall);
+		if (id < 0)
+			return -1;
+		j = job_new(q, id, in, p->req.type);
+		j->not_before = nb;
+		j->attempts = attempts;
+		j->created_at = now_wall;
+		undo_push(u, U_NEW, j, 0);
+		snprintf(msg, sizeof msg, "absorbed into job %lld", (long long)id);
+		for (i = 0; i < (size_t)absorbs; i++) {
+			t = queued[i];
+			if (store_requests_move(q->store, t->id, id) != 0 ||
+			    store_job_absorb(q->store, t->id, msg, now_wall) != 0)
+				return -1;
+			/* Out of the scheduling structures; freed or put back after commit. */
+			job_unlink(q, t);
+			t->absorbed_into = id;
+			undo_push(u, U_ABSORB, t, 0);
+		}
+	}
+	p->out.job_id = j->id;
+	p->out.request_id = store_request_insert(q->store, j->id, in->id, p->req.type,
+	    p->req.reason, uid, (int64_t)p->pid, p->out.coalesced, now_wall);
+	if (p->out.request_id < 0)
+		return -1;
+	member_add(q, j, uid, 1);
+	undo_push(u, U_MEMBER, j, uid);
+	return 0;
+}
+
+/*
+ * Memory follows the store: undo everything in reverse on failure. On success, schedule
+ * the new jobs (not those a later "all" of the same batch absorbed), then let the
+ * absorbed ones go, their requesters and waiters moving to the job that took them over.
+ */
+static void
+settle(struct queue *q, struct undo_log *u, int failed)
+{
+	int64_t now = queue_now();
+	struct job *j;
+	size_t i;
+
+	if (failed) {
+		for (i = u->n; i-- > 0;) {
+			j = u->v[i].j;
+			if (u->v[i].kind == U_MEMBER)
+				member_sub(q, j, u->v[i].uid);
+			else if (u->v[i].kind == U_ABSORB) {
+				job_link(q, j);
+				job_sched(q, j, now);
+			} else
+				job_free(q, j);
+		}
+		return;
+	}
+	for (i = 0; i < u->n; i++) {
+		if (u->v[i].kind != U_NEW)
+			continue;
+		q->stats.jobs++;
+		if (u->v[i].j->absorbed_into == 0)
+			job_sched(q, u->v[i].j, now);
+	}
+	for (i = 0; i < u->n; i++) {
+		if (u->v[i].kind != U_ABSORB)
+			continue;
+		j = u->v[i].j;
+		members_move(q, j, job_find(q, j->absorbed_into));
+		waiters_move(q, j->id, j->absorbed_into);
+		job_destroy(q, j);
+		prune_arm(q, clock_wall_ms());
+	}
+}
+
+void
+queue_flush(struct queue *q)
+{
+	struct pending *p;
+	struct pendings batch = TAILQ_HEAD_INITIALIZER(batch);
+	struct undo_log u = { NULL, 0, 0 };
+	json_object *o;
+	int64_t now_wall = clock_wall_ms();
+	int failed = 0, n = 0, rc;
+	char err[256] = "";
+
+	q->flush_armed = 0;
+	if (TAILQ_EMPTY(&q->pending))
+		return;
+	/*
+	 * Detach this turn's batch: answering wakes clients whose next pipelined enqueue
+	 * joins q->pending for the next commit, never this one's answer loop.
+	 */
+	TAILQ_CONCAT(&batch, &q->pending, entry);
+	TAILQ_FOREACH(p, &batch, entry)
+		n++;
+	if (q->broken && queue_try_recover(q) != 0) {
+		failed = 1;
+		snprintf(err, sizeof err, "it refuses writes");
+	} else {
+		if (store_begin(q->store) != 0)
+			failed = 1;
+		TAILQ_FOREACH(p, &batch, entry) {
+			if (failed || (rc = place(q, p, now_wall, &u)) < 0) {
+				failed = 1;
+				break;
+			}
+		}
+		if (!failed && store_commit(q->store) != 0)
+			failed = 1;
+		if (failed) {
+			snprintf(err, sizeof err, "%s", store_errmsg(q->store));
+			store_rollback(q->store);
+			q->stats.storage_errors++;
+			log_error("could not commit %d request(s): %s", n, err);
+		}
+	}
+	settle(q, &u, failed);
+	free(u.v);
+	if (!failed)
+		q->stats.commits++;
+
+	while ((p = TAILQ_FIRST(&batch)) != NULL) {
+		TAILQ_REMOVE(&batch, p, entry);
+		if (failed)
+			o = ops_error("storage", "the request was not queued: the queue database "
+			    "failed (%s); try again", err);
+		else if (p->out.error != NULL) {
+			q->stats.rejected_full++;
+			o = ops_error(p->out.error, "%s", p->out.message);
+		} else {
+			q->stats.requests++;
+			if (p->out.coalesced)
+				q->stats.coalesced++;
+			log_info("request %lld: %s purge of %s from uid %ld pid %ld, %s job %lld",
+			    (long long)p->out.request_id, purge_type_name(p->req.type),
+			    p->req.install, (long)p->uid, (long)p->pid,
+			    p->out.coalesced ? "joined" : "new", (long long)p->out.job_id);
+			o = ops_enqueue_answer(&p->out);
+		}
+		if (p->cb != NULL)
+			p->cb(p->arg, o);
+		else
+			json_object_put(o);
+		proto_request_free(&p->req);
+		free(p);
+	}
+	queue_run(q);
+}
+
+/*
+ * Cancel request id (unfinished, of requester uid, on job job_id): the job goes when
+ * nobody needs it any more, unless its HTTP request started. 0, or -1 (nothing changed).
+ */
+int
+queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
+{
+	struct job *j = job_find(q, job_id);
+	struct store_job row;
+	int64_t now_wall = clock_wall_ms();
+	int live, drop;
+
+	if (store_begin(q->store) != 0 || store_request_cancel(q->store, id, now_wall) < 0 ||
+	    (live = store_job_live_requests(q->store, job_id)) < 0)
+		goto fail;
+	drop = j != NULL && live == 0 && j->state == JOB_QUEUED;
+	if (drop) {
+		job_row(j, &row, now_wall);
+		row.state = JOB_CANCELLED;
+		if (store_job_update(q->store, &row) != 0)
+			goto fail;
+	}
+	if (store_commit(q->store) != 0)
+		goto fail;
+	/* Committed: now memory. */
+	q->stats.cancelled++;
+	if (j != NULL)
+		member_sub(q, j, uid);
+	if (drop)
+		job_free(q, j);
+	prune_arm(q, now_wall);
+	waiters_wake(q, id, 0);
+	queue_run(q);
+	return 0;
+fail:
+	store_rollback(q->store);
+	q->stats.storage_errors++;
+	return -1;
+}

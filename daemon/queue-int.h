@@ -1,0 +1,228 @@
+/* queue-int.h: the queue's model, shared by its files (queue*.c) and nothing else. */
+#ifndef WPE_QUEUE_INT_H
+#define WPE_QUEUE_INT_H
+
+#include "compat.h"
+
+#include <stddef.h>
+
+#include "heap.h"
+#include "htab.h"
+#include "order.h"
+#include "queue.h"
+#include "sched.h"
+#include "sender.h"
+
+/*
+ * The store is the truth; memory is a cache of its unfinished part, changed only after
+ * the store committed. Where a failure leaves memory and store apart (the API's answer
+ * could not be recorded), the queue is "broken": nothing is sent and writes are refused
+ * until a probe write succeeds and memory is rebuilt from the store (queue_rebuild),
+ * exactly as at start-up.
+ *
+ * Where a queued job waits (job->slot), so that no event ever walks every job:
+ *   SLOT_TIMED   in q->timed, keyed by the time its install's windows, its 429 block and
+ *                its backoff let it go; the one timer is armed from the top;
+ *   SLOT_PARKED  ready, but a job of its install covering one of its classes is being
+ *                sent: that job's outcome reschedules the install's few jobs;
+ *   SLOT_READY   ready: in the ready heap of each of its requesters (oldest job first);
+ *                requesters with ready jobs take turns (q->ring), one job each.
+ */
+#define container_of(p, type, field) \
+	((type *)(void *)((char *)(p) - offsetof(type, field)))
+
+enum job_slot { SLOT_NONE = 0, SLOT_TIMED, SLOT_PARKED, SLOT_READY };
+
+struct job;
+struct requester;
+TAILQ_HEAD(jobs, job);
+
+/* One install: its limit state and its unfinished jobs. Times are monotonic ms. */
+struct install {
+	struct hnode hn;             /* q->installs, by id */
+	char id[37];
+	struct class_state cls[NCLASSES];
+	struct jobs jobs;
+	int njobs;
+};
+
+/* Whoever asks for purges (a uid, -1 when unknown): the unit of fairness and quota. */
+struct requester {
+	struct hnode hn;             /* q->requesters, by uid */
+	int64_t uid;
+	int64_t njobs;               /* unfinished jobs holding its requests */
+	struct heap ready;           /* its memberships in ready jobs, by job id */
+	int in_ring;
+	TAILQ_ENTRY(requester) ring; /* q->ring while it has ready jobs */
+};
+
+/* A requester's unfinished requests on one job. */
+struct member {
+	struct requester *r;
+	struct job *j;
+	int nreq;
+	struct heap_node hn;         /* r->ready while the job is ready */
+	struct member *next;         /* j->members */
+};
+
+/* An unfinished job (queued or sending). Finished jobs live only in the store. */
+struct job {
+	struct hnode hn;             /* q->jobs, by id */
+	int64_t id;
+	struct install *install;
+	enum purge_type type;
+	enum job_state state;
+	int attempts;
+	int in_flight;       /* the sender holds it: its answer will come */
+	int64_t not_before;  /* monotonic ms or SCHED_NEVER: transient-failure backoff */
+	long http_status;
+	char *message;
+	int64_t created_at;  /* wall ms */
+	int64_t started_at;  /* wall ms */
+	int64_t prev_start[NCLASSES]; /* windows before this attempt, to give back */
+	int64_t last_attempt;  /* monotonic ms this attempt started */
+	int64_t absorbed_into; /* during a group commit: the "all" job that took it over */
+	enum job_slot slot;
+	struct heap_node tn;   /* q->timed while SLOT_TIMED */
+	struct member *members;
+	int nreq;              /* unfinished requests on it */
+	TAILQ_ENTRY(job) ientry; /* install->jobs */
+};
+
+/* An enqueue waiting for this loop turn's group commit. */
+struct pending {
+	struct proto_request req;
+	uid_t uid;
+	pid_t pid;
+	queue_answer_cb cb;      /* NULL once forgotten */
+	void *arg;
+	struct queue_placed out;
+	TAILQ_ENTRY(pending) entry;
+};
+TAILQ_HEAD(pendings, pending);
+
+TAILQ_HEAD(waiters, waiter);
+struct waiter {
+	struct queue *q;
+	struct hnode by_req;     /* q->waiters_req, while waiting */
+	struct hnode by_job;     /* q->waiters_job, while waiting */
+	int waiting;             /* on both tables */
+	struct waiters *batch;   /* or in a wake batch (see waiters_wake) */
+	TAILQ_ENTRY(waiter) entry;
+	int64_t request_id;
+	int64_t job_id;
+	uid_t uid;
+	int admin;
+	struct event *timer;
+	queue_answer_cb cb;
+	void *arg;
+};
+
+struct queue {
+	struct event_base *base;
+	struct config *cfg;
+	struct limits limits;
+	struct store *store;
+	struct sender *sender;
+	struct htab installs;
+	struct htab jobs;        /* by id */
+	struct order order;      /* the same jobs in id order, for list */
+	struct htab requesters;
+	struct heap timed;       /* SLOT_TIMED jobs by ready time */
+	TAILQ_HEAD(, requester) ring;
+	int64_t nqueued, nsending;
+	struct pendings pending;
+	int64_t pending_since;   /* monotonic ms the oldest uncommitted enqueue arrived */
+	struct htab waiters_req, waiters_job;
+	struct event *flush_ev;  /* group commit: queued behind this turn's reads */
+	struct event *timer;     /* the one scheduling timer */
+	int64_t timer_at;        /* when it is armed for (INT64_MAX: not armed) */
+	struct event *prune_ev;
+	int64_t prune_at;        /* wall ms the prune timer is armed for (0: not armed) */
+	struct event *probe_ev;  /* storage probe while broken */
+	struct event *grace_ev;
+	struct outage outage;
+	struct queue_stats stats;
+	int paused;
+	int stopping;
+	int broken;              /* memory may differ from the store: see above */
+	int64_t last_recover;
+	int running, rerun;
+	int flush_armed;
+	int warned_401;
+	int check;               /* WPE_PURGED_CHECK: verify the invariants after each run */
+	int64_t started_wall;
+	void (*changed_cb)(void *);
+	void *changed_arg;
+	void (*stopped_cb)(void *);
+	void *stopped_arg;
+};
+
+/* queue.c: the model */
+int64_t queue_now(void);
+int64_t queue_to_wall(int64_t mono);
+int64_t queue_to_mono(int64_t wall);
+struct install *install_get(struct queue *, const char *id, int create);
+struct job *job_find(struct queue *, int64_t id);
+struct job **queue_jobs(struct queue *, size_t *n);
+size_t install_queued(struct install *, const struct job *skip, struct job **,
+    enum purge_type *, size_t max);
+struct job *job_new(struct queue *, int64_t id, struct install *, enum purge_type);
+void job_link(struct queue *, struct job *);
+void job_unlink(struct queue *, struct job *);
+void job_destroy(struct queue *, struct job *);
+void job_free(struct queue *, struct job *);
+void job_set_message(struct job *, const char *);
+void job_row(const struct job *, struct store_job *, int64_t finished_at);
+void job_set_state(struct queue *, struct job *, enum job_state);
+int queue_rebuild(struct queue *);
+void queue_break(struct queue *);
+int queue_try_recover(struct queue *);
+
+/* queue-members.c: requesters */
+struct requester *requester_get(struct queue *, int64_t uid, int create);
+struct member *member_find(const struct job *, int64_t uid);
+void member_add(struct queue *, struct job *, int64_t uid, int n);
+void member_sub(struct queue *, struct job *, int64_t uid);
+void members_move(struct queue *, struct job *from, struct job *to);
+void members_clear(struct queue *, struct job *);
+void member_ready(struct queue *, struct member *);
+void member_unready(struct queue *, struct member *);
+
+/* queue-dispatch.c: scheduling and sending */
+void queue_run(struct queue *);
+void job_sched(struct queue *, struct job *, int64_t now);
+void job_unslot(struct queue *, struct job *);
+void install_resched(struct queue *, struct install *, int64_t now);
+int classes_busy(const struct install *, enum purge_type);
+int persist_classes(struct queue *, const struct install *, const struct class_state *,
+    unsigned mask);
+void queue_check_stopped(struct queue *);
+
+/* queue-outcome.c */
+void queue_sent(void *, void *, const struct send_result *);
+
+/* queue-waiters.c */
+struct waiter *waiter_new(struct queue *, int64_t request_id, int64_t job_id,
+    int64_t timeout_ms, uid_t, int admin, queue_answer_cb, void *arg);
+void waiter_free(struct waiter *);
+void waiters_wake(struct queue *, int64_t request_id, int64_t job_id);
+void waiters_recheck(struct queue *);
+void waiters_move(struct queue *, int64_t from, int64_t to);
+void waiters_free_all(struct queue *);
+
+/* queue-prune.c */
+void prune_arm(struct queue *, int64_t finished_wall);
+void prune_start(struct queue *);
+
+/* queue-check.c */
+void queue_check(struct queue *);
+
+/* queue-enqueue.c */
+void queue_enqueue(struct queue *, const struct proto_request *, uid_t, pid_t,
+    queue_answer_cb, void *arg);
+void queue_enqueue_forget(struct queue *, void *arg);
+void queue_flush(struct queue *);
+int queue_cancel(struct queue *, int64_t id, int64_t uid, int64_t job_id);
+
+#endif
