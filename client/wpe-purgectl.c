@@ -60,7 +60,7 @@ die(int code, const char *fmt, ...)
 
 	fputs("wpe-purgectl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vfprintf(stderr, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): started above */
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(code);
@@ -819,7 +819,9 @@ cmd_list(int argc, char **argv)
 			json_object_object_add(req, "type", json_object_new_string(optarg));
 			break;
 		case 'S':
-			if (strcmp(optarg, "queued") != 0 && strcmp(optarg, "sending") != 0)
+			/* getopt sets optarg for required_argument: never NULL here. */
+			if (strcmp(optarg, "queued") != 0 && /* NOLINT(clang-analyzer-core.NonNullParamChecker) */
+			    strcmp(optarg, "sending") != 0)
 				die(EXIT_USAGE, "--state must be queued or sending, not %s", optarg);
 			json_object_object_add(req, "state", json_object_new_string(optarg));
 			break;

@@ -51,6 +51,7 @@ struct requester {
 	struct hnode hn;             /* q->requesters, by uid */
 	int64_t uid;
 	int64_t njobs;               /* unfinished jobs holding its requests */
+	int64_t absorbing;           /* of those, absorbed by the group commit under way */
 	struct heap ready;           /* its memberships in ready jobs, by job id */
 	int in_ring;
 	TAILQ_ENTRY(requester) ring; /* q->ring while it has ready jobs */
@@ -81,7 +82,8 @@ struct job {
 	int64_t started_at;  /* wall ms */
 	int64_t prev_start[NCLASSES]; /* windows before this attempt, to give back */
 	int64_t last_attempt;  /* monotonic ms this attempt started */
-	int64_t absorbed_into; /* during a group commit: the "all" job that took it over */
+	int64_t absorbed_into; /* during a group commit: the "all" job taking it over (it
+	                        * stays where it is until the commit, out of coalescing) */
 	enum job_slot slot;
 	struct heap_node tn;   /* q->timed while SLOT_TIMED */
 	struct member *members;

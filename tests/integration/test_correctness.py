@@ -735,3 +735,30 @@ class Visibility(EnvTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FailedCommitLeavesNoTrace(unittest.TestCase):
+    """A failed group commit leaves memory exactly as it was: here, who sends next
+    (review finding: undoing an absorb used to put its requester at the back)."""
+
+    def run_once(self, fail):
+        env = erofs_env(limits={"object_interval": 0}, api={"max_in_flight": 1},
+                        sim_args=["--object-interval", "0"], daemon_extra="socket_mode = 0666")
+        try:
+            u, v = env.connect_as(1001), env.connect_as(1002)
+            env.request({"op": "pause"})
+            self.assertTrue(u.call({"op": "enqueue", "install": I1, "type": "page"})["ok"])
+            self.assertTrue(v.call({"op": "enqueue", "install": I2, "type": "object"})["ok"])
+            if fail:
+                env.readonly(True)
+                r = u.call({"op": "enqueue", "install": I1, "type": "all"})
+                self.assertEqual(r.get("error"), "storage", r)
+                env.readonly(False)
+            env.request({"op": "resume"})
+            wait_for(lambda: len(env.calls()) >= 2, timeout=10, what="two calls")
+            return [(c["type"], c["install"]) for c in env.calls()]
+        finally:
+            env.close()
+
+    def test_send_order_is_the_same_after_a_failed_commit(self):
+        self.assertEqual(self.run_once(True), self.run_once(False))
