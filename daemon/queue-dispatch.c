@@ -126,8 +126,8 @@ job_unstart(struct queue *q, struct job *j, int64_t now, const char *cause)
 	log_error("job %lld: could not start sending: %s", (long long)j->id, cause);
 	memcpy(ncls, j->install->cls, sizeof ncls);
 	for (c = 0; c < NCLASSES; c++) {
-		if ((mask & (1u << c)) && ncls[c].last_start == j->last_attempt)
-			ncls[c].last_start = j->prev_start[c];
+		if ((mask & (1u << c)) && ncls[c].last_start == j->attempt->started)
+			ncls[c].last_start = j->attempt->prev_start[c];
 	}
 	job_row(j, &row, 0);
 	row.state = JOB_QUEUED;
@@ -176,13 +176,15 @@ job_start(struct queue *q, struct job *j, int64_t now)
 		return;
 	}
 	job_unslot(q, j);
+	if (j->attempt == NULL)
+		j->attempt = xcalloc(1, sizeof *j->attempt);
 	for (c = 0; c < NCLASSES; c++) {
-		j->prev_start[c] = j->install->cls[c].last_start;
+		j->attempt->prev_start[c] = j->install->cls[c].last_start;
 		j->install->cls[c] = ncls[c];
 	}
 	job_set_state(q, j, JOB_SENDING);
 	j->attempts++;
-	j->last_attempt = now;
+	j->attempt->started = now;
 	j->started_at = started;
 	install_resched(q, j->install, now);
 	if (sender_start(q->sender, j, j->install->id, j->type, &cause) != 0) {

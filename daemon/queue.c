@@ -146,6 +146,7 @@ void
 job_destroy(struct queue *q, struct job *j)
 {
 	members_clear(q, j);
+	free(j->attempt);
 	free(j->message);
 	free(j);
 }
