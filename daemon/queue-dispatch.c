@@ -340,9 +340,10 @@ queue_shutdown(struct queue *q, int64_t grace_ms, void (*done)(void *), void *ar
 	timer_arm(q, INT64_MAX, 0);
 	if (q->prune_ev != NULL)
 		evtimer_del(q->prune_ev);
-	/* Commit what this turn accepted before anything else. */
+	/* Commit what this turn accepted before anything else, and answer it. */
 	if (!TAILQ_EMPTY(&q->pending))
 		queue_flush(q);
+	queue_deliver(q, 1);
 	if (sender_in_flight(q->sender) > 0) {
 		log_notice("waiting up to %lld ms for %d purge(s) in flight", (long long)grace_ms,
 		    sender_in_flight(q->sender));

@@ -104,6 +104,8 @@ struct pending {
 	queue_answer_cb cb;      /* NULL once forgotten */
 	void *arg;
 	struct queue_placed out;
+	json_object *answer;     /* committed: delivered once durable (gen) */
+	uint64_t gen;
 	TAILQ_ENTRY(pending) entry;
 };
 TAILQ_HEAD(pendings, pending);
@@ -140,6 +142,9 @@ struct queue {
 	int64_t nqueued, nsending;
 	struct pendings pending;
 	int64_t pending_since;   /* monotonic ms the oldest uncommitted enqueue arrived */
+	struct pendings unsynced; /* committed, answered once the disk has them */
+	int64_t unsynced_since;
+	struct event *durable_ev; /* the store's syncs completing */
 	struct htab waiters_req, waiters_job;
 	struct event *flush_ev;  /* group commit: queued behind this turn's reads */
 	struct event *timer;     /* the one scheduling timer */
@@ -230,6 +235,7 @@ void queue_enqueue(struct queue *, const struct proto_request *, uid_t, pid_t,
     queue_answer_cb, void *arg);
 void queue_enqueue_forget(struct queue *, void *arg);
 void queue_flush(struct queue *);
+void queue_deliver(struct queue *, int all);
 int queue_cancel(struct queue *, int64_t id, int64_t uid, int64_t job_id);
 
 #endif

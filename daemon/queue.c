@@ -236,6 +236,14 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	queue_flush(arg);
 }
 
+static void
+durable_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	queue_deliver(arg, 0);
+}
+
 struct queue *
 queue_create(struct event_base *base, struct config *cfg, struct store *store)
 {
@@ -255,7 +263,12 @@ queue_create(struct event_base *base, struct config *cfg, struct store *store)
 	heap_init(&q->timed);
 	TAILQ_INIT(&q->ring);
 	TAILQ_INIT(&q->pending);
+	TAILQ_INIT(&q->unsynced);
 	q->timer_at = INT64_MAX;
+	if (store_durable_fd(store) != -1 && ((q->durable_ev = event_new(base,
+	    store_durable_fd(store), EV_READ | EV_PERSIST, durable_cb, q)) == NULL ||
+	    event_add(q->durable_ev, NULL) != 0))
+		fatalx("out of memory creating events");
 	q->flush_ev = event_new(base, -1, 0, flush_cb, q);
 	q->timer = evtimer_new(base, timer_cb, q);
 	q->probe_ev = evtimer_new(base, probe_cb, q);
@@ -552,6 +565,14 @@ queue_free(struct queue *q)
 		proto_request_free(&p->req);
 		free(p);
 	}
+	while ((p = TAILQ_FIRST(&q->unsynced)) != NULL) {
+		TAILQ_REMOVE(&q->unsynced, p, entry);
+		json_object_put(p->answer);
+		proto_request_free(&p->req);
+		free(p);
+	}
+	if (q->durable_ev != NULL)
+		event_free(q->durable_ev);
 	waiters_free_all(q);
 	sender_free(q->sender);
 	v = queue_jobs(q, &n);

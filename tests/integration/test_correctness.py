@@ -762,3 +762,37 @@ class FailedCommitLeavesNoTrace(unittest.TestCase):
 
     def test_send_order_is_the_same_after_a_failed_commit(self):
         self.assertEqual(self.run_once(True), self.run_once(False))
+
+
+class SyncFailure(unittest.TestCase):
+    """fdatasync failing (a disk losing writes): nothing more is acknowledged; the daemon
+    stops (systemd restarts it) rather than answer "queued" for what may be lost."""
+
+    def check(self, pipelined):
+        env = erofs_env()
+        try:
+            env.request({"op": "pause"})
+            first = env.request({"op": "enqueue", "install": I1, "type": "page"})
+            self.assertTrue(first["ok"], first)
+            env.losing_writes(True)
+            c = env.connect()
+            lines = [{"op": "enqueue", "install": i, "type": "cdn"}
+                     for i in ((I2, I3) if pipelined else (I2,))]
+            c.send("".join(json.dumps(l) + "\n" for l in lines))
+            with self.assertRaises((EOFError, ConnectionError)):
+                a = c.recv()
+                self.assertFalse(a.get("ok"), a)   # no "queued" for what may be lost
+            self.assertNotEqual(env.daemon.wait(10), 0)
+            self.assertIn("fdatasync of the queue database's WAL failed", env.log())
+            env.losing_writes(False)
+            env.start()                          # and it comes back with its queue
+            env.wait_state(first["id"])
+        finally:
+            env.close()
+
+    def test_lone_request_synced_inline(self):
+        self.check(False)
+
+    def test_batch_synced_by_the_worker(self):
+        self.check(True)
+
