@@ -142,15 +142,21 @@ durable_fd(struct durable *d)
 	return d->pipe[0];
 }
 
-uint64_t
-durable_done(struct durable *d)
+void
+durable_drain(struct durable *d)
 {
 	char buf[64];
-	uint64_t g;
-	int e;
 
 	while (read(d->pipe[0], buf, sizeof buf) > 0)
 		;
+}
+
+uint64_t
+durable_done(struct durable *d)
+{
+	uint64_t g;
+	int e;
+
 	pthread_mutex_lock(&d->mu);
 	g = d->done;
 	e = d->err;

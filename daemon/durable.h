@@ -22,9 +22,13 @@ void durable_close(struct durable *);
 void durable_now(struct durable *);
 /* Ask the worker for a sync covering everything committed so far; its generation. */
 uint64_t durable_request(struct durable *);
-/* Readable when a requested sync completed (for the event loop). */
+/*
+ * Readable when a sync completed (for the event loop): only the loop's callback drains
+ * it (durable_drain), so a completion seen early elsewhere still wakes that callback.
+ */
 int durable_fd(struct durable *);
-/* The highest generation known durable (drains durable_fd). */
+void durable_drain(struct durable *);
+/* The highest generation known durable. */
 uint64_t durable_done(struct durable *);
 
 #endif

@@ -145,6 +145,11 @@ struct queue {
 	struct pendings unsynced; /* committed, answered once the disk has them */
 	int64_t unsynced_since;
 	struct event *durable_ev; /* the store's syncs completing */
+	struct starting {        /* "sending" committed, handed to the sender once durable */
+		int64_t id;
+		uint64_t gen;
+	} *starting;
+	size_t nstarting, capstarting;
 	struct htab waiters_req, waiters_job;
 	struct event *flush_ev;  /* group commit: queued behind this turn's reads */
 	struct event *timer;     /* the one scheduling timer */
@@ -210,6 +215,8 @@ int classes_busy(const struct install *, enum purge_type);
 int persist_classes(struct queue *, const struct install *, const struct class_state *,
     unsigned mask);
 void queue_check_stopped(struct queue *);
+void queue_launch(struct queue *);
+int queue_in_flight(struct queue *);
 
 /* queue-outcome.c */
 void queue_sent(void *, void *, const struct send_result *);

@@ -239,9 +239,13 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 static void
 durable_cb(evutil_socket_t fd, short events, void *arg)
 {
+	struct queue *q = arg;
+
 	(void)fd;
 	(void)events;
-	queue_deliver(arg, 0);
+	store_durable_drain(q->store);
+	queue_deliver(q, 0);
+	queue_launch(q);
 }
 
 struct queue *
@@ -422,6 +426,7 @@ queue_rebuild(struct queue *q)
 	int c, n = 0, live;
 
 	q->last_recover = queue_now();
+	q->nstarting = 0;   /* their "sending" rows are queued again like any other */
 	if (store_begin(q->store) != 0 || store_probe(q->store, now_wall) != 0 ||
 	    store_sending(q->store, note_sending, &rows) != 0)
 		goto fail;
@@ -594,6 +599,7 @@ queue_free(struct queue *q)
 		event_free(q->prune_ev);
 	if (q->grace_ev != NULL)
 		event_free(q->grace_ev);
+	free(q->starting);
 	free(q);
 }
 

@@ -425,6 +425,13 @@ store_durable_fd(struct store *st)
 	return st->dur != NULL ? durable_fd(st->dur) : -1;
 }
 
+void
+store_durable_drain(struct store *st)
+{
+	if (st->dur != NULL)
+		durable_drain(st->dur);
+}
+
 uint64_t
 store_durable(struct store *st)
 {

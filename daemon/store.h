@@ -60,6 +60,7 @@ int store_commit(struct store *);
  */
 int store_commit_async(struct store *, uint64_t *gen);
 int store_durable_fd(struct store *);
+void store_durable_drain(struct store *);   /* from that fd's callback only */
 uint64_t store_durable(struct store *);
 /* Make every commit so far durable now. */
 void store_sync(struct store *);
