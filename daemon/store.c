@@ -285,6 +285,8 @@ store_open(const char *path, char **cause)
 	}
 	free(lockpath);
 
+	/* No allocation statistics: a mutex on every allocation buys nothing here. */
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	    SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
