@@ -54,6 +54,8 @@ worker(void *arg)
 			d->done = g;
 		/* Wake the loop; a full pipe already means "look". */
 		(void)!write(d->pipe[1], "s", 1);
+		if (e != 0)
+			break;   /* no retry: a later success would not bring lost writes back */
 	}
 	pthread_mutex_unlock(&d->mu);
 	return NULL;
@@ -112,6 +114,7 @@ durable_now(struct durable *d)
 {
 	uint64_t g;
 
+	(void)durable_done(d);   /* fatal if the worker's sync already failed */
 	pthread_mutex_lock(&d->mu);
 	g = d->wanted;
 	pthread_mutex_unlock(&d->mu);

@@ -244,6 +244,7 @@ durable_cb(evutil_socket_t fd, short events, void *arg)
 	(void)fd;
 	(void)events;
 	store_durable_drain(q->store);
+	(void)store_durable(q->store);   /* a failed sync is fatal, waited for or not */
 	queue_deliver(q, 0);
 	queue_launch(q);
 }
