@@ -330,7 +330,8 @@ store_open(const char *path, char **cause)
 	 * commit is acknowledged or acted on), but the sync is ours: inline after COMMIT
 	 * (store_commit) or, for enqueue batches, on a worker thread (store_commit_async).
 	 */
-	xasprintf(&walpath, "%s-wal", path);
+	/* The WAL SQLite itself uses (beside a symlink's target, not the link). */
+	xasprintf(&walpath, "%s", sqlite3_filename_wal(sqlite3_db_filename(st->db, "main")));
 	if ((st->dur = durable_open(walpath, &dcause)) != NULL) {
 		if (store_exec(st, "PRAGMA synchronous = NORMAL;") != 0) {
 			durable_close(st->dur);
