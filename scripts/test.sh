@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
 JOBS=$(nproc 2>/dev/null || echo 2)
-FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 VALGRIND_TESTS=${VALGRIND_TESTS:-integration_}
 
 echo "== build (gcc, -Wall -Wextra -Werror)"
@@ -27,8 +27,9 @@ echo "$WPE_DEB"
 echo "== static analysis"
 sh scripts/lint.sh
 
+# Two at a time: each suite uses its own socket, database, port and simulator.
 echo "== tests (gcc build)"
-(cd build && ctest --output-on-failure)
+(cd build && ctest --output-on-failure -j"$JOBS")
 
 echo "== tests (clang ASan + UBSan build)"
 echo "(test_security.ClockJumps is skipped here: libfaketime cannot be preloaded into an"
@@ -36,14 +37,14 @@ echo " ASan binary; it runs in the gcc pass above and under Valgrind below)"
 (
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-	cd build-asan && ctest --output-on-failure
+	cd build-asan && ctest --output-on-failure -j"$JOBS"
 )
 
 echo "== integration tests with the daemon under Valgrind memcheck"
 (
 	export WPE_DAEMON_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full \
 --errors-for-leak-kinds=definite --show-leak-kinds=definite"
-	cd build && ctest --output-on-failure -R "$VALGRIND_TESTS"
+	cd build && ctest --output-on-failure -j"$JOBS" -R "$VALGRIND_TESTS"
 )
 
 echo "== the package under a real systemd (systemd-nspawn boots Debian 12)"
