@@ -549,6 +549,7 @@ queue_free(struct queue *q)
 	while ((p = TAILQ_FIRST(&q->pending)) != NULL) {
 		TAILQ_REMOVE(&q->pending, p, entry);
 		proto_request_free(&p->req);
+		free(p->name);
 		free(p);
 	}
 	waiters_free_all(q);
