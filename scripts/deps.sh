@@ -5,7 +5,7 @@ set -eu
 # with git ls-files), man-db (systemd-analyze verify runs man for Documentation=),
 # debootstrap and systemd-container (tests/system boots a real systemd in a container).
 PKGS="build-essential cmake pkg-config clang libevent-dev libcurl4-openssl-dev
-libjson-c-dev libsqlite3-dev libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3
+libjson-c-dev libsqlite3-dev libssl-dev openssl curl libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3
 faketime util-linux valgrind cppcheck clang-tidy libclang-rt-14-dev debootstrap
 systemd-container
 scdoc dpkg-dev file git man-db bash-completion systemd"
