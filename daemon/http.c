@@ -24,6 +24,7 @@
 #include <openssl/ssl.h>
 
 #include "http.h"
+#include "metrics.h"
 #include "ops.h"
 #include "proto.h"
 #include "util.h"
@@ -718,6 +719,32 @@ http_healthz(struct http *h, struct evhttp_request *req)
 	http_send(req, 200, st);
 }
 
+/* GET /metrics: OpenMetrics when the scraper asks for it, else Prometheus text 0.0.4. */
+static void
+http_metrics(struct http *h, struct evhttp_request *req)
+{
+	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
+	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Accept");
+	int om = accept != NULL && strstr(accept, "application/openmetrics-text") != NULL;
+	struct evbuffer *b = evbuffer_new();
+	size_t len;
+	char *text;
+
+	if (b == NULL)
+		fatalx("out of memory");
+	text = metrics_render(h->q, server_connections(h->srv) + h->nconns, om, &len);
+	evbuffer_add(b, text, len);
+	free(text);
+	evhttp_remove_header(hdr, "Content-Type");
+	evhttp_add_header(hdr, "Content-Type", om ?
+	    "application/openmetrics-text; version=1.0.0; charset=utf-8" :
+	    "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_add_header(hdr, "Cache-Control", "no-store");
+	evhttp_send_reply(req, 200, "OK", b);
+	evbuffer_free(b);
+}
+
 /* Every request: route, authenticate, rate-cap, answer (now or later). */
 static void
 http_request(struct evhttp_request *req, void *arg)
@@ -742,7 +769,14 @@ http_request(struct evhttp_request *req, void *arg)
 			http_healthz(h, req);
 		return;
 	}
-	if (strncmp(path, "/v1/", 4) != 0) {
+	if (strcmp(path, "/metrics") == 0 && !h->cfg->metrics_auth) {
+		if (!get)
+			http_method_not_allowed(req, "GET");
+		else
+			http_metrics(h, req);
+		return;
+	}
+	if (strncmp(path, "/v1/", 4) != 0 && strcmp(path, "/metrics") != 0) {
 		http_error(req, 404, "not_found", "no such endpoint (see docs/http.md)");
 		return;
 	}
@@ -766,6 +800,16 @@ http_request(struct evhttp_request *req, void *arg)
 	log_debug("HTTP %s %s from %s", m == EVHTTP_REQ_POST ? "POST" : m == EVHTTP_REQ_DELETE ?
 	    "DELETE" : get ? "GET" : "other", path, who);
 
+	if (strcmp(path, "/metrics") == 0) {
+		if (!get)
+			http_method_not_allowed(req, "GET");
+		else if (!t->admin)
+			http_error(req, 403, "forbidden", "/metrics needs an admin token (or "
+			    "metrics_auth = no)");
+		else
+			http_metrics(h, req);
+		return;
+	}
 	if (strcmp(path, "/v1/purges") == 0) {
 		if (m != EVHTTP_REQ_POST)
 			http_method_not_allowed(req, "POST");

@@ -270,6 +270,7 @@ queue_flush(struct queue *q)
 			o = ops_error(p->out.error, "%s", p->out.message);
 		} else {
 			q->stats.requests++;
+			q->stats.requests_type[p->req.type]++;
 			if (p->out.coalesced)
 				q->stats.coalesced++;
 			if (p->name != NULL)

@@ -3,6 +3,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -440,6 +441,63 @@ class MaxConnections(HttpTest):
         wait_for(lambda: self.h.call("GET", "/v1/stats", "ci")[0] == 200,
                  what="a slot after one closed")
         b.close()
+
+
+class Metrics(HttpTest):
+    def metrics(self, token="boss", accept=None):
+        c = self.h.conn()
+        h = {"Authorization": "Bearer " + self.h.secrets[token][0]} if token else {}
+        if accept:
+            h["Accept"] = accept
+        c.request("GET", "/metrics", headers=h)
+        r = c.getresponse()
+        body = r.read().decode()
+        ctype = r.getheader("Content-Type")
+        c.close()
+        return r.status, ctype, body
+
+    def test_metrics_for_admins_checked_by_promtool(self):
+        st, hd, j = self.post("ci", install=I1, type="page", query="?wait=20")
+        self.assertEqual((st, j["state"]), (200, "done"), j)
+        self.assertEqual(self.metrics(token=None)[0], 401)
+        self.assertEqual(self.metrics(token="ci")[0], 403)
+        st, ctype, text = self.metrics()
+        self.assertEqual(st, 200)
+        self.assertTrue(ctype.startswith("text/plain; version=0.0.4"), ctype)
+        self.assertIn('wpe_purged_requests_total{type="page"} 1\n', text)
+        self.assertIn('wpe_purged_api_calls_total{class="2xx"} 1\n', text)
+        self.assertIn('wpe_purged_jobs_finished_total{outcome="done"} 1\n', text)
+        self.assertIn('wpe_purged_api_call_duration_seconds_count 1\n', text)
+        self.assertIn('wpe_purged_job_latency_seconds_bucket{le="+Inf"} 1\n', text)
+        self.assertIn("wpe_purged_queued_jobs 0\n", text)
+        if shutil.which("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"], input=text,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        st, ctype, text = self.metrics(accept="application/openmetrics-text; version=1.0.0")
+        self.assertTrue(ctype.startswith("application/openmetrics-text"), ctype)
+        self.assertTrue(text.endswith("# EOF\n"))
+        self.assertIn("# TYPE wpe_purged_requests counter\n", text)
+
+    def test_gauges_while_paused(self):
+        self.env.request({"op": "pause"})
+        self.post("ci", install=I2)
+        st, ctype, text = self.metrics()
+        self.assertIn("wpe_purged_paused 1\n", text)
+        self.assertIn("wpe_purged_queued_jobs 1\n", text)
+        self.assertIn("wpe_purged_next_purge_seconds 0\n", text)
+
+
+class OpenMetrics(HttpTest):
+    extra_http = {"metrics_auth": "no"}
+
+    def test_metrics_without_a_token(self):
+        c = self.h.conn()
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertIn(b"wpe_purged_requests_total", r.read())
+        c.close()
 
 
 class Config(unittest.TestCase):
