@@ -18,6 +18,7 @@
 
 #include <json-c/json.h>
 
+#include "http.h"
 #include "proto.h"
 #include "util.h"
 
@@ -35,7 +36,11 @@
 #define RECONNECT_FOR_MS 30000  /* how long a wait survives the daemon being away */
 #define IO_TIMEOUT_MS 30000     /* an answer to anything but wait */
 
+#define HTTP_WAIT_SLICE 50      /* seconds per long-poll over HTTP */
+#define HTTP_AWAY_MS (5 * 60 * 1000) /* a wait without --timeout survives this much */
+
 static const char *sock_path;
+static int use_http;     /* --url or $WPE_PURGED_URL: the HTTPS API, not the socket */
 static int json_out;
 static int stdout_errno; /* why the first flush of stdout failed, for close_stdout */
 
@@ -55,7 +60,7 @@ die(int code, const char *fmt, ...)
 
 	fputs("wpe-purgectl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vfprintf(stderr, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): started above */
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(code);
@@ -81,13 +86,18 @@ static const char usage_text[] =
     "options:\n"
     "  -s, --socket PATH  daemon socket (default $WPE_PURGED_SOCKET, else\n"
     "                     " PROTO_DEFAULT_SOCKET ")\n"
+    "      --url URL      use the daemon's HTTPS API instead (default $WPE_PURGED_URL)\n"
+    "      --token-file FILE\n"
+    "                     the API token (default $WPE_PURGED_TOKEN; never an argument)\n"
+    "      --cacert FILE  CA bundle for a private CA\n"
     "      --json         print the daemon's answers as JSON, one per line\n"
     "  -h, --help         this help; COMMAND --help for one command\n"
     "  -V, --version      print the version\n"
     "\n"
     "exit status: 0 success (with --wait: purged), 1 the purge failed or was cancelled,\n"
     "2 usage error or input rejected, 3 daemon unreachable, 4 wait timed out,\n"
-    "5 the output could not be written, 6 permission denied.\n";
+    "5 the output could not be written, 6 permission denied, 7 not taken now (queue full\n"
+    "or storage failing): try again later.\n";
 
 /*
  * On exit: what was printed must have reached stdout (a full disk, a closed pipe). A
@@ -278,12 +288,51 @@ request(struct conn *c, json_object *req, int timeout_ms)
 	return o;
 }
 
+static const char *sget(json_object *, const char *);
+static json_object *op(const char *);
+
+/*
+ * One request over HTTP. A token's rate cap (429) is waited out, within the usual
+ * answer timeout; anything else that is not an answer is exit 3.
+ */
+static json_object *
+simple_http(json_object *req)
+{
+	int64_t deadline = clock_mono_ms() + IO_TIMEOUT_MS, left;
+	json_object *o;
+	char *cause;
+	long after;
+	int retry;
+
+	for (;;) {
+		left = deadline - clock_mono_ms();
+		o = chttp_call(req, left > 1000 ? (long)left : 1000L, &cause, &retry, &after);
+		if (after <= 0)
+			after = 1000;
+		if (retry != 2 || clock_mono_ms() + after >= deadline) {
+			if (o != NULL)
+				break;
+			die(EXIT_UNREACHABLE, "no answer from wpe-purged at %s: %s", chttp_url(),
+			    cause);
+		}
+		json_object_put(o);
+		free(cause);
+		usleep((useconds_t)after * 1000);
+	}
+	free(cause);
+	json_object_put(req);
+	return o;
+}
+
 /* One request on a fresh connection; any failure to talk is exit 3. */
 static json_object *
 simple(json_object *req)
 {
 	struct conn c;
 	json_object *o;
+
+	if (use_http)
+		return simple_http(req);
 
 	conn_open(&c, 0);
 	o = request(&c, req, IO_TIMEOUT_MS);
@@ -346,7 +395,7 @@ check_answer(json_object *o)
 		print_json(o);
 	fprintf(stderr, "wpe-purgectl: %s (%s)\n", sget(o, "message") ? sget(o, "message") :
 	    "the daemon refused the request", err ? err : "error");
-	if (err != NULL && strcmp(err, "forbidden") == 0)
+	if (err != NULL && (strcmp(err, "forbidden") == 0 || strcmp(err, "unauthorized") == 0))
 		exit(EXIT_DENIED);
 	if (err != NULL && (strcmp(err, "queue_full") == 0 || strcmp(err, "storage") == 0))
 		exit(EXIT_AGAIN);
@@ -439,6 +488,71 @@ print_final(json_object *o)
 }
 
 /*
+ * Wait for request id over HTTP: long-polls of HTTP_WAIT_SLICE seconds, through daemon
+ * restarts, network errors, 429s and 503s (the request is on disk), until the timeout
+ * (without one, until the daemon has been unreachable for HTTP_AWAY_MS).
+ */
+static int
+do_wait_http(int64_t id, double timeout)
+{
+	int64_t deadline = timeout < 0 ? -1 : clock_mono_ms() + (int64_t)(timeout * 1000);
+	int64_t away_since = 0, now, delay = 250;
+	json_object *req, *o;
+	const char *err;
+	char *cause;
+	double slice;
+	long after;
+	int retry, rc;
+
+	for (;;) {
+		now = clock_mono_ms();
+		if (deadline >= 0 && now >= deadline)
+			break;
+		slice = deadline < 0 ? HTTP_WAIT_SLICE : (double)(deadline - now) / 1000.0;
+		if (slice > HTTP_WAIT_SLICE)
+			slice = HTTP_WAIT_SLICE;
+		req = op("wait");
+		json_object_object_add(req, "id", json_object_new_int64(id));
+		json_object_object_add(req, "timeout", json_object_new_double(slice));
+		o = chttp_call(req, (long)(slice * 1000) + 15000, &cause, &retry, &after);
+		json_object_put(req);
+		err = o != NULL ? sget(o, "error") : NULL;
+		if (o != NULL && !is_ok(o) && err != NULL && strcmp(err, "timeout") == 0) {
+			away_since = 0;
+			if (json_out)
+				print_json(o);
+			json_object_put(o);
+			continue;   /* the next slice */
+		}
+		if (o != NULL && (is_ok(o) || !retry)) {
+			free(cause);
+			check_answer(o);
+			if (json_out)
+				print_json(o);
+			else
+				print_final(o);
+			rc = state_exit(o);
+			json_object_put(o);
+			return rc;
+		}
+		/* No answer, or "try again" (429, 503): the request stays queued; retry. */
+		if (away_since == 0)
+			away_since = now;
+		if (deadline < 0 && now - away_since > HTTP_AWAY_MS)
+			die(EXIT_UNREACHABLE, "lost wpe-purged at %s while waiting for request "
+			    "%lld (%s); it is still queued", chttp_url(), (long long)id,
+			    o != NULL ? sget(o, "message") : cause);
+		json_object_put(o);
+		free(cause);
+		usleep((useconds_t)(after > 0 ? after : delay) * 1000);
+		delay = delay * 2 > 5000 ? 5000 : delay * 2;
+	}
+	fprintf(stderr, "wpe-purgectl: request %lld is not finished after %g s; it stays "
+	    "queued\n", (long long)id, timeout);
+	return EXIT_TIMEOUT;
+}
+
+/*
  * Wait for request id; survive the daemon restarting (the request is on disk) by
  * reconnecting for up to RECONNECT_FOR_MS. timeout < 0: no limit.
  */
@@ -451,6 +565,8 @@ do_wait(int64_t id, double timeout)
 	json_object *req, *o;
 	const char *err;
 
+	if (use_http)
+		return do_wait_http(id, timeout);
 	c.fd = -1;
 	c.buf = NULL;
 	for (;;) {
@@ -703,7 +819,9 @@ cmd_list(int argc, char **argv)
 			json_object_object_add(req, "type", json_object_new_string(optarg));
 			break;
 		case 'S':
-			if (strcmp(optarg, "queued") != 0 && strcmp(optarg, "sending") != 0)
+			/* getopt sets optarg for required_argument: never NULL here. */
+			if (strcmp(optarg, "queued") != 0 && /* NOLINT(clang-analyzer-core.NonNullParamChecker) */
+			    strcmp(optarg, "sending") != 0)
 				die(EXIT_USAGE, "--state must be queued or sending, not %s", optarg);
 			json_object_object_add(req, "state", json_object_new_string(optarg));
 			break;
@@ -779,12 +897,16 @@ main(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "socket", required_argument, NULL, 's' },
+		{ "url", required_argument, NULL, 'u' },
+		{ "token-file", required_argument, NULL, 'k' },
+		{ "cacert", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *cmd;
+	const char *cmd, *url = getenv("WPE_PURGED_URL"), *token_file = NULL, *cacert = NULL;
+	char *cause = NULL;
 	int ch;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -795,7 +917,10 @@ main(int argc, char **argv)
 	/* "+": stop at the command; its own options are parsed by the command. */
 	while ((ch = getopt_long(argc, argv, "+s:hV", lo, NULL)) != -1) {
 		switch (ch) {
-		case 's': sock_path = optarg; break;
+		case 's': sock_path = optarg; url = NULL; break;
+		case 'u': url = optarg; break;
+		case 'k': token_file = optarg; break;
+		case 'c': cacert = optarg; break;
 		case 'j': json_out = 1; break;
 		case 'h': usage(EXIT_OK);
 		case 'V': printf("wpe-purgectl %s (protocol %d)\n", WPE_VERSION, PROTO_VERSION);
@@ -807,6 +932,11 @@ main(int argc, char **argv)
 	argv += optind;
 	if (argc < 1)
 		usage(EXIT_USAGE);
+	if (url != NULL && *url != '\0') {
+		if (chttp_init(url, token_file, cacert, &cause) != 0)
+			die(EXIT_USAGE, "%s", cause);
+		use_http = 1;
+	}
 	cmd = argv[0];
 	if (strcmp(cmd, "enqueue") == 0)
 		return cmd_enqueue(argc, argv);

@@ -15,6 +15,12 @@
 static const char *log_prog = "wpe";
 static enum log_level log_level = LOG_INFO;
 static int log_journal; /* stderr is connected to the journal: use <N> prefixes */
+static long log_pid;    /* cached: getpid(2) is a system call */
+/* Buffered logging (log_set_buffered): lines wait in stderr's buffer for log_flush(). */
+static void (*log_flush_request)(void *);
+static void *log_flush_arg;
+static int log_flush_requested;
+static char log_buf[64 * 1024];
 
 void *
 xmalloc(size_t size)
@@ -89,6 +95,7 @@ log_init(const char *progname)
 	unsigned long long dev, ino;
 
 	log_prog = progname;
+	log_pid = (long)getpid();
 	if ((js = getenv("JOURNAL_STREAM")) == NULL || fstat(STDERR_FILENO, &sb) != 0)
 		return;
 	errno = 0;
@@ -101,6 +108,34 @@ log_init(const char *progname)
 		return;
 	log_journal = (unsigned long long)sb.st_dev == dev &&
 	    (unsigned long long)sb.st_ino == ino;
+}
+
+static void
+log_write_out(void)
+{
+	log_flush_requested = 0;
+	fflush(stderr);
+}
+
+void
+log_set_buffered(void (*request)(void *), void *arg)
+{
+	log_write_out();
+	log_flush_request = request;
+	log_flush_arg = arg;
+	log_flush_requested = 0;
+	/* glibc flushes and switches the buffer at any time; nothing is pending here. */
+	if (request != NULL)
+		setvbuf(stderr, log_buf, _IOFBF, sizeof log_buf);
+	else
+		setvbuf(stderr, NULL, _IONBF, 0);
+}
+
+void
+log_flush(void)
+{
+	if (log_flush_requested)
+		log_write_out();
 }
 
 void
@@ -154,8 +189,17 @@ log_vmsg(enum log_level level, const char *fmt, va_list ap)
 	if (log_journal)
 		fprintf(stderr, "<%d>%s\n", syslog_prio[level], msg);
 	else {
+		if (log_pid == 0)
+			log_pid = (long)getpid();
 		fprintf(stderr, "%s %s[%ld] %s: %s\n", fmt_rfc3339(clock_wall_ms(), ts, sizeof ts),
-		    log_prog, (long)getpid(), log_names[level], msg);
+		    log_prog, log_pid, log_names[level], msg);
+	}
+	/* Errors go out at once; the rest with the other lines of this loop turn. */
+	if (log_flush_request == NULL || level == LOG_ERROR)
+		log_write_out();
+	else if (!log_flush_requested) {
+		log_flush_requested = 1;
+		log_flush_request(log_flush_arg);
 	}
 }
 

@@ -22,6 +22,15 @@ char *xstrdup(const char *);
 int xasprintf(char **, const char *, ...) printflike(2, 3);
 
 void log_init(const char *progname);
+/*
+ * Buffer log lines instead of one write(2) each: request(arg) is called when a line is
+ * buffered and no flush is pending; it must arrange for log_flush() to run soon (the
+ * daemon activates an event, so all the lines of a loop turn go out in one write).
+ * Errors are written at once, and exit() flushes. request NULL: unbuffered again.
+ */
+void log_set_buffered(void (*request)(void *), void *arg);
+/* Write the buffered lines, if any. */
+void log_flush(void);
 void log_set_level(enum log_level);
 enum log_level log_get_level(void);
 int log_level_parse(const char *, enum log_level *);

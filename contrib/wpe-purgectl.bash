@@ -7,18 +7,19 @@ _wpe_purgectl()
 	cmd=
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in
-		-s | --socket) ((i++)) ;;
+		-s | --socket | --url | --token-file | --cacert) ((i++)) ;;
 		-*) ;;
 		*) cmd=${words[i]}; break ;;
 		esac
 	done
 	case $prev in
-	-s | --socket) _filedir; return ;;
+	-s | --socket | --token-file | --cacert) _filedir; return ;;
+	--url) return ;;
 	-t | --type) COMPREPLY=($(compgen -W "object page cdn all" -- "$cur")); return ;;
 	--reason | --timeout) return ;;
 	esac
 	if [[ -z $cmd ]]; then
-		COMPREPLY=($(compgen -W "$commands -s --socket --json --help --version" -- "$cur"))
+		COMPREPLY=($(compgen -W "$commands -s --socket --url --token-file --cacert --json --help --version" -- "$cur"))
 		return
 	fi
 	case $cmd in

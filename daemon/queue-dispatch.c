@@ -38,30 +38,46 @@ job_unslot(struct queue *q, struct job *j)
 
 /*
  * Put a queued job where it waits now: by time, behind its install's purge in flight, or
- * among its requesters' ready jobs. O(log n) per requester of the job.
+ * among its requesters' ready jobs. A job that stays where it is keeps its place (a
+ * ready one its requesters' turns). O(log n) per requester of the job.
  */
 void
 job_sched(struct queue *q, struct job *j, int64_t now)
 {
 	struct member *m;
+	enum job_slot to;
 	int64_t ready;
 
-	job_unslot(q, j);
-	if (j->state != JOB_QUEUED)
+	if (j->state != JOB_QUEUED) {
+		job_unslot(q, j);
 		return;
+	}
 	ready = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
-	if (ready > now) {
+	if (ready > now)
+		to = SLOT_TIMED;
+	else if (classes_busy(j->install, j->type))
+		to = SLOT_PARKED;
+	else
+		to = SLOT_READY;
+	if (to == SLOT_TIMED) {
+		if (j->slot != SLOT_TIMED)
+			job_unslot(q, j);
 		heap_set(&q->timed, &j->tn, ready, (uint64_t)j->id);
 		j->slot = SLOT_TIMED;
-	} else if (classes_busy(j->install, j->type))
-		j->slot = SLOT_PARKED;
-	else {
-		if (j->members == NULL)
-			member_add(q, j, -1, 0);  /* nobody known: it still gets turns */
-		j->slot = SLOT_READY;
-		for (m = j->members; m != NULL; m = m->next)
-			member_ready(q, m);
+		return;
 	}
+	if (to == j->slot)
+		return;
+	job_unslot(q, j);
+	if (to == SLOT_PARKED) {
+		j->slot = SLOT_PARKED;
+		return;
+	}
+	if (j->members == NULL)
+		member_add(q, j, -1, 0);  /* nobody known: it still gets turns */
+	j->slot = SLOT_READY;
+	for (m = j->members; m != NULL; m = m->next)
+		member_ready(q, m);
 }
 
 /* The install's limit state or its purges in flight changed: place its jobs again. */
@@ -110,8 +126,8 @@ job_unstart(struct queue *q, struct job *j, int64_t now, const char *cause)
 	log_error("job %lld: could not start sending: %s", (long long)j->id, cause);
 	memcpy(ncls, j->install->cls, sizeof ncls);
 	for (c = 0; c < NCLASSES; c++) {
-		if ((mask & (1u << c)) && ncls[c].last_start == j->last_attempt)
-			ncls[c].last_start = j->prev_start[c];
+		if ((mask & (1u << c)) && ncls[c].last_start == j->attempt->started)
+			ncls[c].last_start = j->attempt->prev_start[c];
 	}
 	job_row(j, &row, 0);
 	row.state = JOB_QUEUED;
@@ -152,7 +168,7 @@ job_start(struct queue *q, struct job *j, int64_t now)
 	    store_job_update(q->store, &row) != 0 || store_commit(q->store) != 0) {
 		store_rollback(q->store);
 		q->stats.storage_errors++;
-		/* Nothing changed anywhere; try again a little later. */
+		/* Nothing was written: it stays queued and is tried again a little later. */
 		j->not_before = now + q->limits.retry_initial * 1000;
 		job_sched(q, j, now);
 		log_error("job %lld: could not record the start of sending: %s; retrying later",
@@ -160,13 +176,15 @@ job_start(struct queue *q, struct job *j, int64_t now)
 		return;
 	}
 	job_unslot(q, j);
+	if (j->attempt == NULL)
+		j->attempt = xcalloc(1, sizeof *j->attempt);
 	for (c = 0; c < NCLASSES; c++) {
-		j->prev_start[c] = j->install->cls[c].last_start;
+		j->attempt->prev_start[c] = j->install->cls[c].last_start;
 		j->install->cls[c] = ncls[c];
 	}
 	job_set_state(q, j, JOB_SENDING);
 	j->attempts++;
-	j->last_attempt = now;
+	j->attempt->started = now;
 	j->started_at = started;
 	install_resched(q, j->install, now);
 	if (sender_start(q->sender, j, j->install->id, j->type, &cause) != 0) {

@@ -72,24 +72,39 @@ undo_push(struct undo_log *u, enum undo_kind kind, struct job *j, int64_t uid)
 	u->v[u->n++].uid = uid;
 }
 
-/* Would one more job for the requester go over its quota? (Joining one it is in is free.) */
+/*
+ * Would one more job for p's requester go over its quota? Jobs being absorbed in this
+ * group commit (and those this request would absorb, mine) no longer count.
+ */
 static int
-user_full(struct queue *q, struct pending *p)
+user_full(struct queue *q, struct pending *p, int64_t mine)
 {
 	struct requester *r = requester_get(q, p->requester, 0);
+	int64_t held = r != NULL ? r->njobs - r->absorbing - mine : 0;
 
-	if (r == NULL || r->njobs < q->limits.max_queued_per_user)
+	if (held < q->limits.max_queued_per_user)
 		return 0;
 	p->out.error = "queue_full";
 	if (p->name != NULL)
 		snprintf(p->out.message, sizeof p->out.message, "%.64s has %lld unfinished "
 		    "purges queued, the most max_queued_per_user allows; try again when some "
-		    "are done", p->name, (long long)r->njobs);
+		    "are done", p->name, (long long)held);
 	else
 		snprintf(p->out.message, sizeof p->out.message, "uid %ld has %lld unfinished "
 		    "purges queued, the most max_queued_per_user allows; try again when some "
-		    "are done", (long)p->requester, (long long)r->njobs);
+		    "are done", (long)p->requester, (long long)held);
 	return 1;
+}
+
+/* Mark t as taken over by job into (memory follows at the commit, see settle). */
+static void
+absorb_mark(struct job *t, int64_t into, int d)
+{
+	struct member *m;
+
+	t->absorbed_into = d > 0 ? into : 0;
+	for (m = t->members; m != NULL; m = m->next)
+		m->r->absorbing += d;
 }
 
 /*
@@ -114,11 +129,11 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 	}
 	if (idx >= 0) {
 		j = queued[idx];
-		if (member_find(j, uid) == NULL && user_full(q, p))
+		if (member_find(j, uid) == NULL && user_full(q, p, 0))
 			return 1;
 		p->out.coalesced = 1;
 	} else {
-		int64_t nb = SCHED_NEVER, id;
+		int64_t nb = SCHED_NEVER, id, mine = 0;
 		int attempts = 0, absorbs = p->req.type == PURGE_ALL ? (int)n : 0;
 
 		if (absorbs == 0 && (int64_t)htab_len(&q->jobs) >= q->limits.max_queued) {
@@ -128,7 +143,9 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 			    "are done", htab_len(&q->jobs));
 			return 1;
 		}
-		if (user_full(q, p))
+		for (i = 0; i < (size_t)absorbs; i++)
+			mine += member_find(queued[i], uid) != NULL;
+		if (user_full(q, p, mine))
 			return 1;
 		if (in == NULL)
 			in = install_get(q, p->req.install, 1);
@@ -154,9 +171,8 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 			if (store_requests_move(q->store, t->id, id) != 0 ||
 			    store_job_absorb(q->store, t->id, msg, now_wall) != 0)
 				return -1;
-			/* Out of the scheduling structures; freed or put back after commit. */
-			job_unlink(q, t);
-			t->absorbed_into = id;
+			/* Out of coalescing; it goes (or stays, if the commit fails) in settle. */
+			absorb_mark(t, id, 1);
 			undo_push(u, U_ABSORB, t, 0);
 		}
 	}
@@ -171,14 +187,15 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 }
 
 /*
- * Memory follows the store: undo everything in reverse on failure. On success, schedule
- * the new jobs (not those a later "all" of the same batch absorbed), then let the
- * absorbed ones go, their requesters and waiters moving to the job that took them over.
+ * Memory follows the store: undo everything in reverse on failure (absorbed jobs never
+ * moved, so nothing else changes: not their order, not anyone's turn). On success,
+ * schedule the new jobs (not those a later "all" of the same batch absorbed), then let
+ * the absorbed ones go, their requesters and waiters moving to the job taking over.
  */
 static void
 settle(struct queue *q, struct undo_log *u, int failed)
 {
-	int64_t now = queue_now();
+	int64_t now = queue_now(), into;
 	struct job *j;
 	size_t i;
 
@@ -187,10 +204,9 @@ settle(struct queue *q, struct undo_log *u, int failed)
 			j = u->v[i].j;
 			if (u->v[i].kind == U_MEMBER)
 				member_sub(q, j, u->v[i].uid);
-			else if (u->v[i].kind == U_ABSORB) {
-				job_link(q, j);
-				job_sched(q, j, now);
-			} else
+			else if (u->v[i].kind == U_ABSORB)
+				absorb_mark(j, 0, -1);
+			else
 				job_free(q, j);
 		}
 		return;
@@ -206,9 +222,11 @@ settle(struct queue *q, struct undo_log *u, int failed)
 		if (u->v[i].kind != U_ABSORB)
 			continue;
 		j = u->v[i].j;
-		members_move(q, j, job_find(q, j->absorbed_into));
-		waiters_move(q, j->id, j->absorbed_into);
-		job_destroy(q, j);
+		into = j->absorbed_into;
+		absorb_mark(j, 0, -1);
+		members_move(q, j, job_find(q, into));
+		waiters_move(q, j->id, into);
+		job_free(q, j);
 		prune_arm(q, clock_wall_ms());
 	}
 }

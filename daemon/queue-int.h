@@ -51,6 +51,7 @@ struct requester {
 	struct hnode hn;             /* q->requesters, by uid */
 	int64_t uid;
 	int64_t njobs;               /* unfinished jobs holding its requests */
+	int64_t absorbing;           /* of those, absorbed by the group commit under way */
 	struct heap ready;           /* its memberships in ready jobs, by job id */
 	int in_ring;
 	TAILQ_ENTRY(requester) ring; /* q->ring while it has ready jobs */
@@ -65,24 +66,30 @@ struct member {
 	struct member *next;         /* j->members */
 };
 
+/* The attempt being sent: what to give back if the API never saw it. */
+struct attempt {
+	int64_t prev_start[NCLASSES]; /* windows before this attempt */
+	int64_t started;              /* monotonic ms this attempt started */
+};
+
 /* An unfinished job (queued or sending). Finished jobs live only in the store. */
 struct job {
 	struct hnode hn;             /* q->jobs, by id */
 	int64_t id;
 	struct install *install;
-	enum purge_type type;
-	enum job_state state;
+	uint8_t type;        /* enum purge_type (bytes: 100,000 jobs must stay small) */
+	uint8_t state;       /* enum job_state */
+	uint8_t slot;        /* enum job_slot */
+	uint8_t in_flight;   /* the sender holds it: its answer will come */
 	int attempts;
-	int in_flight;       /* the sender holds it: its answer will come */
 	int64_t not_before;  /* monotonic ms or SCHED_NEVER: transient-failure backoff */
 	long http_status;
 	char *message;
 	int64_t created_at;  /* wall ms */
 	int64_t started_at;  /* wall ms */
-	int64_t prev_start[NCLASSES]; /* windows before this attempt, to give back */
-	int64_t last_attempt;  /* monotonic ms this attempt started */
-	int64_t absorbed_into; /* during a group commit: the "all" job that took it over */
-	enum job_slot slot;
+	struct attempt *attempt; /* while being sent (kept until the job goes) */
+	int64_t absorbed_into; /* during a group commit: the "all" job taking it over (it
+	                        * stays where it is until the commit, out of coalescing) */
 	struct heap_node tn;   /* q->timed while SLOT_TIMED */
 	struct member *members;
 	int nreq;              /* unfinished requests on it */

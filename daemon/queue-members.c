@@ -73,6 +73,8 @@ member_unready(struct queue *q, struct member *m)
 	}
 }
 
+static void member_del(struct queue *, struct job *, struct member *);
+
 /* n more unfinished requests of uid on j (n may be 0: a job nobody is known to want). */
 void
 member_add(struct queue *q, struct job *j, int64_t uid, int n)
@@ -92,6 +94,9 @@ member_add(struct queue *q, struct job *j, int64_t uid, int n)
 	}
 	m->nreq += n;
 	j->nreq += n;
+	/* A real requester replaces the stand-in of a job nobody was known to want. */
+	if (uid != -1 && (m = member_find(j, -1)) != NULL && m->nreq == 0)
+		member_del(q, j, m);
 }
 
 static void
@@ -121,6 +126,9 @@ member_sub(struct queue *q, struct job *j, int64_t uid)
 	j->nreq--;
 	if (m->nreq <= 0)
 		member_del(q, j, m);
+	/* A ready job always has someone to take its turns. */
+	if (j->members == NULL && j->slot == SLOT_READY)
+		member_add(q, j, -1, 0);
 }
 
 /* The requests of from now belong to to (absorbed or merged). */

@@ -75,12 +75,12 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 	 */
 	memcpy(ncls, in->cls, sizeof ncls);
 	for (c = 0; c < NCLASSES; c++) {
-		if (!(mask & (1u << c)) || ncls[c].last_start != j->last_attempt)
+		if (!(mask & (1u << c)) || ncls[c].last_start != j->attempt->started)
 			continue;
 		if (sched_attempt_counts(r->transport_ok, r->status, r->connect_failed))
 			ncls[c].last_start = now;
 		else
-			ncls[c].last_start = j->prev_start[c];
+			ncls[c].last_start = j->attempt->prev_start[c];
 	}
 	switch (out) {
 	case OUTCOME_DONE:

@@ -6,6 +6,7 @@
 
 #define PRUNE_BATCH 500
 #define PRUNE_RETRY_MS (60 * 1000)  /* after an error, or rows that could not go yet */
+#define PRUNE_SLACK_MS 1000         /* rows go once strictly older than the retention */
 
 /*
  * No polling: the timer is armed for when the oldest finished row passes the retention
@@ -26,7 +27,7 @@ void
 prune_arm(struct queue *q, int64_t finished_wall)
 {
 	if (q->prune_at == 0 && q->prune_ev != NULL && !q->stopping)
-		prune_at(q, finished_wall + q->cfg->retention * 1000);
+		prune_at(q, finished_wall + q->cfg->retention * 1000 + PRUNE_SLACK_MS);
 }
 
 /*
@@ -44,7 +45,7 @@ prune_next(struct queue *q, int first)
 	if (oldest < 0 || oldest + q->cfg->retention * 1000 <= now)
 		prune_at(q, first && oldest > 0 ? now : now + PRUNE_RETRY_MS);
 	else
-		prune_at(q, oldest + q->cfg->retention * 1000);
+		prune_at(q, oldest + q->cfg->retention * 1000 + PRUNE_SLACK_MS);
 }
 
 static void

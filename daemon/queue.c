@@ -146,6 +146,7 @@ void
 job_destroy(struct queue *q, struct job *j)
 {
 	members_clear(q, j);
+	free(j->attempt);
 	free(j->message);
 	free(j);
 }
@@ -190,7 +191,7 @@ install_queued(struct install *in, const struct job *skip, struct job **jobs,
 	size_t n = 0;
 
 	TAILQ_FOREACH(j, &in->jobs, ientry) {
-		if (j != skip && j->state == JOB_QUEUED && n < max) {
+		if (j != skip && j->state == JOB_QUEUED && j->absorbed_into == 0 && n < max) {
 			jobs[n] = j;
 			types[n++] = j->type;
 		}

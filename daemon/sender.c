@@ -234,7 +234,13 @@ sender_start(struct sender *s, void *job, const char *install, enum purge_type t
 	if (cfg->ca_file != NULL)
 		curl_easy_setopt(x->easy, CURLOPT_CAINFO, cfg->ca_file);
 	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	/*
+	 * A connection of its own for every purge: on a reused connection that dies before
+	 * any answer, libcurl quietly sends the POST again, so one attempt could reach the
+	 * API twice, inside the install's window. A purge is never resent behind our back.
+	 */
+	curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_FORBID_REUSE, 1L);
 	/* A declared length over the cap fails before the body; write_cb catches the rest. */
 	curl_easy_setopt(x->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)SENDER_MAX_BODY);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <json-c/json.h>
 #include <systemd/sd-daemon.h>
 
@@ -28,6 +28,8 @@
 #define CONN_INPUT_MAX (128 * 1024)       /* unhandled input held while an answer is owed */
 #define CONN_MAX_OWED 1024                /* enqueue answers owed before it must wait */
 #define CONN_EVICT_GRACE_MS 1000          /* active this recently: never evicted */
+#define CONN_READ_CHUNK 16384             /* read(2) into this much reserved space... */
+#define CONN_READ_ROUNDS 4                /* ...again while each read fills it */
 
 /*
  * A connection answers its requests in order. Enqueues are handed to the group commit
@@ -35,11 +37,23 @@
  * answered; a wait is owed until its request finishes. Answers from the queue never run
  * the next request: that happens on a later loop turn (resume_ev), so queue callbacks
  * never see a connection change or go away under them.
+ *
+ * I/O is plain events, to keep system calls per request at what Redis makes: the read
+ * event stays added from one request to the next (no epoll_ctl per request) and is read
+ * with one read(2) into reserved buffer space (no FIONREAD); answers are written with
+ * one writev(2) as soon as the pass that produced them ends, and a write event is added
+ * only while the socket is full.
  */
 struct conn {
 	struct server *srv;
-	struct bufferevent *bev;
+	int fd;
+	struct evbuffer *in;
+	struct evbuffer *out;
+	struct event *rd_ev;    /* EV_PERSIST; added while reading, its timer = idle_timeout */
+	struct event *wr_ev;    /* EV_PERSIST; added only while answers wait for room */
 	struct event *resume_ev;
+	int reading;     /* rd_ev is added */
+	int writing;     /* wr_ev is added */
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
@@ -54,7 +68,7 @@ struct conn {
 	int kill;        /* drop now: freed by the outermost callback, never mid-request */
 	int gone;        /* the peer closed both directions: nobody reads answers */
 	int toolong;     /* an over-long line waits behind owed answers, then closes */
-	int tmo_owes;    /* timeouts last set for this state (-1: never) */
+	int rd_owes;     /* owed something when rd_ev's timer was last set */
 	struct event *hup_ev; /* while not reading: notices the peer going away */
 	int hup_fd;           /* its own dup of the socket (see conn_watch) */
 	int64_t last_active; /* monotonic ms of its last request */
@@ -91,8 +105,7 @@ conn_idle(const struct conn *c, int64_t now)
 {
 	return !c->waiting && c->held == NULL && c->owed == 0 && !c->closing &&
 	    now - c->last_active >= CONN_EVICT_GRACE_MS &&
-	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+	    evbuffer_get_length(c->in) == 0 && evbuffer_get_length(c->out) == 0;
 }
 
 static void conn_hup_cb(evutil_socket_t, short, void *);
@@ -116,7 +129,7 @@ conn_watch(struct conn *c, int on)
 	}
 	if (c->hup_ev != NULL)
 		return;
-	if ((c->hup_fd = fcntl(bufferevent_getfd(c->bev), F_DUPFD_CLOEXEC, 0)) == -1)
+	if ((c->hup_fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0)) == -1)
 		return;
 	c->hup_ev = event_new(c->srv->base, c->hup_fd, EV_READ | EV_ET | EV_PERSIST,
 	    conn_hup_cb, c);
@@ -128,6 +141,55 @@ conn_watch(struct conn *c, int on)
 	}
 }
 
+static void
+conn_read_stop(struct conn *c)
+{
+	if (c->reading) {
+		event_del(c->rd_ev);
+		c->reading = 0;
+	}
+}
+
+static void
+conn_write_stop(struct conn *c)
+{
+	if (c->writing) {
+		event_del(c->wr_ev);
+		c->writing = 0;
+	}
+}
+
+/* Nobody will read the answers: drop what is buffered. */
+static void
+conn_discard_output(struct conn *c)
+{
+	evbuffer_drain(c->out, evbuffer_get_length(c->out));
+	conn_write_stop(c);
+}
+
+/*
+ * Write the buffered answers now: one writev(2). What the socket does not take waits
+ * for the write event, whose timer drops a connection whose answers make no progress
+ * for idle_timeout. 0, or -1 if the peer cannot be written to any more.
+ */
+static int
+conn_flush(struct conn *c)
+{
+	struct timeval tv = { c->srv->cfg->idle_timeout, 0 };
+
+	if (c->writing || c->kill || c->gone || evbuffer_get_length(c->out) == 0)
+		return 0;   /* while writing, the socket was full: the write event says when */
+	log_flush();    /* what is logged about a request is out before its answer */
+	if (evbuffer_write(c->out, c->fd) == -1 && errno != EAGAIN && errno != EWOULDBLOCK &&
+	    errno != EINTR)
+		return -1;
+	if (evbuffer_get_length(c->out) > 0) {
+		event_add(c->wr_ev, &tv);
+		c->writing = 1;
+	}
+	return 0;
+}
+
 /*
  * Read while there is room; time out an idle reader (a connection owing a wait is not
  * idle) and any connection whose answers make no progress for idle_timeout.
@@ -136,25 +198,31 @@ static void
 conn_io(struct conn *c)
 {
 	struct timeval tv = { c->srv->cfg->idle_timeout, 0 };
-	size_t in = evbuffer_get_length(bufferevent_get_input(c->bev));
-	size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+	size_t in = evbuffer_get_length(c->in);
+	size_t out = evbuffer_get_length(c->out);
 	int owes = c->waiting || c->held != NULL || c->owed > 0;
 
 	if (!c->eof && !c->closing && !c->kill && !c->toolong && out <= CONN_OUTPUT_HIGH &&
 	    in < CONN_INPUT_MAX) {
 		conn_watch(c, 0);
-		bufferevent_enable(c->bev, EV_READ);
+		/*
+		 * The read event stays added; its timer is set only when the state changes
+		 * (event_add restarts a timer whenever it is set). A read restarts it (the
+		 * event is persistent), but never the write event's "no progress" timer.
+		 */
+		if (!c->reading) {
+			event_add(c->rd_ev, owes ? NULL : &tv);
+			c->reading = 1;
+		} else if (owes != c->rd_owes) {
+			if (owes)
+				event_remove_timer(c->rd_ev);
+			else
+				event_add(c->rd_ev, &tv);
+		}
+		c->rd_owes = owes;
 	} else {
-		bufferevent_disable(c->bev, EV_READ);
+		conn_read_stop(c);
 		conn_watch(c, !c->gone && !c->closing && !c->kill);
-	}
-	/*
-	 * Set only when the state changes: libevent restarts a timer whenever it is set,
-	 * and a client's input must not restart the "answers make no progress" timer.
-	 */
-	if (owes != c->tmo_owes) {
-		bufferevent_set_timeouts(c->bev, owes ? NULL : &tv, &tv);
-		c->tmo_owes = owes;
 	}
 }
 
@@ -169,21 +237,37 @@ conn_lost(struct conn *c)
 		ops_forget(srv->q, c);
 	free(c->held);
 	event_free(c->resume_ev);
+	event_free(c->rd_ev);
+	event_free(c->wr_ev);
 	conn_watch(c, 0);
-	bufferevent_free(c->bev);
+	evbuffer_free(c->in);
+	evbuffer_free(c->out);
+	close(c->fd);
 	TAILQ_REMOVE(&srv->conns, c, entry);
 	srv->nconns--;
 	free(c);
 }
 
+/* Close once the answers are written (now, if they are). Not while processing. */
+static void
+conn_close_soon(struct conn *c)
+{
+	c->closing = 1;
+	conn_read_stop(c);
+	conn_watch(c, 0);
+	if (conn_flush(c) != 0 || evbuffer_get_length(c->out) == 0)
+		conn_lost(c);
+}
+
 /*
- * Queue one answer line. Returns -1 if the connection is to be dropped; it is not freed
- * here (callers still hold it), only marked.
+ * Queue one answer line; it is written when the pass that produced it ends (conn_process
+ * or, for answers from the queue, its resume_ev). Returns -1 if the connection is to be
+ * dropped; it is not freed here (callers still hold it), only marked.
  */
 static int
 conn_send(struct conn *c, json_object *o)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = c->out;
 	const char *s;
 	size_t len;
 
@@ -199,15 +283,18 @@ conn_send(struct conn *c, json_object *o)
 	if (evbuffer_get_length(out) > CONN_MAX_OUTPUT) {
 		log_warn("dropping client uid %ld pid %ld: it does not read its answers",
 		    (long)c->uid, (long)c->pid);
-		evbuffer_drain(out, evbuffer_get_length(out));
-		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+		conn_discard_output(c);
+		conn_read_stop(c);
 		c->closing = c->kill = 1;
 		return -1;
 	}
 	return 0;
 }
 
-/* After an owed answer: carry on with the client's next lines on a later loop turn. */
+/*
+ * After an owed answer: write it and carry on with the client's next lines from
+ * resume_ev, right after the callback that answered (the group commit) returns.
+ */
 static void
 conn_resume_later(struct conn *c)
 {
@@ -346,12 +433,26 @@ conn_release_held(struct conn *c)
 	free(line);
 }
 
-/* Handle every complete line, in order, until one leaves it owing an answer. */
+static void conn_gone(struct conn *);
+static int conn_peer_gone(struct conn *);
+
+/* conn_flush from inside conn_process: a peer that cannot be written to is gone. */
+static void
+conn_flush_processing(struct conn *c)
+{
+	if (conn_flush(c) != 0)
+		conn_gone(c);
+}
+
+/*
+ * Handle every complete line, in order, until one leaves it owing an answer; then write
+ * the answers of the pass at once.
+ */
 static void
 conn_process(struct conn *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *in = c->in;
+	struct evbuffer *out = c->out;
 	struct evbuffer_ptr eol;
 	size_t eol_len, avail, len;
 	char *line;
@@ -361,8 +462,14 @@ conn_process(struct conn *c)
 		conn_release_held(c);
 	if (c->toolong && c->owed == 0 && c->held == NULL && !c->waiting)
 		goto too_long_now;
-	while (!c->toolong && !conn_busy(c) && !c->closing && !c->kill &&
-	    evbuffer_get_length(out) <= CONN_OUTPUT_HIGH) {
+again:
+	while (!c->toolong && !conn_busy(c) && !c->closing && !c->kill) {
+		if (evbuffer_get_length(out) > CONN_OUTPUT_HIGH) {
+			/* Stop here unless the socket takes enough; its write event resumes. */
+			conn_flush_processing(c);
+			if (c->kill || evbuffer_get_length(out) > CONN_OUTPUT_HIGH)
+				break;
+		}
 		avail = evbuffer_get_length(in);
 		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 		/* The cap is on one line; a '\r' before its '\n' is not part of it. */
@@ -394,28 +501,33 @@ conn_process(struct conn *c)
 		if (c->held && c->owed == 0 && !c->waiting)
 			conn_release_held(c);
 	}
+done:
+	if (!c->kill && !c->gone && conn_flush(c) != 0) {
+		/* Gone: its remaining lines still run (answers discarded), unless it waited. */
+		conn_gone(c);
+		if (!c->kill)
+			goto again;
+	}
 	c->processing = 0;
 	if (c->kill) {
 		conn_lost(c);
 		return;
 	}
-	conn_io(c);
-	if (c->eof && !conn_busy(c) && c->owed == 0 && !c->closing &&
-	    evbuffer_get_length(in) == 0) {
-		c->closing = 1;
+	if (c->closing) {   /* stopping: free it once its answers are written */
 		if (evbuffer_get_length(out) == 0)
 			conn_lost(c);
-		else
-			bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+		return;
 	}
+	if (c->eof && !conn_busy(c) && c->owed == 0 && evbuffer_get_length(in) == 0)
+		conn_close_soon(c);
+	else
+		conn_io(c);
 	return;
 too_long:
 	if (c->owed > 0 || c->held != NULL) {
 		/* Its error comes after the answers it owes; read nothing more meanwhile. */
 		c->toolong = 1;
-		c->processing = 0;
-		conn_io(c);
-		return;
+		goto done;
 	}
 too_long_now:
 	c->processing = 0;
@@ -424,35 +536,86 @@ too_long_now:
 		conn_lost(c);
 		return;
 	}
-	c->closing = 1;
-	bufferevent_disable(c->bev, EV_READ);
-	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	conn_close_soon(c);
 }
 
+/* Readable: one read(2) into reserved space, more only while each fills it. */
 static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
+	struct evbuffer_iovec v;
+	ssize_t n = -1;
+	size_t got = 0, room;
+	int i;
 
-	(void)bev;
-	c->last_active = clock_mono_ms();
+	if (what & EV_TIMEOUT) {
+		log_debug("closing idle client uid %ld pid %ld", (long)c->uid, (long)c->pid);
+		conn_lost(c);
+		return;
+	}
+	for (i = 0; i < CONN_READ_ROUNDS; i++) {
+		if (evbuffer_reserve_space(c->in, CONN_READ_CHUNK, &v, 1) != 1) {
+			errno = ENOMEM;
+			break;
+		}
+		room = v.iov_len;
+		if ((n = read(fd, v.iov_base, room)) <= 0) {
+			evbuffer_commit_space(c->in, &v, 0);
+			break;
+		}
+		got += (size_t)n;
+		v.iov_len = (size_t)n;
+		evbuffer_commit_space(c->in, &v, 1);
+		if ((size_t)n < room || evbuffer_get_length(c->in) >= CONN_INPUT_MAX)
+			break;
+	}
+	if (got > 0)
+		c->last_active = clock_mono_ms();
+	if (n == 0) {
+		c->eof = 1;
+		conn_read_stop(c);
+		/*
+		 * A client that only shut down its writing side still reads its answers; one
+		 * that is gone (a killed CI job) frees its slot and its wait now.
+		 */
+		if (conn_peer_gone(c)) {
+			conn_gone(c);
+			return;
+		}
+	} else if (n == -1 && got == 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+	    errno != EINTR) {
+		conn_lost(c);   /* reset */
+		return;
+	}
 	conn_process(c);
 }
 
-/* The output drained to its low-water mark: close, or take more of its requests. */
+/* The socket has room again: write; close, or take more of its requests. */
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	if (c->closing) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			conn_lost(c);
-		else
-			bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	if (what & EV_TIMEOUT) {
+		log_debug("closing stalled (answers not read) client uid %ld pid %ld",
+		    (long)c->uid, (long)c->pid);
+		conn_lost(c);
 		return;
 	}
-	if (!c->processing)
+	if (evbuffer_write(c->out, fd) == -1 && errno != EAGAIN && errno != EWOULDBLOCK &&
+	    errno != EINTR) {
+		conn_gone(c);
+		return;
+	}
+	if (evbuffer_get_length(c->out) == 0)
+		conn_write_stop(c);
+	if (c->closing) {
+		if (evbuffer_get_length(c->out) == 0)
+			conn_lost(c);
+		return;
+	}
+	if (evbuffer_get_length(c->out) <= CONN_OUTPUT_LOW)
 		conn_process(c);
 }
 
@@ -462,16 +625,17 @@ conn_peer_gone(struct conn *c)
 {
 	struct pollfd pfd;
 
-	pfd.fd = bufferevent_getfd(c->bev);
+	pfd.fd = c->fd;
 	pfd.events = POLLOUT;
 	pfd.revents = 0;
 	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 /*
- * The peer is gone entirely. If it was waiting, nothing after its wait may run (the wait
- * is never answered): drop the connection and its unread lines. Otherwise the lines it
- * sent before closing are still handled, their answers discarded.
+ * The peer is gone entirely (or cannot be written to). If it was waiting, nothing after
+ * its wait may run (the wait is never answered): drop the connection and its unread
+ * lines. Otherwise the lines it sent before closing are still handled, their answers
+ * discarded.
  */
 static void
 conn_gone(struct conn *c)
@@ -486,8 +650,7 @@ conn_gone(struct conn *c)
 			conn_lost(c);
 		return;
 	}
-	evbuffer_drain(bufferevent_get_output(c->bev),
-	    evbuffer_get_length(bufferevent_get_output(c->bev)));
+	conn_discard_output(c);
 	if (!c->processing)
 		conn_process(c);
 }
@@ -502,40 +665,6 @@ conn_hup_cb(evutil_socket_t fd, short events, void *arg)
 	(void)events;
 	if (!c->gone && conn_peer_gone(c))
 		conn_gone(c);
-}
-
-static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct conn *c = arg;
-
-	(void)bev;
-	if (what & BEV_EVENT_TIMEOUT) {
-		log_debug("closing %s client uid %ld pid %ld", (what & BEV_EVENT_WRITING) ?
-		    "stalled (answers not read)" : "idle", (long)c->uid, (long)c->pid);
-		conn_lost(c);
-		return;
-	}
-	if (what & BEV_EVENT_EOF) {
-		c->eof = 1;
-		/*
-		 * A client that only shut down its writing side still reads its answers; one
-		 * that is gone (a killed CI job) frees its slot and its wait now.
-		 */
-		if (conn_peer_gone(c)) {
-			conn_gone(c);
-			return;
-		}
-		if (!c->processing)
-			conn_process(c);
-		return;
-	}
-	if (what & BEV_EVENT_ERROR) {
-		if (c->processing)
-			c->kill = 1;
-		else
-			conn_lost(c);
-	}
 }
 
 /* The peer's supplementary groups (Linux SO_PEERGROUPS); *n = 0 if unavailable. */
@@ -616,10 +745,8 @@ conns_of_uid(const struct server *srv, uid_t uid, struct conn **idlest)
 static void
 conn_refuse(struct conn *c, const char *code, const char *msg)
 {
-	c->closing = 1;
-	bufferevent_disable(c->bev, EV_READ);
-	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	conn_send(c, proto_error(code, msg));
+	conn_close_soon(c);
 }
 
 static void
@@ -671,24 +798,29 @@ accept_cb(evutil_socket_t lfd, short events, void *arg)
 			c->pid = -1;
 		}
 		conn_authorize(srv->cfg, c, fd, &allowed);
-		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		c->fd = fd;
+		c->in = evbuffer_new();
+		c->out = evbuffer_new();
+		c->rd_ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+		c->wr_ev = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
 		c->resume_ev = event_new(srv->base, -1, 0, conn_resume_cb, c);
-		c->tmo_owes = -1;
-		if (c->bev == NULL || c->resume_ev == NULL) {
-			if (c->bev != NULL)
-				bufferevent_free(c->bev);
-			else
-				close(fd);
+		if (c->in == NULL || c->out == NULL || c->rd_ev == NULL || c->wr_ev == NULL ||
+		    c->resume_ev == NULL) {
+			if (c->in != NULL)
+				evbuffer_free(c->in);
+			if (c->out != NULL)
+				evbuffer_free(c->out);
+			if (c->rd_ev != NULL)
+				event_free(c->rd_ev);
+			if (c->wr_ev != NULL)
+				event_free(c->wr_ev);
 			if (c->resume_ev != NULL)
 				event_free(c->resume_ev);
+			close(fd);
 			free(c);
 			continue;
 		}
 		c->last_active = clock_mono_ms();
-		bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-		/* Called back when the output drains to this: see conn_write_cb. */
-		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
-		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 		TAILQ_INSERT_TAIL(&srv->conns, c, entry);
 		srv->nconns++;
 		if (!allowed) {
@@ -881,13 +1013,8 @@ server_stop(struct server *srv)
 		if (srv->owns_path)
 			unlink(srv->path);
 	}
-	TAILQ_FOREACH_SAFE(c, &srv->conns, entry, t) {
-		c->closing = 1;
-		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-		bufferevent_disable(c->bev, EV_READ);
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-			conn_lost(c);
-	}
+	TAILQ_FOREACH_SAFE(c, &srv->conns, entry, t)
+		conn_close_soon(c);
 }
 
 int

@@ -38,6 +38,7 @@ struct daemon {
 	int64_t status_at;           /* monotonic ms of the last STATUS= */
 	char status[160];
 	struct event *watchdog_ev;
+	struct event *log_ev;        /* writes the loop turn's buffered log lines */
 	uint64_t watchdog_usec;
 	int verbose;
 	int stopping;
@@ -71,6 +72,21 @@ raise_fd_limit(void)
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 			log_warn("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
 	}
+}
+
+static void
+log_flush_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	(void)arg;
+	log_flush();
+}
+
+static void
+log_flush_soon(void *arg)
+{
+	event_active(arg, 0, 0);
 }
 
 static void
@@ -314,6 +330,9 @@ main(int argc, char **argv)
 	    (d.base = event_base_new_with_config(evcfg)) == NULL)
 		fatalx("event_base_new failed");
 	event_config_free(evcfg);
+	if ((d.log_ev = event_new(d.base, -1, 0, log_flush_cb, NULL)) == NULL)
+		fatalx("event_new failed");
+	log_set_buffered(log_flush_soon, d.log_ev);
 
 	if ((d.store = store_open(d.cfg.database, &cause)) == NULL) {
 		log_error("%s", cause);
@@ -370,6 +389,8 @@ main(int argc, char **argv)
 	http_free(d.http);  /* before the queue: its connections cancel their waits */
 	queue_free(d.q);    /* the sender's curl_multi_cleanup runs before the base goes */
 	store_close(d.store);
+	log_set_buffered(NULL, NULL);
+	event_free(d.log_ev);
 	event_base_free(d.base);
 	curl_global_cleanup();
 	config_free(&d.cfg);

@@ -185,6 +185,89 @@ class Bursts(EnvTest):
             self.assertEqual(a["error"], "line_too_long")
 
 
+class IoPath(EnvTest):
+    """The plain-event I/O path (issue 10, item 3): one read event that stays added, one
+    read(2) per wake-up, answers written at once, a write event only while the socket is
+    full."""
+
+    daemon = "idle_timeout = 2\n"
+
+    def test_pipelined_mix_answered_in_order(self):
+        # enqueues (answered after their commit) and pings (answered at once) interleaved
+        self.env.request({"op": "pause"})
+        n = 1000
+        kinds = ["ping" if i % 3 == 0 else "enqueue" for i in range(n)]
+        lines = "".join(
+            json.dumps({"op": "ping"} if k == "ping" else
+                       {"op": "enqueue", "install": (I1, I2, I3)[i % 3],
+                        "type": ("page", "cdn")[i % 2]}) + "\n"
+            for i, k in enumerate(kinds)).encode()
+        got = []
+        with self.env.connect() as c:
+            def reader():
+                while len(got) < n:
+                    got.append(c.recv())
+            t = threading.Thread(target=reader)
+            t.start()
+            c.s.sendall(lines)
+            t.join(60)
+            self.assertFalse(t.is_alive(), "answers stopped after %d" % len(got))
+        for k, a in zip(kinds, got):
+            self.assertTrue(a["ok"], a)
+            self.assertIn("version" if k == "ping" else "id", a)
+        ids = [a["id"] for a in got if "id" in a]
+        self.assertEqual(ids, sorted(ids))
+        self.assertEqual(len(ids), kinds.count("enqueue"))
+
+    def test_non_reader_owing_many_does_not_block_others(self):
+        self.env.request({"op": "pause"})
+        flood = self.env.connect()
+        try:
+            lines = "".join(json.dumps({"op": "enqueue", "install": I1, "type": "page",
+                                        "reason": "x" * 200}) + "\n"
+                            for _ in range(3000)).encode()
+            flood.s.setblocking(False)
+            try:
+                flood.s.send(lines)
+            except BlockingIOError:
+                pass
+            with self.env.connect() as c:
+                for _ in range(50):
+                    t0 = time.monotonic()
+                    a = c.call({"op": "enqueue", "install": I2, "type": "cdn"})
+                    self.assertTrue(a["ok"], a)
+                    self.assertLess(time.monotonic() - t0, 2 * slow())
+        finally:
+            flood.s.close()
+        wait_for(lambda: self.env.request({"op": "stats"})["connections"] == 1,
+                 timeout=10, what="flooder's connection closed")
+
+    def test_idle_after_answers_is_closed(self):
+        # the read event stays added across requests: its idle timer still starts once
+        # nothing is owed, and a pending wait still keeps it off
+        with self.env.connect() as c:
+            self.assertTrue(c.call({"op": "enqueue", "install": I1, "type": "page"})["ok"])
+            time.sleep(2.8 * slow())
+            with self.assertRaises((EOFError, OSError)):
+                c.call({"op": "ping"})
+
+    def test_reader_shut_down_lines_still_handled(self):
+        # a client that shut down its reading side: writing its answers fails (EPIPE);
+        # what it sent is still handled, its answers discarded, and it is closed
+        self.env.request({"op": "pause"})
+        c = self.env.connect()
+        c.s.shutdown(socket.SHUT_RD)
+        c.send(b'{"op":"ping"}\n' + "".join(
+            json.dumps({"op": "enqueue", "install": I1, "type": "page"}) + "\n"
+            for _ in range(20)).encode())
+        wait_for(lambda: self.env.request({"op": "stats"})["requests"] == 20,
+                 timeout=10, what="its enqueues handled")
+        c.s.close()
+        wait_for(lambda: self.env.request({"op": "stats"})["connections"] == 1,
+                 timeout=5, what="closed")
+        self.assertIsNone(self.env.daemon.poll())
+
+
 class StorageFailures(unittest.TestCase):
     """Memory changes only after the store committed; a break is rebuilt (2, 3)."""
 
@@ -652,3 +735,30 @@ class Visibility(EnvTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FailedCommitLeavesNoTrace(unittest.TestCase):
+    """A failed group commit leaves memory exactly as it was: here, who sends next
+    (review finding: undoing an absorb used to put its requester at the back)."""
+
+    def run_once(self, fail):
+        env = erofs_env(limits={"object_interval": 0}, api={"max_in_flight": 1},
+                        sim_args=["--object-interval", "0"], daemon_extra="socket_mode = 0666")
+        try:
+            u, v = env.connect_as(1001), env.connect_as(1002)
+            env.request({"op": "pause"})
+            self.assertTrue(u.call({"op": "enqueue", "install": I1, "type": "page"})["ok"])
+            self.assertTrue(v.call({"op": "enqueue", "install": I2, "type": "object"})["ok"])
+            if fail:
+                env.readonly(True)
+                r = u.call({"op": "enqueue", "install": I1, "type": "all"})
+                self.assertEqual(r.get("error"), "storage", r)
+                env.readonly(False)
+            env.request({"op": "resume"})
+            wait_for(lambda: len(env.calls()) >= 2, timeout=10, what="two calls")
+            return [(c["type"], c["install"]) for c in env.calls()]
+        finally:
+            env.close()
+
+    def test_send_order_is_the_same_after_a_failed_commit(self):
+        self.assertEqual(self.run_once(True), self.run_once(False))

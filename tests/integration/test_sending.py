@@ -239,6 +239,20 @@ class Outage(EnvTest):
         self.assertEqual(s["attempts"], 2)
         self.assertEqual([c["note"] for c in self.env.calls()], ["dropped", ""])
 
+    def test_dropped_reused_connection_is_not_resent_behind_our_back(self):
+        # A first purge leaves a keep-alive connection; the next attempt's connection is
+        # dropped after the request arrived. libcurl used to send the POST again on a
+        # fresh connection at once: two calls for one attempt, inside the window.
+        self.wait_state(self.enqueue(I1, "object")["id"])
+        time.sleep(INTERVAL + 0.2)
+        self.env.fault(drop=True, count=1)
+        r = self.enqueue(I1, "object")
+        self.wait_state(r["id"], timeout=15)
+        ts = [c["arrived"] for c in self.env.calls() if c["install"] == I1]
+        self.assertEqual(len(ts), 3, self.env.calls())
+        # The dropped attempt may have been acted on: the retry waits the window.
+        self.assertGreaterEqual(ts[2] - ts[1], INTERVAL - 0.05)
+
     def test_malformed_500_is_retried(self):
         self.env.fault(malformed=True, status=500)
         r = self.enqueue(I1, "page")

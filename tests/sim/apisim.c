@@ -58,6 +58,7 @@ static struct {
 	const char *user, *password, *logpath;
 	char installs[MAX_INSTALLS][37];
 	int ninstalls;
+	int unknown_delay_ms;   /* answer unknown installs' 404 this late */
 	int any_install;
 	double object_interval;
 	const char *retry_after_mode; /* none, seconds, date */
@@ -572,6 +573,16 @@ purge_cb(struct evhttp_request *req, const char *path)
 		if (strcmp(sim.installs[i], install) == 0)
 			known = 1;
 	}
+	if (!known && sim.unknown_delay_ms > 0) {
+		/* A slow 404, as for a junk install behind a busy API. */
+		struct fault uf;
+
+		memset(&uf, 0, sizeof uf);
+		uf.status = 404;
+		uf.delay_ms = sim.unknown_delay_ms;
+		answer_purge(req, &uf, ci, install, type, ua);
+		return;
+	}
 	if (!known) {
 		log_call_info(ci, install, type, 404, ua, "unknown install");
 		reply_msg(req, 404, "Not Found", NULL);
@@ -681,7 +692,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: apisim [--port N] [--port-file F] [--user U --password P]\n"
 	    "    [--install UUID ...] [--any-install] [--object-interval S]\n"
-	    "    [--retry-after none|seconds|date] [--log FILE]\n");
+	    "    [--retry-after none|seconds|date] [--log FILE] [--unknown-delay MS]\n");
 	exit(2);
 }
 
@@ -698,6 +709,7 @@ main(int argc, char **argv)
 		{ "object-interval", required_argument, NULL, 'o' },
 		{ "retry-after", required_argument, NULL, 'r' },
 		{ "log", required_argument, NULL, 'l' },
+		{ "unknown-delay", required_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct evhttp *http;
@@ -727,6 +739,7 @@ main(int argc, char **argv)
 		case 'o': sim.object_interval = strtod(optarg, NULL); break;
 		case 'r': sim.retry_after_mode = optarg; break;
 		case 'l': sim.logpath = optarg; break;
+		case 'U': sim.unknown_delay_ms = (int)strtol(optarg, NULL, 10); break;
 		default: usage();
 		}
 	}
