@@ -354,11 +354,16 @@ http_done(evutil_socket_t fd, short events, void *arg)
 	if (hr->id > 0 && !http_answer_ok(o)) {
 		json_object *v;
 
-		/* A wait that ran out: the request's status as it is now. */
+		/* A wait that ran out: 202 and the request's status as it is now. */
 		if (json_object_object_get_ex(o, "error", &v) &&
 		    strcmp(json_object_get_string(v), "timeout") == 0) {
 			json_object_put(o);
 			o = ops_status(hr->h->q, hr->id, &hr->caller);
+			if (!hr->post && http_answer_ok(o)) {
+				http_send(req, 202, o);
+				hreq_free(hr);
+				return;
+			}
 		}
 	}
 	if (hr->post && http_answer_ok(o)) {

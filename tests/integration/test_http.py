@@ -11,7 +11,7 @@ import subprocess
 import time
 import unittest
 
-from harness import DAEMON, I1, I2, I3, Env, wait_for
+from harness import CTL, DAEMON, I1, I2, I3, Env, wait_for
 
 ROOT = os.geteuid() == 0
 HTTP_TIMEOUT = 10          # daemon/http.c: header/body reads and idle keep-alive
@@ -221,6 +221,11 @@ class Purges(HttpTest):
         self.assertEqual(st, 202, j)
         self.assertEqual(j["state"], "queued")
         self.assertEqual(hd["location"], "/v1/purges/%d" % j["id"])
+        # GET ?wait= the same way: 202 while unfinished, 200 once done
+        st, hd, j2 = self.h.call("GET", "/v1/purges/%d?wait=0.2" % j["id"], "ci")
+        self.assertEqual((st, j2["state"]), (202, "queued"))
+        st, hd, j2 = self.h.call("GET", "/v1/purges/%d?wait=20" % j["id"], "ci")
+        self.assertEqual((st, j2["state"]), (200, "done"))
 
     def test_long_poll_dropped_when_the_client_goes(self):
         self.env.request({"op": "pause"})
@@ -498,6 +503,50 @@ class OpenMetrics(HttpTest):
         self.assertEqual(r.status, 200)
         self.assertIn(b"wpe_purged_requests_total", r.read())
         c.close()
+
+
+class Client(HttpTest):
+    """The real wpe-purgectl --url against the daemon: the same exit codes as the socket."""
+
+    def ctl(self, token, *args, timeout=60):
+        tf = os.path.join(self.env.dir, "token-" + token)
+        with open(tf, "w") as f:
+            f.write(self.h.secrets[token][0] + "\n")
+        os.chmod(tf, 0o600)
+        e = dict(os.environ)
+        e.pop("WPE_PURGED_TOKEN", None)
+        p = subprocess.run([CTL, "--url", "https://127.0.0.1:%d" % self.h.port,
+                            "--token-file", tf, "--cacert", self.h.cacert, "--json"] +
+                           list(args), capture_output=True, text=True, timeout=timeout,
+                           env=e)
+        return p.returncode, [json.loads(l) for l in p.stdout.splitlines() if l.strip()], \
+            p.stderr
+
+    def test_wpe_purgectl_over_https(self):
+        rc, out, err = self.ctl("ci", "enqueue", I1, "-t", "page", "--wait", "--timeout",
+                                "30")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out[-1]["state"], "done")
+        rc, out, err = self.ctl("ci", "ping")
+        self.assertEqual(rc, 0, err)
+        self.env.request({"op": "pause"})
+        rc, out, err = self.ctl("ci", "enqueue", I2, "-t", "cdn")
+        self.assertEqual(rc, 0, err)
+        rid = out[0]["id"]
+        rc, out, err = self.ctl("ci", "wait", str(rid), "--timeout", "1")
+        self.assertEqual(rc, 4, err)                  # wait timed out
+        rc, out, err = self.ctl("ci", "list")
+        self.assertEqual((rc, out[0]["total"]), (0, 1), err)
+        rc, out, err = self.ctl("other", "cancel", str(rid))
+        self.assertEqual(rc, 6, err)                  # not its request
+        rc, out, err = self.ctl("other", "pause")
+        self.assertEqual(rc, 6, err)
+        rc, out, err = self.ctl("ci", "cancel", str(rid))
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.ctl("boss", "resume")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.ctl("ci", "enqueue", "not-a-uuid")
+        self.assertEqual(rc, 2, err)
 
 
 class Config(unittest.TestCase):
