@@ -60,6 +60,14 @@ class HttpEnv:
 
     def __init__(self, tokens, extra_http=None, tls=True, listen=None):
         self.env = Env(daemon_extra="socket_mode = 0666\n")
+        self.tls = tls
+        try:
+            self._setup(tokens, extra_http, tls, listen)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _setup(self, tokens, extra_http, tls, listen):
         d = self.env.dir
         make_ca(d)
         make_cert(d, "srv")
@@ -93,6 +101,8 @@ class HttpEnv:
         return c
 
     def conn(self, timeout=30):
+        if not self.tls:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx(),
                                            timeout=timeout)
 
@@ -130,9 +140,10 @@ class HttpEnv:
 class HttpTest(unittest.TestCase):
     tokens = {"ci": "", "other": "", "boss": "admin"}
     extra_http = None
+    tls = True
 
     def setUp(self):
-        self.h = HttpEnv(self.tokens, self.extra_http)
+        self.h = HttpEnv(self.tokens, self.extra_http, tls=self.tls)
         self.env = self.h.env
         self.env.start()
         wait_for(lambda: self._up(), what="HTTPS listener")
