@@ -234,10 +234,17 @@ job_waiting_for(struct queue *q, const struct job *j, int64_t now, int64_t ready
 {
 	static const char *cn[NCLASSES] = { "object", "page", "cdn" };
 	unsigned mask = sched_type_classes(j->type);
+	size_t i;
 	int c;
 
-	if (j->state == JOB_SENDING)
+
+	if (j->state == JOB_SENDING) {
+		for (i = 0; i < q->nstarting && !j->in_flight; i++) {
+			if (q->starting[i].id == j->id)
+				return "its start to reach the disk";
+		}
 		return j->in_flight ? "response" : "the queue database (answer not recorded)";
+	}
 	if (q->broken)
 		return "the queue database to take writes again";
 	if (q->paused)

@@ -131,8 +131,8 @@ queue_check(struct queue *q)
 	    "every waiter is found by request and by job");
 	if (!q->paused && !q->stopping && !q->broken) {
 		CHECK(TAILQ_EMPTY(&q->ring) ||
-		    sender_in_flight(q->sender) >= q->cfg->max_in_flight ||
-		    !sched_outage_allows(&q->outage, now, sender_in_flight(q->sender)),
+		    queue_in_flight(q) >= q->cfg->max_in_flight ||
+		    !sched_outage_allows(&q->outage, now, queue_in_flight(q)),
 		    "ready jobs wait only for a sending slot or the outage gate");
 		CHECK(heap_len(&q->timed) == 0 || q->timer_at <= heap_top(&q->timed)->key,
 		    "the timer is armed for the first timed job");

@@ -144,7 +144,30 @@ job_unstart(struct queue *q, struct job *j, int64_t now, const char *cause)
 	install_resched(q, j->install, now);
 }
 
-/* Commit "sending" and the window it opens, then (only then) hand it to the sender. */
+/* Hand a job whose "sending" is durable to the sender. */
+static void
+job_launch(struct queue *q, struct job *j, int64_t now)
+{
+	char *cause = NULL;
+
+	if (sender_start(q->sender, j, j->install->id, j->type, &cause) != 0) {
+		job_unstart(q, j, now, cause);
+		free(cause);
+		return;
+	}
+	j->in_flight = 1;
+	q->stats.api_calls++;
+	if (j->attempts > 1)
+		q->stats.retries++;
+	log_info("job %lld: sending %s purge of %s (attempt %d)", (long long)j->id,
+	    purge_type_name(j->type), j->install->id, j->attempts);
+}
+
+/*
+ * Commit "sending" and the window it opens, then, once that is on disk, hand it to the
+ * sender: the API never sees a purge whose start a power cut could forget. The sync runs
+ * on the store's worker thread; meanwhile the loop goes on (queue_launch).
+ */
 static void
 job_start(struct queue *q, struct job *j, int64_t now)
 {
@@ -152,7 +175,7 @@ job_start(struct queue *q, struct job *j, int64_t now)
 	struct store_job row;
 	unsigned mask = sched_type_classes(j->type);
 	int64_t started = clock_wall_ms();
-	char *cause = NULL;
+	uint64_t gen = 0;
 	int c;
 
 	memcpy(ncls, j->install->cls, sizeof ncls);
@@ -165,7 +188,8 @@ job_start(struct queue *q, struct job *j, int64_t now)
 	row.attempts = j->attempts + 1;
 	row.started_at = started;
 	if (store_begin(q->store) != 0 || persist_classes(q, j->install, ncls, mask) != 0 ||
-	    store_job_update(q->store, &row) != 0 || store_commit(q->store) != 0) {
+	    store_job_update(q->store, &row) != 0 ||
+	    store_commit_async(q->store, &gen) != 0) {
 		store_rollback(q->store);
 		q->stats.storage_errors++;
 		/* Nothing was written: it stays queued and is tried again a little later. */
@@ -187,17 +211,50 @@ job_start(struct queue *q, struct job *j, int64_t now)
 	j->attempt->started = now;
 	j->started_at = started;
 	install_resched(q, j->install, now);
-	if (sender_start(q->sender, j, j->install->id, j->type, &cause) != 0) {
-		job_unstart(q, j, now, cause);
-		free(cause);
+	if (gen == 0 || store_durable(q->store) >= gen) {
+		job_launch(q, j, now);
 		return;
 	}
-	j->in_flight = 1;
-	q->stats.api_calls++;
-	if (j->attempts > 1)
-		q->stats.retries++;
-	log_info("job %lld: sending %s purge of %s (attempt %d)", (long long)j->id,
-	    purge_type_name(j->type), j->install->id, j->attempts);
+	if (q->nstarting == q->capstarting) {
+		q->capstarting = q->capstarting == 0 ? 16 : q->capstarting * 2;
+		q->starting = xrealloc(q->starting, q->capstarting * sizeof *q->starting);
+	}
+	q->starting[q->nstarting].id = j->id;
+	q->starting[q->nstarting++].gen = gen;
+}
+
+/*
+ * The store synced: launch the jobs whose start it holds now (in the order they were
+ * started; generations ascend). A job that is no longer waiting for it (a rebuild) is
+ * left to the store: "sending" and not in flight, it is queued again.
+ */
+void
+queue_launch(struct queue *q)
+{
+	uint64_t done;
+	size_t i, k;
+	struct job *j;
+
+	if (q->nstarting == 0)
+		return;
+	done = store_durable(q->store);
+	for (i = 0; i < q->nstarting && q->starting[i].gen <= done; i++) {
+		j = job_find(q, q->starting[i].id);
+		/* At shutdown too: "sending" was shown, so it goes and gets the grace. */
+		if (j != NULL && j->state == JOB_SENDING && !j->in_flight && !q->broken)
+			job_launch(q, j, queue_now());
+	}
+	for (k = 0; i < q->nstarting; i++, k++)
+		q->starting[k] = q->starting[i];
+	q->nstarting = k;
+	queue_check_stopped(q);
+}
+
+/* Purges at the API or about to be: what max_in_flight and the outage gate count. */
+int
+queue_in_flight(struct queue *q)
+{
+	return sender_in_flight(q->sender) + (int)q->nstarting;
 }
 
 static void
@@ -240,8 +297,8 @@ queue_run_once(struct queue *q)
 	while ((hn = heap_top(&q->timed)) != NULL && hn->key <= now)
 		job_sched(q, container_of(hn, struct job, tn), now);
 	while ((r = TAILQ_FIRST(&q->ring)) != NULL &&
-	    sender_in_flight(q->sender) < q->cfg->max_in_flight) {
-		if (!sched_outage_allows(&q->outage, now, sender_in_flight(q->sender))) {
+	    queue_in_flight(q) < q->cfg->max_in_flight) {
+		if (!sched_outage_allows(&q->outage, now, queue_in_flight(q))) {
 			o = sched_outage_next(&q->outage);
 			if (o > now)
 				next = o;
@@ -295,7 +352,7 @@ queue_check_stopped(struct queue *q)
 {
 	void (*cb)(void *) = q->stopped_cb;
 
-	if (q->stopping && cb != NULL && sender_in_flight(q->sender) == 0) {
+	if (q->stopping && cb != NULL && queue_in_flight(q) == 0) {
 		q->stopped_cb = NULL;
 		cb(q->stopped_arg);
 	}
@@ -326,6 +383,7 @@ grace_cb(evutil_socket_t fd, short events, void *arg)
 	log_warn("%d purge(s) still in flight at the end of the shutdown grace period",
 	    sender_in_flight(q->sender));
 	sender_abort_all(q->sender, requeue_aborted, q);
+	q->nstarting = 0;   /* never launched: "sending" in the store, queued again */
 	queue_check_stopped(q);
 }
 
@@ -340,12 +398,13 @@ queue_shutdown(struct queue *q, int64_t grace_ms, void (*done)(void *), void *ar
 	timer_arm(q, INT64_MAX, 0);
 	if (q->prune_ev != NULL)
 		evtimer_del(q->prune_ev);
-	/* Commit what this turn accepted before anything else. */
+	/* Commit what this turn accepted before anything else, and answer it. */
 	if (!TAILQ_EMPTY(&q->pending))
 		queue_flush(q);
-	if (sender_in_flight(q->sender) > 0) {
+	queue_deliver(q, 1);
+	if (queue_in_flight(q) > 0) {
 		log_notice("waiting up to %lld ms for %d purge(s) in flight", (long long)grace_ms,
-		    sender_in_flight(q->sender));
+		    queue_in_flight(q));
 		q->grace_ev = evtimer_new(q->base, grace_cb, q);
 		evtimer_add(q->grace_ev, &tv);
 	}

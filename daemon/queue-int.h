@@ -105,6 +105,8 @@ struct pending {
 	queue_answer_cb cb;      /* NULL once forgotten */
 	void *arg;
 	struct queue_placed out;
+	json_object *answer;     /* committed: delivered once durable (gen) */
+	uint64_t gen;
 	TAILQ_ENTRY(pending) entry;
 };
 TAILQ_HEAD(pendings, pending);
@@ -141,6 +143,14 @@ struct queue {
 	int64_t nqueued, nsending;
 	struct pendings pending;
 	int64_t pending_since;   /* monotonic ms the oldest uncommitted enqueue arrived */
+	struct pendings unsynced; /* committed, answered once the disk has them */
+	int64_t unsynced_since;
+	struct event *durable_ev; /* the store's syncs completing */
+	struct starting {        /* "sending" committed, handed to the sender once durable */
+		int64_t id;
+		uint64_t gen;
+	} *starting;
+	size_t nstarting, capstarting;
 	struct htab waiters_req, waiters_job;
 	struct event *flush_ev;  /* group commit: queued behind this turn's reads */
 	struct event *timer;     /* the one scheduling timer */
@@ -206,6 +216,8 @@ int classes_busy(const struct install *, enum purge_type);
 int persist_classes(struct queue *, const struct install *, const struct class_state *,
     unsigned mask);
 void queue_check_stopped(struct queue *);
+void queue_launch(struct queue *);
+int queue_in_flight(struct queue *);
 
 /* queue-outcome.c */
 void queue_sent(void *, void *, const struct send_result *);
@@ -231,6 +243,7 @@ void queue_enqueue(struct queue *, const struct proto_request *, int64_t request
     const char *name, queue_answer_cb, void *arg);
 void queue_enqueue_forget(struct queue *, void *arg);
 void queue_flush(struct queue *);
+void queue_deliver(struct queue *, int all);
 int queue_cancel(struct queue *, int64_t id, int64_t uid, int64_t job_id);
 
 #endif

@@ -56,6 +56,7 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 	char msg[SENDER_MAX_MESSAGE + 64], merge_msg[64];
 	char *nmsg;
 	size_t n = 0, i;
+	uint64_t gen;
 	int c, final = 0, live, idx = -1, attempts = j->attempts;
 
 	j->in_flight = 0;
@@ -183,7 +184,13 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 		goto fail;
 	if (final && store_requests_finish(q->store, j->id, nstate, now_wall) != 0)
 		goto fail;
-	if (persist_classes(q, in, ncls, mask) != 0 || store_commit(q->store) != 0)
+	/*
+	 * The outcome is not waited for on disk: it is synced with the next sync. A power
+	 * cut before that leaves "sending" with the window of the start, which was synced:
+	 * the purge goes out again after the window, never early, never lost.
+	 */
+	if (persist_classes(q, in, ncls, mask) != 0 ||
+	    store_commit_async(q->store, &gen) != 0)
 		goto fail;
 
 	/* Committed: now memory. */

@@ -52,6 +52,7 @@ static void
 prune_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct queue *q = arg;
+	uint64_t gen;
 	int n = 0;
 
 	(void)fd;
@@ -59,7 +60,8 @@ prune_cb(evutil_socket_t fd, short events, void *arg)
 	if (store_begin(q->store) == 0) {
 		n = store_prune(q->store, clock_wall_ms() - q->cfg->retention * 1000,
 		    PRUNE_BATCH);
-		if (n < 0 || store_commit(q->store) != 0) {
+		/* Forgetting need not wait for the disk: synced with the next sync. */
+		if (n < 0 || store_commit_async(q->store, &gen) != 0) {
 			store_rollback(q->store);
 			n = 0;
 		}

@@ -236,6 +236,19 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	queue_flush(arg);
 }
 
+static void
+durable_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct queue *q = arg;
+
+	(void)fd;
+	(void)events;
+	store_durable_drain(q->store);
+	(void)store_durable(q->store);   /* a failed sync is fatal, waited for or not */
+	queue_deliver(q, 0);
+	queue_launch(q);
+}
+
 struct queue *
 queue_create(struct event_base *base, struct config *cfg, struct store *store)
 {
@@ -255,7 +268,12 @@ queue_create(struct event_base *base, struct config *cfg, struct store *store)
 	heap_init(&q->timed);
 	TAILQ_INIT(&q->ring);
 	TAILQ_INIT(&q->pending);
+	TAILQ_INIT(&q->unsynced);
 	q->timer_at = INT64_MAX;
+	if (store_durable_fd(store) != -1 && ((q->durable_ev = event_new(base,
+	    store_durable_fd(store), EV_READ | EV_PERSIST, durable_cb, q)) == NULL ||
+	    event_add(q->durable_ev, NULL) != 0))
+		fatalx("out of memory creating events");
 	q->flush_ev = event_new(base, -1, 0, flush_cb, q);
 	q->timer = evtimer_new(base, timer_cb, q);
 	q->probe_ev = evtimer_new(base, probe_cb, q);
@@ -409,6 +427,7 @@ queue_rebuild(struct queue *q)
 	int c, n = 0, live;
 
 	q->last_recover = queue_now();
+	q->nstarting = 0;   /* their "sending" rows are queued again like any other */
 	if (store_begin(q->store) != 0 || store_probe(q->store, now_wall) != 0 ||
 	    store_sending(q->store, note_sending, &rows) != 0)
 		goto fail;
@@ -553,6 +572,15 @@ queue_free(struct queue *q)
 		free(p->name);
 		free(p);
 	}
+	while ((p = TAILQ_FIRST(&q->unsynced)) != NULL) {
+		TAILQ_REMOVE(&q->unsynced, p, entry);
+		json_object_put(p->answer);
+		proto_request_free(&p->req);
+		free(p->name);
+		free(p);
+	}
+	if (q->durable_ev != NULL)
+		event_free(q->durable_ev);
 	waiters_free_all(q);
 	sender_free(q->sender);
 	v = queue_jobs(q, &n);
@@ -574,6 +602,7 @@ queue_free(struct queue *q)
 		event_free(q->prune_ev);
 	if (q->grace_ev != NULL)
 		event_free(q->grace_ev);
+	free(q->starting);
 	free(q);
 }
 

@@ -52,7 +52,18 @@ void store_close(struct store *);
 const char *store_errmsg(struct store *);
 
 int store_begin(struct store *);
+/* Commit, durable on return (as synchronous=FULL). */
 int store_commit(struct store *);
+/*
+ * Commit without waiting for the disk: durable once store_durable() reaches *gen (0:
+ * already). store_durable_fd() becomes readable when it moves (-1: it never needs to).
+ */
+int store_commit_async(struct store *, uint64_t *gen);
+int store_durable_fd(struct store *);
+void store_durable_drain(struct store *);   /* from that fd's callback only */
+uint64_t store_durable(struct store *);
+/* Make every commit so far durable now. */
+void store_sync(struct store *);
 void store_rollback(struct store *);
 
 /*

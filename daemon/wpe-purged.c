@@ -42,6 +42,8 @@ struct daemon {
 	uint64_t watchdog_usec;
 	int verbose;
 	int stopping;
+	struct event *drain_ev;      /* at shutdown: until every answer is written */
+	int64_t drain_until;
 };
 
 static __dead void
@@ -150,14 +152,42 @@ watchdog_cb(evutil_socket_t fd, short events, void *arg)
 	sd_notify(0, "WATCHDOG=1");
 }
 
+/*
+ * Nothing is in flight any more: leave once every connection has read its answers (a
+ * connection closes as soon as its output is written), or once the grace ran out for
+ * clients that do not read; what those never read is said in the log.
+ */
+static void
+drain_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval tv = { 0, 20 * 1000 };
+	int n = server_connections(d->srv);
+
+	(void)fd;
+	(void)events;
+	if (n > 0 && clock_mono_ms() < d->drain_until) {
+		evtimer_add(d->drain_ev, &tv);
+		return;
+	}
+	if (n > 0)
+		log_warn("%d connection(s) did not read all their answers within %d ms of the "
+		    "shutdown; those answers are dropped (their requests are stored)", n,
+		    SHUTDOWN_GRACE_MS);
+	event_base_loopexit(d->base, NULL);
+}
+
 static void
 stopped_cb(void *arg)
 {
 	struct daemon *d = arg;
-	struct timeval tv = { 0, 200 * 1000 };
 
-	/* Let the last answers drain, then leave the loop. */
-	event_base_loopexit(d->base, &tv);
+	d->drain_until = clock_mono_ms() + SHUTDOWN_GRACE_MS;
+	if ((d->drain_ev = evtimer_new(d->base, drain_cb, d)) == NULL) {
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	drain_cb(-1, 0, d);
 }
 
 static void
@@ -385,6 +415,8 @@ main(int argc, char **argv)
 	event_free(d.status_ev);
 	if (d.watchdog_ev != NULL)
 		event_free(d.watchdog_ev);
+	if (d.drain_ev != NULL)
+		event_free(d.drain_ev);
 	server_free(d.srv);
 	http_free(d.http);  /* before the queue: its connections cancel their waits */
 	queue_free(d.q);    /* the sender's curl_multi_cleanup runs before the base goes */

@@ -1,7 +1,8 @@
 /*
  * erofs.c: LD_PRELOAD fault injector: while the file named by $WPE_EROFS_FLAG exists,
  * writes to files whose path contains $WPE_EROFS_MATCH fail with EROFS, as they would on
- * a file system remounted read-only under a running process.
+ * a file system remounted read-only under a running process; while $WPE_EIO_FLAG exists,
+ * fdatasync of such files fails with EIO (a disk losing writes).
  */
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -19,10 +20,12 @@ ssize_t pwrite64(int, const void *, size_t, off_t);
 int ftruncate(int, off_t);
 int ftruncate64(int, off_t);
 
+int fdatasync(int);
+
 static int
-refuse(int fd)
+refuse_with(int fd, const char *flagvar, int err)
 {
-	const char *flag = getenv("WPE_EROFS_FLAG"), *match = getenv("WPE_EROFS_MATCH");
+	const char *flag = getenv(flagvar), *match = getenv("WPE_EROFS_MATCH");
 	char link[64], path[4096];
 	struct stat sb;
 	ssize_t n;
@@ -35,8 +38,26 @@ refuse(int fd)
 	path[n] = '\0';
 	if (strstr(path, match) == NULL)
 		return 0;
-	errno = EROFS;
+	errno = err;
 	return 1;
+}
+
+static int
+refuse(int fd)
+{
+	return refuse_with(fd, "WPE_EROFS_FLAG", EROFS);
+}
+
+int
+fdatasync(int fd)
+{
+	static int (*real)(int);
+
+	if (real == NULL)
+		*(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
+	if (refuse_with(fd, "WPE_EIO_FLAG", EIO))
+		return -1;
+	return real(fd);
 }
 
 #define WRAP(ret, name, params, args, fd)                                  \

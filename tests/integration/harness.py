@@ -232,7 +232,9 @@ def erofs_env(**kw):
     flag = os.path.join(env.dir, "readonly")
     shim = os.path.abspath(os.path.join(BUILD, "tests", "erofs.so"))
     saved = dict(os.environ)
+    eio = os.path.join(env.dir, "eio")
     os.environ.update(LD_PRELOAD=shim, WPE_EROFS_FLAG=flag, WPE_EROFS_MATCH=env.db,
+                      WPE_EIO_FLAG=eio,
                       ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
                       ":verify_asan_link_order=0")
     try:
@@ -246,7 +248,13 @@ def erofs_env(**kw):
             open(flag, "w").close()
         elif os.path.exists(flag):
             os.unlink(flag)
+    def losing_writes(on):
+        if on:
+            open(eio, "w").close()
+        elif os.path.exists(eio):
+            os.unlink(eio)
     env.readonly = readonly
+    env.losing_writes = losing_writes
     return env
 
 
