@@ -1,5 +1,6 @@
 /* config.c: parse wpe-purged.conf (INI syntax through libinih) and the credentials file. */
 #include <sys/stat.h>
+#include <arpa/inet.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -19,7 +20,7 @@
 #include "proto.h"
 
 enum key_kind { K_PATH, K_MODE, K_INT, K_DURATION, K_LOGLEVEL, K_URL, K_USERS,
-	K_GROUPS, K_GROUP };
+	K_GROUPS, K_GROUP, K_LISTEN, K_BOOL };
 
 static const struct key {
 	const char *section;
@@ -59,12 +60,19 @@ static const struct key {
 	    10000000 },
 	{ "limits", "max_queued_per_user", K_INT,
 	    offsetof(struct config, limits.max_queued_per_user), 1, 10000000 },
+	{ "http", "listen", K_LISTEN, offsetof(struct config, http_listen), 0, 0 },
+	{ "http", "tls_cert", K_PATH, offsetof(struct config, tls_cert), 1, 4096 },
+	{ "http", "tls_key", K_PATH, offsetof(struct config, tls_key), 1, 4096 },
+	{ "http", "tokens_file", K_PATH, offsetof(struct config, tokens_file), 1, 4096 },
+	{ "http", "max_connections", K_INT, offsetof(struct config, http_max_conns), 1,
+	    1000000 },
+	{ "http", "metrics_auth", K_BOOL, offsetof(struct config, metrics_auth), 0, 0 },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 struct parse_state {
 	struct config *cfg;
-	unsigned int seen; /* bit per key: duplicates are errors */
+	uint64_t seen;     /* bit per key: duplicates are errors */
 	char *error;       /* reason for the first failing line */
 };
 
@@ -90,6 +98,9 @@ config_defaults(struct config *cfg)
 	cfg->limits.retry_max = 900;
 	cfg->limits.max_queued = 200000;
 	cfg->limits.max_queued_per_user = 100000;
+	cfg->tokens_file = xstrdup(CONFIG_DEFAULT_TOKENS);
+	cfg->http_max_conns = 4096;
+	cfg->metrics_auth = 1;
 }
 
 int
@@ -174,6 +185,74 @@ config_check_url(const char *url, char **cause)
 	if (plain && !url_host_is_loopback(host, hostlen)) {
 		xasprintf(cause, "base_url uses plain http:// for a host that is not loopback; "
 		    "credentials are only ever sent over https");
+		return -1;
+	}
+	return 0;
+}
+
+int
+config_parse_listen(const char *s, struct listen_addr *la, char **cause)
+{
+	unsigned char bin[16];
+	const char *colon, *host;
+	size_t hostlen;
+	int64_t port;
+
+	memset(la, 0, sizeof *la);
+	if (strncmp(s, "unix:", 5) == 0) {
+		la->kind = LISTEN_UNIX;
+		la->loopback = 1;
+		if (s[5] != '/' || strlen(s + 5) >= sizeof la->path) {
+			xasprintf(cause, "listen = unix:PATH needs an absolute path of at most "
+			    "%zu characters", sizeof la->path - 1);
+			return -1;
+		}
+		snprintf(la->path, sizeof la->path, "%s", s + 5);
+		return 0;
+	}
+	la->kind = LISTEN_INET;
+	if (*s == '[') {
+		host = s + 1;
+		if ((colon = strchr(host, ']')) == NULL || colon[1] != ':') {
+			xasprintf(cause, "listen: an IPv6 address goes in brackets with a port, "
+			    "such as [::1]:8443");
+			return -1;
+		}
+		hostlen = (size_t)(colon - host);
+		colon++;
+	} else {
+		host = s;
+		if ((colon = strrchr(s, ':')) == NULL) {
+			xasprintf(cause, "listen must be ADDRESS:PORT (127.0.0.1:8787, "
+			    "[::1]:8443) or unix:PATH");
+			return -1;
+		}
+		hostlen = (size_t)(colon - host);
+	}
+	if (hostlen == 0 || hostlen >= sizeof la->host) {
+		xasprintf(cause, "listen: no address before the port (use 0.0.0.0 or [::] for "
+		    "every address)");
+		return -1;
+	}
+	memcpy(la->host, host, hostlen);
+	la->host[hostlen] = '\0';
+	if (parse_int64(colon + 1, 1, 65535, &port) != 0) {
+		xasprintf(cause, "listen: the port must be a number from 1 to 65535");
+		return -1;
+	}
+	la->port = (int)port;
+	if (*s != '[' && inet_pton(AF_INET, la->host, bin) == 1)
+		la->loopback = bin[0] == 127;
+	else if (*s == '[' && inet_pton(AF_INET6, la->host, bin) == 1) {
+		static const unsigned char v6lo[16] = { [15] = 1 };
+
+		la->loopback = memcmp(bin, v6lo, 16) == 0 ||
+		    /* ::ffff:127.x.y.z */
+		    (memcmp(bin, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 &&
+		    bin[12] == 127);
+	} else {
+		xasprintf(cause, "listen: \"%.*s\" is not a numeric IPv4 address or a "
+		    "bracketed IPv6 address", (int)utf8_prefix(la->host, 64), la->host);
 		return -1;
 	}
 	return 0;
@@ -324,6 +403,29 @@ set_key(struct parse_state *ps, const struct key *k, const char *value)
 		*(gid_t *)field = (gid_t)id;
 		return 0;
 	}
+	case K_LISTEN:
+		free(*(char **)field);
+		*(char **)field = NULL;
+		if (*value == '\0')
+			return 0;
+		if (config_parse_listen(value, &ps->cfg->http_addr, &cause) != 0) {
+			ps->error = cause;
+			return -1;
+		}
+		*(char **)field = xstrdup(value);
+		return 0;
+	case K_BOOL:
+		if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0 ||
+		    strcmp(value, "on") == 0 || strcmp(value, "1") == 0)
+			*(int *)field = 1;
+		else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0 ||
+		    strcmp(value, "off") == 0 || strcmp(value, "0") == 0)
+			*(int *)field = 0;
+		else {
+			xasprintf(&ps->error, "%s must be yes or no", k->name);
+			return -1;
+		}
+		return 0;
 	case K_URL:
 		if (strlen(value) > 1024 || config_check_url(value, &cause) != 0) {
 			if (strlen(value) > 1024)
@@ -370,12 +472,66 @@ config_handler(void *user, const char *section, const char *name, const char *va
 			    (int)utf8_prefix(name, 64), name, section);
 		return 0;
 	}
-	if (ps->seen & (1u << i)) {
+	if (ps->seen & ((uint64_t)1 << i)) {
 		xasprintf(&ps->error, "%s is set twice", name);
 		return 0;
 	}
-	ps->seen |= 1u << i;
+	ps->seen |= (uint64_t)1 << i;
 	return set_key(ps, &keys[i], value) == 0;
+}
+
+/*
+ * The line of "key" in [section] of an INI text (0 if absent), for errors about settings
+ * that are only wrong together, found after libinih is done.
+ */
+static int
+config_key_line(const char *buf, size_t len, const char *section, const char *key)
+{
+	const char *p = buf, *end = buf + len, *nl, *s, *e;
+	size_t klen = strlen(key);
+	int line = 0, in = 0;
+
+	while (p < end) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		e = nl != NULL ? nl : end;
+		line++;
+		for (s = p; s < e && (*s == ' ' || *s == '\t'); s++)
+			;
+		if (s < e && *s == '[') {
+			const char *close = memchr(s, ']', (size_t)(e - s));
+
+			in = close != NULL && (size_t)(close - s - 1) == strlen(section) &&
+			    strncmp(s + 1, section, strlen(section)) == 0;
+		} else if (in && (size_t)(e - s) > klen && strncmp(s, key, klen) == 0 &&
+		    (s[klen] == ' ' || s[klen] == '\t' || s[klen] == '=' || s[klen] == ':'))
+			return line;
+		p = e + 1;
+	}
+	return 0;
+}
+
+/* Settings valid alone but not together: "file:line: reason" naming the line to change. */
+static int
+config_check_http(struct config *cfg, const char *buf, size_t len, const char *path,
+    char **cause)
+{
+	const char *why = NULL, *key = "listen";
+
+	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+		why = "tls_cert and tls_key go together: set both, or neither";
+		key = cfg->tls_cert != NULL ? "tls_cert" : "tls_key";
+	} else if (cfg->http_listen != NULL && !cfg->http_addr.loopback &&
+	    cfg->tls_cert == NULL)
+		why = "an HTTP listener on an address that is not loopback needs tls_cert and "
+		    "tls_key: tokens never cross a network in clear (plain HTTP is for a "
+		    "reverse proxy on loopback or a Unix socket)";
+	else if (cfg->http_listen != NULL && cfg->http_addr.kind == LISTEN_UNIX &&
+	    cfg->tls_cert != NULL)
+		why = "TLS on a unix: listener is not supported; put the proxy's TLS in front";
+	if (why == NULL)
+		return 0;
+	xasprintf(cause, "%s:%d: %s", path, config_key_line(buf, len, "http", key), why);
+	return -1;
 }
 
 static int
@@ -515,6 +671,22 @@ config_load(struct config *cfg, const char *path, char **cause)
 		}
 		close(fd);
 	}
+	/* The TLS files too, when HTTPS will need them (OpenSSL says more at start). */
+	if (cfg->http_listen != NULL && cfg->tls_cert != NULL) {
+		const char *what[2] = { "tls_cert ", "tls_key " };
+		const char *file[2] = { cfg->tls_cert, cfg->tls_key };
+		int i;
+
+		for (i = 0; i < 2; i++) {
+			if ((fd = config_open(what[i], file[i], 0, CA_FILE_MAX_SIZE, &sb,
+			    &why)) == -1) {
+				xasprintf(cause, "%s: %s", path, why);
+				free(why);
+				return -1;
+			}
+			close(fd);
+		}
+	}
 	return 0;
 }
 
@@ -531,6 +703,8 @@ config_load_mem(struct config *cfg, const char *name, const char *buf, size_t le
 		fatal("fmemopen");
 	rc = config_parse(cfg, f, name, cause);
 	fclose(f);
+	if (rc == 0)
+		rc = config_check_http(cfg, buf, len, name, cause);
 	return rc;
 }
 
@@ -654,6 +828,17 @@ config_print(const struct config *cfg, FILE *f)
 	    (long long)cfg->limits.retry_initial, (long long)cfg->limits.retry_max);
 	fprintf(f, "max_queued = %lld\nmax_queued_per_user = %lld\n",
 	    (long long)cfg->limits.max_queued, (long long)cfg->limits.max_queued_per_user);
+	fprintf(f, "\n[http]\n");
+	if (cfg->http_listen == NULL)
+		fprintf(f, "listen =\n# (no HTTP API)\n");
+	else
+		fprintf(f, "listen = %s\n# %s%s\n", cfg->http_listen,
+		    cfg->tls_cert != NULL ? "HTTPS only" : "plain HTTP",
+		    cfg->http_addr.loopback ? " (loopback or a Unix socket)" : "");
+	if (cfg->tls_cert != NULL)
+		fprintf(f, "tls_cert = %s\ntls_key = %s\n", cfg->tls_cert, cfg->tls_key);
+	fprintf(f, "tokens_file = %s\nmax_connections = %lld\nmetrics_auth = %s\n",
+	    cfg->tokens_file, (long long)cfg->http_max_conns, cfg->metrics_auth ? "yes" : "no");
 }
 
 void
@@ -665,6 +850,10 @@ config_free(struct config *cfg)
 	free(cfg->base_url);
 	free(cfg->credentials_file);
 	free(cfg->ca_file);
+	free(cfg->http_listen);
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
+	free(cfg->tokens_file);
 	free(cfg->allow_uids);
 	free(cfg->allow_gids);
 	free(cfg->api_user);

@@ -16,6 +16,17 @@
 #define CONFIG_MAX_SIZE (1024 * 1024)
 #define CREDENTIALS_MAX_SIZE (64 * 1024)
 #define CA_FILE_MAX_SIZE (16 * 1024 * 1024)
+#define CONFIG_DEFAULT_TOKENS "/etc/wpe-purged/tokens"
+
+/* Where the HTTP API listens: [http] listen, parsed. */
+enum listen_kind { LISTEN_INET, LISTEN_UNIX };
+struct listen_addr {
+	enum listen_kind kind;
+	char host[64];           /* numeric IPv4 or IPv6 (without brackets) */
+	int port;
+	char path[108];          /* LISTEN_UNIX */
+	int loopback;            /* 127.0.0.0/8, ::1 or a Unix socket */
+};
 
 /* The limit classes: each purge type covers one or more of them (all covers every one). */
 enum limit_class { CLASS_OBJECT = 0, CLASS_PAGE, CLASS_CDN };
@@ -53,6 +64,14 @@ struct config {
 	int64_t timeout;
 	/* [limits] */
 	struct limits limits;
+	/* [http] */
+	char *http_listen;       /* NULL: no HTTP API */
+	struct listen_addr http_addr;
+	char *tls_cert;          /* both or neither: HTTPS only */
+	char *tls_key;
+	char *tokens_file;
+	int64_t http_max_conns;
+	int metrics_auth;
 	/* From the credentials file, never logged. */
 	char *api_user;
 	char *api_password;
@@ -83,5 +102,10 @@ void config_free(struct config *);
 int config_parse_duration(const char *, int64_t min, int64_t max, int64_t *out);
 /* Validate a base URL; http:// only for loopback hosts. 0, or -1 with *cause. */
 int config_check_url(const char *, char **cause);
+/*
+ * Parse an [http] listen value: "127.0.0.1:8787", "[::1]:8443", "unix:/run/x.sock".
+ * 0, or -1 with *cause (a reason, without file or line).
+ */
+int config_parse_listen(const char *, struct listen_addr *, char **cause);
 
 #endif

@@ -201,8 +201,12 @@ get_string(json_object *obj, const char *key, int required, const char **out,
 	return 0;
 }
 
-int
-proto_request_parse(const char *line, size_t len, struct proto_request *req,
+/*
+ * One request object. With body_op >= 0 the op is given (an HTTP body or query decoded
+ * as that op) and an "op" field is an unknown field; otherwise "op" names it.
+ */
+static int
+proto_parse(const char *line, size_t len, struct proto_request *req, int body_op,
     const char **code, char **cause)
 {
 	json_tokener *tok;
@@ -245,29 +249,38 @@ proto_request_parse(const char *line, size_t len, struct proto_request *req,
 		fail(code, cause, "duplicate_field", "a field appears more than once");
 		goto out;
 	}
-	if (!json_object_object_get_ex(obj, "op", &v)) {
-		fail(code, cause, "missing_field", "field \"%s\" is required", "op");
-		goto out;
-	}
-	if (!json_object_is_type(v, json_type_string)) {
-		fail(code, cause, "bad_type", "field \"%s\" must be a string", "op");
-		goto out;
-	}
-	opname = json_object_get_string(v);
-	for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-		if (strcmp(opname, ops[i].name) == 0)
-			break;
-	}
-	if (i == sizeof ops / sizeof ops[0]) {
-		fail(code, cause, "unknown_op", "unknown op \"%.*s\"",
-		    (int)utf8_prefix(opname, 64), opname);
-		goto out;
+	if (body_op >= 0) {
+		for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+			if ((int)ops[i].op == body_op)
+				break;
+		}
+		if (i == sizeof ops / sizeof ops[0])
+			fatalx("proto_parse: no op %d", body_op);
+	} else {
+		if (!json_object_object_get_ex(obj, "op", &v)) {
+			fail(code, cause, "missing_field", "field \"%s\" is required", "op");
+			goto out;
+		}
+		if (!json_object_is_type(v, json_type_string)) {
+			fail(code, cause, "bad_type", "field \"%s\" must be a string", "op");
+			goto out;
+		}
+		opname = json_object_get_string(v);
+		for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+			if (strcmp(opname, ops[i].name) == 0)
+				break;
+		}
+		if (i == sizeof ops / sizeof ops[0]) {
+			fail(code, cause, "unknown_op", "unknown op \"%.*s\"",
+			    (int)utf8_prefix(opname, 64), opname);
+			goto out;
+		}
 	}
 	req->op = ops[i].op;
 
 	json_object_object_foreach(obj, key, val) {
 		(void)val;
-		if (strcmp(key, "op") == 0)
+		if (body_op < 0 && strcmp(key, "op") == 0)
 			continue;
 		for (j = 0; ops[i].fields[j] != NULL; j++) {
 			if (strcmp(key, ops[i].fields[j]) == 0)
@@ -393,6 +406,20 @@ out:
 	json_object_put(obj);
 	json_tokener_free(tok);
 	return rc;
+}
+
+int
+proto_request_parse(const char *line, size_t len, struct proto_request *req,
+    const char **code, char **cause)
+{
+	return proto_parse(line, len, req, -1, code, cause);
+}
+
+int
+proto_body_parse(const char *body, size_t len, enum proto_op op, struct proto_request *req,
+    const char **code, char **cause)
+{
+	return proto_parse(body, len, req, (int)op, code, cause);
 }
 
 void

@@ -53,6 +53,12 @@ int purge_type_parse(const char *, enum purge_type *);
  */
 int proto_request_parse(const char *line, size_t len, struct proto_request *req,
     const char **code, char **cause);
+/*
+ * Decode a request's fields given its op, from a JSON object without "op" (an HTTP
+ * body, or query parameters made into one): the same checks and error codes.
+ */
+int proto_body_parse(const char *body, size_t len, enum proto_op, struct proto_request *req,
+    const char **code, char **cause);
 void proto_request_free(struct proto_request *);
 
 /* An error answer object {"ok":false,"error":code,"message":message}. */

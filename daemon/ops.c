@@ -77,7 +77,7 @@ void
 ops_enqueue(struct queue *q, const struct proto_request *req, const struct ops_caller *c,
     queue_answer_cb cb, void *arg)
 {
-	queue_enqueue(q, req, c->uid, c->pid, cb, arg);
+	queue_enqueue(q, req, c->requester, c->pid, c->name, cb, arg);
 }
 
 void
@@ -88,13 +88,14 @@ ops_forget(struct queue *q, void *arg)
 
 /*
  * One request as "status" shows it. Its reason is its owner's business: shown to the
- * uid that asked for it and to administrators; everyone else sees states and installs.
+ * requester that asked for it and to administrators; everyone else sees states and
+ * installs.
  */
 json_object *
-ops_status_object(const struct store_status *ss, uid_t uid, int admin)
+ops_status_object(const struct store_status *ss, int64_t requester, int admin)
 {
 	json_object *o = answer_ok();
-	int mine = admin || ss->uid == (int64_t)uid;
+	int mine = admin || ss->uid == requester;
 
 	json_object_object_add(o, "id", json_object_new_int64(ss->id));
 	add_str(o, "install", ss->install);
@@ -136,7 +137,7 @@ ops_status(struct queue *q, int64_t id, const struct ops_caller *c)
 	if (rc == 0)
 		return ops_error("not_found", "there is no request %lld (it may have been "
 		    "pruned after the retention period)", (long long)id);
-	o = ops_status_object(&ss, c->uid, c->admin);
+	o = ops_status_object(&ss, c->requester, c->admin);
 	/* While it waits, say when it may go out next. */
 	if (!state_final(ss.state) && (j = job_find(q, ss.job)) != NULL &&
 	    j->state == JOB_QUEUED)
@@ -162,7 +163,7 @@ ops_wait(struct queue *q, int64_t id, int64_t timeout_ms, const struct ops_calle
 	}
 	job = ss.job;
 	store_status_free(&ss);
-	return waiter_new(q, id, job, timeout_ms, c->uid, c->admin, cb, arg);
+	return waiter_new(q, id, job, timeout_ms, c->requester, c->admin, cb, arg);
 }
 
 void
@@ -187,8 +188,11 @@ ops_cancel(struct queue *q, int64_t id, const struct ops_caller *c)
 		return answer_storage(q);
 	if (rc == 0)
 		return ops_error("not_found", "there is no request %lld", (long long)id);
-	if (!c->admin && ss.uid != (int64_t)c->uid) {
+	if (!c->admin && ss.uid != c->requester) {
 		store_status_free(&ss);
+		if (c->name != NULL)
+			return ops_error("forbidden", "request %lld belongs to another "
+			    "requester; cancelling it needs an admin token", (long long)id);
 		return ops_error("forbidden", "request %lld belongs to another user; "
 		    "cancelling it needs root or a member of admin_group", (long long)id);
 	}
@@ -203,7 +207,10 @@ ops_cancel(struct queue *q, int64_t id, const struct ops_caller *c)
 	store_status_free(&ss);
 	if (queue_cancel(q, id, owner, job) != 0)
 		return answer_storage(q);
-	log_info("request %lld cancelled by uid %ld", (long long)id, (long)c->uid);
+	if (c->name != NULL)
+		log_info("request %lld cancelled by %s", (long long)id, c->name);
+	else
+		log_info("request %lld cancelled by uid %ld", (long long)id, (long)c->uid);
 	return ops_status(q, id, c);
 }
 

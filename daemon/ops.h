@@ -15,11 +15,15 @@
 /*
  * Who is asking, as the transport authenticated them: the requester the queue counts
  * (quota, fairness, ownership of reasons and cancels) and whether they administer it.
+ * The Unix socket's requester is the peer's uid; an HTTP token's is a stable negative
+ * id derived from its name (tokens_requester), so tokens never collide with uids.
  */
 struct ops_caller {
-	uid_t uid;
+	uid_t uid;               /* Unix socket: the peer's credentials (logs only) */
 	pid_t pid;
 	int admin;
+	int64_t requester;       /* who owns the requests: quota, fair turns, reasons */
+	const char *name;        /* NULL: named by uid and pid in logs; else e.g. a token */
 };
 
 /*
@@ -52,6 +56,6 @@ void ops_summary(struct queue *, char *buf, size_t len);
 /* For the queue's own asynchronous answers. */
 json_object *ops_error(const char *code, const char *fmt, ...) printflike(2, 3);
 json_object *ops_enqueue_answer(const struct queue_placed *);
-json_object *ops_status_object(const struct store_status *, uid_t, int admin);
+json_object *ops_status_object(const struct store_status *, int64_t requester, int admin);
 
 #endif

@@ -22,15 +22,16 @@ struct undo_log {
 };
 
 void
-queue_enqueue(struct queue *q, const struct proto_request *req, uid_t uid, pid_t pid,
-    queue_answer_cb cb, void *arg)
+queue_enqueue(struct queue *q, const struct proto_request *req, int64_t requester,
+    pid_t pid, const char *name, queue_answer_cb cb, void *arg)
 {
 	struct pending *p = xcalloc(1, sizeof *p);
 
 	p->req = *req;
 	p->req.reason = req->reason != NULL ? xstrdup(req->reason) : NULL;
-	p->uid = uid;
+	p->requester = requester;
 	p->pid = pid;
+	p->name = name != NULL ? xstrdup(name) : NULL;
 	p->cb = cb;
 	p->arg = arg;
 	if (TAILQ_EMPTY(&q->pending))
@@ -74,6 +75,7 @@ answer(struct pending *p, json_object *o)
 	else
 		json_object_put(o);
 	proto_request_free(&p->req);
+	free(p->name);
 	free(p);
 }
 
@@ -120,15 +122,20 @@ undo_push(struct undo_log *u, enum undo_kind kind, struct job *j, int64_t uid)
 static int
 user_full(struct queue *q, struct pending *p, int64_t mine)
 {
-	struct requester *r = requester_get(q, (int64_t)p->uid, 0);
+	struct requester *r = requester_get(q, p->requester, 0);
 	int64_t held = r != NULL ? r->njobs - r->absorbing - mine : 0;
 
 	if (held < q->limits.max_queued_per_user)
 		return 0;
 	p->out.error = "queue_full";
-	snprintf(p->out.message, sizeof p->out.message, "uid %ld has %lld unfinished purges "
-	    "queued, the most max_queued_per_user allows; try again when some are done",
-	    (long)p->uid, (long long)held);
+	if (p->name != NULL)
+		snprintf(p->out.message, sizeof p->out.message, "%.64s has %lld unfinished "
+		    "purges queued, the most max_queued_per_user allows; try again when some "
+		    "are done", p->name, (long long)held);
+	else
+		snprintf(p->out.message, sizeof p->out.message, "uid %ld has %lld unfinished "
+		    "purges queued, the most max_queued_per_user allows; try again when some "
+		    "are done", (long)p->requester, (long long)held);
 	return 1;
 }
 
@@ -154,7 +161,7 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 	struct install *in = install_get(q, p->req.install, 0);
 	enum purge_type types[PURGE_NTYPES * 2];
 	struct job *queued[PURGE_NTYPES * 2], *j, *t;
-	int64_t uid = (int64_t)p->uid;
+	int64_t uid = p->requester;
 	char msg[64];
 	size_t n = 0, i;
 	int idx = -1;
@@ -331,12 +338,20 @@ queue_flush(struct queue *q)
 			o = ops_error(p->out.error, "%s", p->out.message);
 		} else {
 			q->stats.requests++;
+			q->stats.requests_type[p->req.type]++;
 			if (p->out.coalesced)
 				q->stats.coalesced++;
-			log_info("request %lld: %s purge of %s from uid %ld pid %ld, %s job %lld",
-			    (long long)p->out.request_id, purge_type_name(p->req.type),
-			    p->req.install, (long)p->uid, (long)p->pid,
-			    p->out.coalesced ? "joined" : "new", (long long)p->out.job_id);
+			if (p->name != NULL)
+				log_info("request %lld: %s purge of %s from %s, %s job %lld",
+				    (long long)p->out.request_id, purge_type_name(p->req.type),
+				    p->req.install, p->name, p->out.coalesced ? "joined" : "new",
+				    (long long)p->out.job_id);
+			else
+				log_info("request %lld: %s purge of %s from uid %ld pid %ld, %s "
+				    "job %lld", (long long)p->out.request_id,
+				    purge_type_name(p->req.type), p->req.install,
+				    (long)p->requester, (long)p->pid,
+				    p->out.coalesced ? "joined" : "new", (long long)p->out.job_id);
 			o = ops_enqueue_answer(&p->out);
 		}
 		/*

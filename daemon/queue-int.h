@@ -99,8 +99,9 @@ struct job {
 /* An enqueue waiting for this loop turn's group commit. */
 struct pending {
 	struct proto_request req;
-	uid_t uid;
+	int64_t requester;
 	pid_t pid;
+	char *name;              /* NULL: a Unix-socket peer, logged as uid and pid */
 	queue_answer_cb cb;      /* NULL once forgotten */
 	void *arg;
 	struct queue_placed out;
@@ -120,7 +121,7 @@ struct waiter {
 	TAILQ_ENTRY(waiter) entry;
 	int64_t request_id;
 	int64_t job_id;
-	uid_t uid;
+	int64_t requester;
 	int admin;
 	struct event *timer;
 	queue_answer_cb cb;
@@ -223,7 +224,7 @@ void queue_sent(void *, void *, const struct send_result *);
 
 /* queue-waiters.c */
 struct waiter *waiter_new(struct queue *, int64_t request_id, int64_t job_id,
-    int64_t timeout_ms, uid_t, int admin, queue_answer_cb, void *arg);
+    int64_t timeout_ms, int64_t requester, int admin, queue_answer_cb, void *arg);
 void waiter_free(struct waiter *);
 void waiters_wake(struct queue *, int64_t request_id, int64_t job_id);
 void waiters_recheck(struct queue *);
@@ -238,8 +239,8 @@ void prune_start(struct queue *);
 void queue_check(struct queue *);
 
 /* queue-enqueue.c */
-void queue_enqueue(struct queue *, const struct proto_request *, uid_t, pid_t,
-    queue_answer_cb, void *arg);
+void queue_enqueue(struct queue *, const struct proto_request *, int64_t requester, pid_t,
+    const char *name, queue_answer_cb, void *arg);
 void queue_enqueue_forget(struct queue *, void *arg);
 void queue_flush(struct queue *);
 void queue_deliver(struct queue *, int all);

@@ -5,12 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "queue-int.h"
 #include "util.h"
 
 static void
 count_status(struct queue_stats *s, const struct send_result *r)
 {
+	metrics_api_call(s, r->seconds);
 	if (!r->transport_ok)
 		s->api_transport++;
 	else if (r->status >= 200 && r->status <= 299)
@@ -213,8 +215,12 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 	} else if (final) {
 		int64_t id = j->id;
 
-		if (nstate == JOB_DONE)
+		if (nstate == JOB_DONE) {
 			q->stats.done++;
+			if (j->created_at > 0 && now_wall >= j->created_at)
+				metrics_job_done(&q->stats,
+				    (double)(now_wall - j->created_at) / 1000);
+		}
 		else if (nstate == JOB_FAILED)
 			q->stats.failed++;
 		job_free(q, j);

@@ -70,7 +70,7 @@ waiter_timeout(evutil_socket_t fd, short events, void *arg)
 /* A waiter on request_id, now part of job_id, answered by cb(arg) once it finishes. */
 struct waiter *
 waiter_new(struct queue *q, int64_t request_id, int64_t job_id, int64_t timeout_ms,
-    uid_t uid, int admin, queue_answer_cb cb, void *arg)
+    int64_t requester, int admin, queue_answer_cb cb, void *arg)
 {
 	struct waiter *w = xcalloc(1, sizeof *w);
 	struct timeval tv;
@@ -78,7 +78,7 @@ waiter_new(struct queue *q, int64_t request_id, int64_t job_id, int64_t timeout_
 	w->q = q;
 	w->request_id = request_id;
 	w->job_id = job_id;
-	w->uid = uid;
+	w->requester = requester;
 	w->admin = admin;
 	w->cb = cb;
 	w->arg = arg;
@@ -119,7 +119,7 @@ waiters_settle(struct queue *q, struct waiters *batch)
 			store_status_free(&ss);
 			waiter_hook(q, w);
 		} else if (rc >= 0) {
-			o = rc == 1 ? ops_status_object(&ss, w->uid, w->admin) :
+			o = rc == 1 ? ops_status_object(&ss, w->requester, w->admin) :
 			    ops_error("not_found", "there is no request %lld",
 			    (long long)w->request_id);
 			if (rc == 1)

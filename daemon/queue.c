@@ -569,12 +569,14 @@ queue_free(struct queue *q)
 	while ((p = TAILQ_FIRST(&q->pending)) != NULL) {
 		TAILQ_REMOVE(&q->pending, p, entry);
 		proto_request_free(&p->req);
+		free(p->name);
 		free(p);
 	}
 	while ((p = TAILQ_FIRST(&q->unsynced)) != NULL) {
 		TAILQ_REMOVE(&q->unsynced, p, entry);
 		json_object_put(p->answer);
 		proto_request_free(&p->req);
+		free(p->name);
 		free(p);
 	}
 	if (q->durable_ev != NULL)

@@ -19,6 +19,14 @@ struct waiter;
 /* An answer for a transport: a JSON object the callee owns. */
 typedef void (*queue_answer_cb)(void *arg, json_object *answer);
 
+/* A histogram for /metrics: counts per bucket (not cumulative; the last is +Inf). */
+#define HIST_BUCKETS 12
+struct histogram {
+	uint64_t n[HIST_BUCKETS];
+	uint64_t count;
+	double sum;
+};
+
 /* Counters behind "stats": every figure is kept as it changes, never counted on demand. */
 struct queue_stats {
 	uint64_t requests, coalesced, jobs, cancelled, merged, rejected_full;
@@ -26,6 +34,10 @@ struct queue_stats {
 	    api_other, api_transport;
 	uint64_t retries, done, failed, commits, storage_errors, rebuilds;
 	int64_t waiters;
+	/* For /metrics (daemon/metrics.c). */
+	uint64_t requests_type[PURGE_NTYPES];
+	struct histogram api_seconds;    /* API call durations */
+	struct histogram done_seconds;   /* a job's first request to the API's acceptance */
 };
 
 /* The outcome of one enqueue, as its group commit decided it. */

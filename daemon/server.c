@@ -369,7 +369,8 @@ static void
 conn_dispatch(struct conn *c, struct proto_request *req)
 {
 	struct server *srv = c->srv;
-	struct ops_caller caller = { c->uid, c->pid, c->admin };
+	struct ops_caller caller = { .uid = c->uid, .pid = c->pid, .admin = c->admin,
+	    .requester = (int64_t)c->uid, .name = NULL };
 	json_object *o;
 	struct waiter *w;
 

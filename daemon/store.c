@@ -634,7 +634,7 @@ store_request_insert(struct store *st, int64_t job, const char *install,
 	sqlite3_bind_text(s, 3, purge_type_name(type), -1, SQLITE_STATIC);
 	if (reason != NULL)
 		sqlite3_bind_text(s, 4, reason, -1, SQLITE_STATIC);
-	if (uid >= 0)
+	if (uid != -1)      /* -1: unknown (NULL); tokens are below -1 */
 		sqlite3_bind_int64(s, 5, uid);
 	if (pid >= 0)
 		sqlite3_bind_int64(s, 6, pid);

@@ -14,6 +14,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
+#include "http.h"
 #include "ops.h"
 #include "queue.h"
 #include "server.h"
@@ -31,6 +32,8 @@ struct daemon {
 	struct store *store;
 	struct queue *q;
 	struct server *srv;
+	struct http *http;           /* NULL: no [http] listen */
+	struct tokens *tokens;       /* loaded at start, handed to http */
 	struct event *status_ev;     /* one-shot: send STATUS= if the summary changed */
 	int64_t status_at;           /* monotonic ms of the last STATUS= */
 	char status[160];
@@ -47,10 +50,13 @@ static __dead void
 usage(FILE *f, int code)
 {
 	fprintf(f, "usage: wpe-purged [-v] [-c FILE] [--check-config]\n"
+	    "       wpe-purged --new-token NAME\n"
 	    "\n"
 	    "  -c, --config FILE   configuration file (default %s)\n"
 	    "      --check-config  validate the configuration and credentials, print the\n"
 	    "                      effective settings (password redacted) and exit\n"
+	    "      --new-token NAME  print a new HTTP API token on stdout and its line for\n"
+	    "                      the tokens file on stderr\n"
 	    "  -v, --verbose       log debug messages\n"
 	    "  -V, --version       print the version and exit\n"
 	    "  -h, --help          print this help and exit\n", CONFIG_DEFAULT_PATH);
@@ -200,6 +206,8 @@ sig_stop(evutil_socket_t sig, short events, void *arg)
 	sd_notify(0, "STOPPING=1");
 	queue_shutdown(d->q, SHUTDOWN_GRACE_MS, stopped_cb, d);
 	server_stop(d->srv);
+	if (d->http != NULL)
+		http_stop(d->http);
 }
 
 static void
@@ -228,6 +236,8 @@ sig_hup(evutil_socket_t sig, short events, void *arg)
 			    "restart for the other settings");
 		queue_reload(d->q, &nc.limits);
 		log_notice("reloaded [limits] and log level from %s", d->cfg.path);
+		if (d->http != NULL)
+			http_reload(d->http, &nc);
 	}
 	config_free(&nc);
 	sd_notify(0, "READY=1");
@@ -243,6 +253,7 @@ main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "new-token", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct daemon d;
@@ -271,6 +282,22 @@ main(int argc, char **argv)
 			return 0;
 		case 'h':
 			usage(stdout, 0);
+		case 'T': {
+			char *secret, *line;
+
+			if (tokens_generate(optarg, &secret, &line, &cause) != 0) {
+				fprintf(stderr, "wpe-purged: %s\n", cause);
+				free(cause);
+				return 2;
+			}
+			printf("%s\n", secret);
+			fprintf(stderr, "# add this line to the tokens file (tokens_file in "
+			    "[http]), then reload (SIGHUP):\n%s\n", line);
+			explicit_bzero(secret, strlen(secret));
+			free(secret);
+			free(line);
+			return 0;
+		}
 		default:
 			usage(stderr, 2);
 		}
@@ -287,7 +314,9 @@ main(int argc, char **argv)
 		service_cred = 1;
 	}
 	if (cause != NULL ||
-	    config_load_credentials(&d.cfg, &cause) != 0) {
+	    config_load_credentials(&d.cfg, &cause) != 0 ||
+	    (d.cfg.http_listen != NULL &&
+	    (d.tokens = tokens_load(d.cfg.tokens_file, &cause)) == NULL)) {
 		if (check)
 			fprintf(stderr, "%s\n", cause);
 		else
@@ -304,6 +333,14 @@ main(int argc, char **argv)
 			    "gives them: OK\n", SERVICE_CREDENTIALS);
 		}
 		config_print(&d.cfg, stdout);
+		if (d.tokens != NULL) {
+			printf("# %zu token(s) in %s:", d.tokens->n, d.cfg.tokens_file);
+			for (size_t t = 0; t < d.tokens->n; t++)
+				printf(" %s%s", d.tokens->v[t].name, d.tokens->v[t].admin ?
+				    " (admin)" : "");
+			printf("\n");
+			tokens_free(d.tokens);
+		}
 		config_free(&d.cfg);
 		return 0;
 	}
@@ -342,6 +379,15 @@ main(int argc, char **argv)
 		free(cause);
 		return 1;
 	}
+	if (d.cfg.http_listen != NULL) {
+		d.http = http_create(d.base, &d.cfg, d.q, d.srv, d.tokens, &cause);
+		d.tokens = NULL;    /* the http owns them, or they were freed */
+		if (d.http == NULL) {
+			log_error("%s", cause);
+			free(cause);
+			return 1;
+		}
+	}
 	sigs[0] = evsignal_new(d.base, SIGTERM, sig_stop, &d);
 	sigs[1] = evsignal_new(d.base, SIGINT, sig_stop, &d);
 	sigs[2] = evsignal_new(d.base, SIGHUP, sig_hup, &d);
@@ -372,6 +418,7 @@ main(int argc, char **argv)
 	if (d.drain_ev != NULL)
 		event_free(d.drain_ev);
 	server_free(d.srv);
+	http_free(d.http);  /* before the queue: its connections cancel their waits */
 	queue_free(d.q);    /* the sender's curl_multi_cleanup runs before the base goes */
 	store_close(d.store);
 	log_set_buffered(NULL, NULL);

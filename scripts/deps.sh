@@ -3,9 +3,10 @@
 set -eu
 # Besides the obvious: file (cpack's shlibdeps runs it), git (lint.sh lists the sources
 # with git ls-files), man-db (systemd-analyze verify runs man for Documentation=),
-# debootstrap and systemd-container (tests/system boots a real systemd in a container).
+# debootstrap and systemd-container (tests/system boots a real systemd in a container),
+# prometheus (its promtool checks GET /metrics in tests/integration/test_http.py).
 PKGS="build-essential cmake pkg-config clang libevent-dev libcurl4-openssl-dev
-libjson-c-dev libsqlite3-dev libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3
+libjson-c-dev libsqlite3-dev libssl-dev openssl curl prometheus libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3
 faketime util-linux valgrind cppcheck clang-tidy libclang-rt-14-dev debootstrap
 systemd-container
 scdoc dpkg-dev file git man-db bash-completion systemd"

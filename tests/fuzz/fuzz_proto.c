@@ -1,4 +1,4 @@
-/* fuzz_proto.c: libFuzzer harness for the wire-protocol request decoder. */
+/* fuzz_proto.c: libFuzzer harness for the wire-protocol and HTTP request-body decoders. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +24,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    req.id <= 0)
 			abort();
 		if (req.reason != NULL && strlen(req.reason) > PROTO_MAX_REASON)
+			abort();
+		proto_request_free(&req);
+	} else if (code == NULL || cause == NULL || *cause == '\0')
+		abort();
+	free(cause);
+
+	/* The same bytes as an HTTP body (POST /v1/purges) and as a /v1/jobs query. */
+	code = NULL;
+	cause = NULL;
+	if (proto_body_parse((const char *)data, size, OP_ENQUEUE, &req, &code, &cause) == 0) {
+		if (req.op != OP_ENQUEUE || !uuid_valid(req.install) || strlen(req.install) != 36)
+			abort();
+		proto_request_free(&req);
+	} else if (code == NULL || cause == NULL || *cause == '\0')
+		abort();
+	free(cause);
+	code = NULL;
+	cause = NULL;
+	if (proto_body_parse((const char *)data, size, OP_LIST, &req, &code, &cause) == 0) {
+		if (req.op != OP_LIST || req.limit < 1 || req.limit > PROTO_LIST_MAX)
 			abort();
 		proto_request_free(&req);
 	} else if (code == NULL || cause == NULL || *cause == '\0')

@@ -37,7 +37,7 @@ def wait_for(pred, timeout=10.0, step=0.02, what="condition"):
 class Env:
     """One private world: a temp dir with socket, database, config, simulator."""
 
-    def __init__(self, limits=None, api=None, sim_args=(), daemon_extra=""):
+    def __init__(self, limits=None, api=None, sim_args=(), daemon_extra="", http=None):
         self.dir = tempfile.mkdtemp(prefix="wpe-it-")
         self.sock = os.path.join(self.dir, "d.sock")
         self.db = os.path.join(self.dir, "queue.sqlite")
@@ -57,14 +57,29 @@ class Env:
         a = {"base_url": "http://127.0.0.1:%d/v1" % self.port, "credentials_file": self.cred,
              "timeout": 5, "max_in_flight": 4}
         a.update(api or {})
+        self.http = dict(http) if http else None
         self.write_conf(lim, a, daemon_extra)
 
     def write_conf(self, lim, api, daemon_extra=""):
+        """The config file; an [http] section when self.http (a dict of its keys) is set."""
+        self.lim, self.api, self.daemon_extra = lim, api, daemon_extra
         with open(self.conf, "w") as f:
             f.write("[daemon]\nsocket = %s\ndatabase = %s\n%s\n" % (self.sock, self.db,
                                                                    daemon_extra))
             f.write("[api]\n" + "".join("%s = %s\n" % kv for kv in api.items()))
             f.write("[limits]\n" + "".join("%s = %s\n" % kv for kv in lim.items()))
+            if getattr(self, "http", None):
+                f.write("[http]\n" + "".join("%s = %s\n" % kv for kv in self.http.items()))
+
+    def set_http(self, **kw):
+        """Change [http] keys (None removes one) and rewrite the config file."""
+        self.http = dict(self.http or {})
+        for k, v in kw.items():
+            if v is None:
+                self.http.pop(k, None)
+            else:
+                self.http[k] = v
+        self.write_conf(self.lim, self.api, self.daemon_extra)
 
     # -- simulator --------------------------------------------------------------
     def start_sim(self):

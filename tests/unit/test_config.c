@@ -383,6 +383,58 @@ test_credentials_not_regular(void **state)
 	config_free(&cfg);
 }
 
+static void
+test_http_section(void **state)
+{
+	struct config cfg;
+	char *cause;
+
+	(void)state;
+	cause = load("[http]\nlisten = 127.0.0.1:8787\nmax_connections = 10\n"
+	    "metrics_auth = no\n", &cfg);
+	assert_null(cause);
+	assert_string_equal(cfg.http_listen, "127.0.0.1:8787");
+	assert_int_equal(cfg.http_addr.port, 8787);
+	assert_true(cfg.http_addr.loopback);
+	assert_int_equal(cfg.http_max_conns, 10);
+	assert_int_equal(cfg.metrics_auth, 0);
+	assert_string_equal(cfg.tokens_file, "/etc/wpe-purged/tokens");
+	config_free(&cfg);
+	cause = load("[http]\nlisten = [::1]:8443\n", &cfg);
+	assert_null(cause);
+	assert_true(cfg.http_addr.loopback);
+	assert_string_equal(cfg.http_addr.host, "::1");
+	config_free(&cfg);
+	cause = load("[http]\nlisten = unix:/run/x/http.sock\n", &cfg);
+	assert_null(cause);
+	assert_int_equal(cfg.http_addr.kind, LISTEN_UNIX);
+	assert_string_equal(cfg.http_addr.path, "/run/x/http.sock");
+	config_free(&cfg);
+	cause = load("[http]\nlisten =\n", &cfg);
+	assert_null(cause);
+	assert_null(cfg.http_listen);
+	config_free(&cfg);
+	/* Off loopback without TLS: refused, naming the listen line. */
+	expect_error("[daemon]\nlog_level = info\n[http]\n# x\nlisten = 0.0.0.0:8443\n",
+	    "c.conf:5: an HTTP listener on an address that is not loopback needs tls_cert");
+	expect_error("[http]\nlisten = [::]:8443\n", "c.conf:2: ");
+	expect_error("[http]\nlisten = 127.0.0.1:8443\ntls_cert = /x.pem\n",
+	    "c.conf:3: tls_cert and tls_key go together");
+	expect_error("[http]\nlisten = 127.0.0.1\n", "c.conf:2: listen must be");
+	expect_error("[http]\nlisten = 127.0.0.1:0\n", "port must be");
+	expect_error("[http]\nlisten = 127.0.0.1:65536\n", "port must be");
+	expect_error("[http]\nlisten = localhost:80\n", "not a numeric");
+	expect_error("[http]\nlisten = ::1:80\n", "not a numeric");
+	expect_error("[http]\nlisten = [::1:80\n", "brackets");
+	expect_error("[http]\nlisten = unix:relative\n", "absolute path");
+	expect_error("[http]\nmetrics_auth = maybe\n", "yes or no");
+	expect_error("[http]\nmax_connections = 0\n", "max_connections must be");
+	expect_error("[http]\nlisten = 127.0.0.1:1\nlisten = 127.0.0.1:2\n", "set twice");
+	/* TLS files are checked at load time when the listener uses them. */
+	expect_error("[http]\nlisten = 0.0.0.0:8443\ntls_cert = /nonexistent.pem\n"
+	    "tls_key = /nonexistent.key\n", "tls_cert /nonexistent.pem");
+}
+
 int
 main(void)
 {
@@ -398,6 +450,7 @@ main(void)
 		cmocka_unit_test(test_config_not_regular),
 		cmocka_unit_test(test_ca_file_checked),
 		cmocka_unit_test(test_credentials_not_regular),
+		cmocka_unit_test(test_http_section),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);

@@ -1,0 +1,625 @@
+"""test_http.py: the HTTPS API with real TLS: tokens, scopes, rate caps, long-polls, reloads."""
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import unittest
+
+from harness import CTL, DAEMON, I1, I2, I3, Env, wait_for
+
+ROOT = os.geteuid() == 0
+HTTP_TIMEOUT = 10          # daemon/http.c: header/body reads and idle keep-alive
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d):
+    """A private CA (ca.pem) in d."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=wpe-purged test CA", cwd=d)
+
+
+def make_cert(d, name, cn="127.0.0.1"):
+    """A server certificate name.pem / name.key for IP 127.0.0.1, signed by the CA."""
+    with open(os.path.join(d, name + ".ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out",
+            name + ".csr", "-subj", "/CN=" + cn, cwd=d)
+    openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile",
+            name + ".ext", cwd=d)
+    os.chmod(os.path.join(d, name + ".key"), 0o600)
+
+
+def new_token(name):
+    """wpe-purged --new-token: (secret, tokens-file line)."""
+    p = subprocess.run([DAEMON, "--new-token", name], capture_output=True, text=True,
+                       check=True)
+    line = [l for l in p.stderr.splitlines() if not l.startswith("#")][0]
+    return p.stdout.strip(), line
+
+
+class HttpEnv:
+    """An Env with an HTTPS listener on a private port and a set of tokens."""
+
+    def __init__(self, tokens, extra_http=None, tls=True, listen=None):
+        self.env = Env(daemon_extra="socket_mode = 0666\n")
+        self.tls = tls
+        try:
+            self._setup(tokens, extra_http, tls, listen)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _setup(self, tokens, extra_http, tls, listen):
+        d = self.env.dir
+        make_ca(d)
+        make_cert(d, "srv")
+        self.cacert = os.path.join(d, "ca.pem")
+        self.port = free_port()
+        self.tokens_file = os.path.join(d, "tokens")
+        self.secrets = {}
+        self.write_tokens(tokens)
+        h = {"listen": listen or "127.0.0.1:%d" % self.port,
+             "tokens_file": self.tokens_file}
+        if tls:
+            h.update(tls_cert=os.path.join(d, "srv.pem"), tls_key=os.path.join(d, "srv.key"))
+        h.update(extra_http or {})
+        self.env.set_http(**h)
+
+    def write_tokens(self, tokens):
+        """tokens: {name: "options"}; secrets are made once per name and kept."""
+        lines = []
+        for name, opts in tokens.items():
+            if name not in self.secrets:
+                self.secrets[name] = new_token(name)
+            lines.append((self.secrets[name][1] + " " + opts).strip())
+        tmp = self.tokens_file + ".new"
+        with open(tmp, "w") as f:
+            f.write("# test tokens\n" + "\n".join(lines) + "\n")
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, self.tokens_file)
+
+    def ctx(self):
+        c = ssl.create_default_context(cafile=self.cacert)
+        return c
+
+    def conn(self, timeout=30):
+        if not self.tls:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx(),
+                                           timeout=timeout)
+
+    def call(self, method, path, token=None, body=None, conn=None, headers=None):
+        """One request: (status, headers dict (lower-case), decoded JSON body)."""
+        own = conn is None
+        c = conn or self.conn()
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + (self.secrets[token][0] if token in
+                                              self.secrets else token)
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+        finally:
+            if own:
+                c.close()
+        try:
+            j = json.loads(data) if data else None
+        except ValueError:
+            j = data
+        return r.status, hdrs, j
+
+    def close(self):
+        log = self.env.log() if os.path.exists(self.env.daemon_log) else ""
+        for name, (secret, _) in self.secrets.items():
+            assert secret not in log, "token of %s in the daemon log" % name
+        self.env.close()
+
+
+class HttpTest(unittest.TestCase):
+    tokens = {"ci": "", "other": "", "boss": "admin"}
+    extra_http = None
+    tls = True
+
+    def setUp(self):
+        self.h = HttpEnv(self.tokens, self.extra_http, tls=self.tls)
+        self.env = self.h.env
+        self.env.start()
+        wait_for(lambda: self._up(), what="HTTPS listener")
+
+    def _up(self):
+        try:
+            return self.h.call("GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def tearDown(self):
+        h, self.h = self.h, None
+        try:
+            h.close()
+        except AssertionError:
+            print("\n--- daemon log ---\n" + h.env.log()[-6000:])
+            raise
+
+    def post(self, token, install=I1, type="page", query="", **kw):
+        body = dict(install=install, type=type, **kw)
+        return self.h.call("POST", "/v1/purges" + query, token, body)
+
+
+class Auth(HttpTest):
+    def test_no_token_and_bad_token_are_401_with_www_authenticate(self):
+        st, hd, j = self.h.call("GET", "/v1/stats")
+        self.assertEqual(st, 401)
+        self.assertTrue(hd["www-authenticate"].startswith("Bearer"))
+        self.assertEqual(j["error"], "unauthorized")
+        st, hd, j = self.h.call("GET", "/v1/stats", token="wpq_" + "A" * 43)
+        self.assertEqual(st, 401)
+        self.assertIn("www-authenticate", hd)
+        st, hd, j = self.h.call("GET", "/v1/stats", headers={"Authorization": "Basic eDp5"})
+        self.assertEqual(st, 401)
+        self.assertIn("a bad token from 127.0.0.1", self.env.log())
+
+    def test_healthz_needs_no_token_and_answers_json(self):
+        st, hd, j = self.h.call("GET", "/healthz")
+        self.assertEqual((st, j), (200, {"ok": True}))
+        self.assertEqual(hd["content-type"], "application/json")
+
+    def test_errors_are_json_never_html(self):
+        for method, path, code in (("GET", "/nope", 404), ("GET", "/v1/nope", 404),
+                                   ("PUT", "/v1/purges", 405), ("GET", "/v1/purges/abc", 404),
+                                   ("POST", "/v1/stats", 405)):
+            st, hd, j = self.h.call(method, path, "ci", body="" if method != "GET" else None)
+            self.assertEqual(st, code, (method, path))
+            self.assertEqual(hd["content-type"], "application/json")
+            self.assertFalse(j["ok"])
+        st, hd, j = self.h.call("POST", "/v1/purges", "ci", body='{"install":"x"}')
+        self.assertEqual((st, j["error"]), (400, "bad_install"))
+        st, hd, j = self.h.call("POST", "/v1/purges", "ci", body='{"install":1,"op":"x"}')
+        self.assertEqual(st, 400)
+        st, hd, j = self.h.call("POST", "/v1/purges", "ci", body='not json')
+        self.assertEqual((st, j["error"]), (400, "bad_json"))
+
+    def test_curl_enqueue(self):
+        p = subprocess.run(["curl", "-sS", "--cacert", self.h.cacert, "-H",
+                            "Authorization: Bearer " + self.h.secrets["ci"][0],
+                            "-w", "\n%{http_code}", "--data",
+                            json.dumps({"install": I1, "type": "page"}),
+                            "https://127.0.0.1:%d/v1/purges" % self.h.port],
+                           capture_output=True, text=True, timeout=30)
+        body, code = p.stdout.rsplit("\n", 1)
+        self.assertEqual(code, "202", p.stderr)
+        self.assertTrue(json.loads(body)["ok"])
+
+
+class Purges(HttpTest):
+    def test_enqueue_then_long_poll_to_done(self):
+        st, hd, j = self.post("ci", reason="deploy 42")
+        self.assertEqual(st, 202, j)
+        rid = j["id"]
+        self.assertEqual(hd["location"], "/v1/purges/%d" % rid)
+        st, hd, j = self.h.call("GET", "/v1/purges/%d?wait=20" % rid, "ci")
+        self.assertEqual((st, j["state"]), (200, "done"), j)
+        self.assertEqual(j["reason"], "deploy 42")     # its owner sees the reason
+
+    def test_post_wait_returns_200_when_done_and_202_when_the_wait_ends(self):
+        st, hd, j = self.post("ci", install=I2, query="?wait=20")
+        self.assertEqual((st, j["state"]), (200, "done"), j)
+        self.assertIn("location", hd)
+        # the object cache of I2 was just purged: the next waits its window (2 s)
+        self.post("ci", install=I3, type="object")
+        st, hd, j = self.post("ci", install=I3, type="object", query="?wait=0.2")
+        self.assertEqual(st, 202, j)
+        self.assertEqual(j["state"], "queued")
+        self.assertEqual(hd["location"], "/v1/purges/%d" % j["id"])
+        # GET ?wait= the same way: 202 while unfinished, 200 once done
+        st, hd, j2 = self.h.call("GET", "/v1/purges/%d?wait=0.2" % j["id"], "ci")
+        self.assertEqual((st, j2["state"]), (202, "queued"))
+        st, hd, j2 = self.h.call("GET", "/v1/purges/%d?wait=20" % j["id"], "ci")
+        self.assertEqual((st, j2["state"]), (200, "done"))
+
+    def test_long_poll_dropped_when_the_client_goes(self):
+        self.env.request({"op": "pause"})
+        rid = self.post("ci")[2]["id"]
+        c = self.h.conn()
+        c.request("GET", "/v1/purges/%d?wait=60" % rid,
+                  headers={"Authorization": "Bearer " + self.h.secrets["ci"][0]})
+        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 1,
+                 what="the long-poll waiting")
+        c.sock.close()
+        c.close()
+        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 0,
+                 what="the wait dropped with its connection")
+        self.env.request({"op": "resume"})
+        self.env.wait_state(rid)
+
+    def test_cancel_ownership_across_tokens(self):
+        self.env.request({"op": "pause"})
+        rid = self.post("ci", reason="mine")[2]["id"]
+        st, hd, j = self.h.call("GET", "/v1/purges/%d" % rid, "other")
+        self.assertEqual(st, 200)
+        self.assertIsNone(j["reason"])                  # not its request
+        st, hd, j = self.h.call("DELETE", "/v1/purges/%d" % rid, "other")
+        self.assertEqual((st, j["error"]), (403, "forbidden"))
+        st, hd, j = self.h.call("DELETE", "/v1/purges/%d" % rid, "ci")
+        self.assertEqual((st, j["state"]), (200, "cancelled"))
+        st, hd, j = self.h.call("DELETE", "/v1/purges/%d" % rid, "ci")
+        self.assertEqual((st, j["error"]), (409, "finished"))
+        rid2 = self.post("ci", install=I2)[2]["id"]
+        st, hd, j = self.h.call("DELETE", "/v1/purges/%d" % rid2, "boss")   # admin
+        self.assertEqual((st, j["state"]), (200, "cancelled"))
+        st, hd, j = self.h.call("GET", "/v1/purges/999999", "ci")
+        self.assertEqual((st, j["error"]), (404, "not_found"))
+
+    def test_token_and_unix_socket_requests_are_separate_owners(self):
+        self.env.request({"op": "pause"})
+        sock_rid = self.env.request({"op": "enqueue", "install": I1, "type": "cdn",
+                                     "reason": "from the socket"})["id"]
+        tok_rid = self.post("ci", install=I2, reason="from a token")[2]["id"]
+        st, hd, j = self.h.call("DELETE", "/v1/purges/%d" % sock_rid, "ci")
+        self.assertEqual((st, j["error"]), (403, "forbidden"))
+        st, hd, j = self.h.call("GET", "/v1/purges/%d" % sock_rid, "ci")
+        self.assertIsNone(j["reason"])
+        if ROOT:
+            rc, answers, err = self.env.as_user(4200, 4200, args=["cancel", str(tok_rid)])
+            self.assertEqual(rc, 6, err)
+            self.assertIn("another user", err)
+            rc, answers, err = self.env.as_user(4200, 4200, args=["status", str(tok_rid)])
+            self.assertIsNone(answers[0]["reason"])
+        # the token's requests count as their own requester
+        st = self.env.request({"op": "stats"})
+        self.assertEqual(st["requesters"], 2)
+        self.assertIn("from token ci (127.0.0.1:", self.env.log())
+
+    def test_jobs_and_stats(self):
+        self.env.request({"op": "pause"})
+        self.post("ci", install=I1)
+        self.post("ci", install=I2)
+        st, hd, j = self.h.call("GET", "/v1/jobs?limit=1", "ci")
+        self.assertEqual((st, j["total"], len(j["jobs"])), (200, 2, 1))
+        self.assertIsNotNone(j["next"])
+        st, hd, j = self.h.call("GET", "/v1/jobs?install=%s&state=queued" % I2, "ci")
+        self.assertEqual([x["install"] for x in j["jobs"]], [I2])
+        st, hd, j = self.h.call("GET", "/v1/jobs?limit=0", "ci")
+        self.assertEqual((st, j["error"]), (400, "bad_value"))
+        st, hd, j = self.h.call("GET", "/v1/jobs?limit=1&limit=2", "ci")
+        self.assertEqual((st, j["error"]), (400, "duplicate_field"))
+        st, hd, j = self.h.call("GET", "/v1/jobs?bogus=1", "ci")
+        self.assertEqual((st, j["error"]), (400, "unknown_field"))
+        st, hd, j = self.h.call("GET", "/v1/stats", "ci")
+        self.assertEqual((st, j["requests"]), (200, 2))
+
+    def test_oversized_body_413_and_no_length_411(self):
+        def raw(head, until):
+            s = self.h.ctx().wrap_socket(socket.create_connection(("127.0.0.1",
+                                                                   self.h.port)),
+                                         server_hostname="127.0.0.1")
+            s.settimeout(15)
+            s.sendall(head.encode())
+            data = b""
+            while until not in data:
+                try:
+                    chunk = s.recv(65536)
+                except (ssl.SSLError, ConnectionError):
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            return data.decode(errors="replace")
+        auth = "Authorization: Bearer %s\r\n" % self.h.secrets["ci"][0]
+        # the length is refused before any of the body is read: evhttp's own answer
+        data = raw("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n"
+                   % (auth, 70 * 1024), b"</HTML>")
+        self.assertTrue(data.startswith("HTTP/1.1 413"), data)
+        data = raw("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%s\r\n" % auth, b'"}')
+        self.assertTrue(data.startswith("HTTP/1.1 411"), data)
+        self.assertIn('"length_required"', data)
+
+    def test_slow_client_is_dropped(self):
+        s = self.h.ctx().wrap_socket(socket.create_connection(("127.0.0.1", self.h.port)),
+                                     server_hostname="127.0.0.1")
+        s.sendall(b"GET /v1/stats HTTP/1.1\r\nHost: x\r\n")   # headers never finished
+        s.settimeout(HTTP_TIMEOUT + 10)
+        t0 = time.monotonic()
+        try:
+            data = s.recv(65536)
+        except (ssl.SSLError, ConnectionError):
+            data = b""
+        self.assertLess(time.monotonic() - t0, HTTP_TIMEOUT + 8)
+        self.assertNotIn(b"200 OK", data)
+        s.close()
+
+
+class Scopes(HttpTest):
+    tokens = {"site1": "installs=%s types=page,cdn" % I1,
+              "glob": "installs=3f1e*,0A1B2C3D-*",
+              "boss": "admin", "slow": "rate=1/s"}
+
+    def test_install_and_type_scope(self):
+        st, hd, j = self.post("site1", install=I2)
+        self.assertEqual((st, j["error"]), (403, "forbidden"))
+        st, hd, j = self.post("site1", install=I1, type="object")
+        self.assertEqual(st, 403)
+        st, hd, j = self.post("site1", install=I1, type="all")
+        self.assertEqual(st, 403)
+        self.assertEqual(self.post("site1", install=I1, type="page")[0], 202)
+        self.assertEqual(self.post("glob", install=I2)[0], 202)
+        self.assertEqual(self.post("glob", install=I3.upper())[0], 202)
+        self.assertEqual(self.post("glob", install=I1)[0], 403)
+
+    def test_foreign_install_ids_are_404(self):
+        self.env.request({"op": "pause"})
+        rid = self.post("boss", install=I2)[2]["id"]
+        for method in ("GET", "DELETE"):
+            st, hd, j = self.h.call(method, "/v1/purges/%d" % rid, "site1")
+            self.assertEqual((st, j["error"]), (404, "not_found"), method)
+        st, hd, j = self.h.call("GET", "/v1/purges/%d?wait=5" % rid, "site1")
+        self.assertEqual(st, 404)
+        st, hd, j = self.h.call("GET", "/v1/jobs", "site1")
+        self.assertEqual((j["jobs"], j["total"]), ([], 0))
+        st, hd, j = self.h.call("GET", "/v1/jobs?install=" + I2, "site1")
+        self.assertEqual(st, 403)
+        st, hd, j = self.h.call("GET", "/v1/purges/%d" % rid, "glob")
+        self.assertEqual(st, 200)
+
+    def test_pause_and_resume_are_admin_only(self):
+        st, hd, j = self.h.call("POST", "/v1/pause", "site1")
+        self.assertEqual((st, j["error"]), (403, "forbidden"))
+        self.assertFalse(self.env.request({"op": "stats"})["paused"])
+        st, hd, j = self.h.call("POST", "/v1/pause", "boss")
+        self.assertEqual((st, j["paused"]), (200, True))
+        st, hd, j = self.h.call("POST", "/v1/resume", "boss")
+        self.assertEqual((st, j["paused"]), (200, False))
+
+    def test_rate_cap_429_with_retry_after(self):
+        c = self.h.conn()
+        codes = [self.h.call("GET", "/v1/stats", "slow", conn=c)[0] for _ in range(5)]
+        self.assertEqual(codes, [200] * 5)        # burst: 5 seconds' worth
+        st, hd, j = self.h.call("GET", "/v1/stats", "slow", conn=c)
+        self.assertEqual((st, j["error"]), (429, "rate_limited"))
+        self.assertGreaterEqual(int(hd["retry-after"]), 1)
+        # other tokens are not affected
+        self.assertEqual(self.h.call("GET", "/v1/stats", "boss", conn=c)[0], 200)
+        time.sleep(1.1)
+        self.assertEqual(self.h.call("GET", "/v1/stats", "slow", conn=c)[0], 200)
+        c.close()
+
+
+class Reload(HttpTest):
+    def test_sighup_reloads_tokens_and_certificate_keeping_connections(self):
+        c = self.h.conn()
+        self.assertEqual(self.h.call("GET", "/v1/stats", "ci", conn=c)[0], 200)
+        sock = c.sock
+        old_cert = sock.getpeercert(binary_form=True)
+        make_cert(self.env.dir, "srv", cn="renewed")
+        self.h.write_tokens({"other": "", "newbie": ""})
+        self.env.daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload: certificate" in self.env.log(), what="reload")
+        # the open keep-alive connection still works, with its old certificate
+        st, hd, j = self.h.call("GET", "/v1/stats", "newbie", conn=c)
+        self.assertEqual(st, 200)
+        self.assertIs(c.sock, sock)
+        self.assertEqual(self.h.call("GET", "/v1/stats", "ci", conn=c)[0], 401)
+        self.assertIs(c.sock, sock)
+        c.close()
+        # a new connection gets the new certificate
+        c2 = self.h.conn()
+        self.assertEqual(self.h.call("GET", "/v1/stats", "other", conn=c2)[0], 200)
+        self.assertNotEqual(c2.sock.getpeercert(binary_form=True), old_cert)
+        self.assertEqual(c2.sock.getpeercert()["subject"][0][0][1], "renewed")
+        c2.close()
+
+    def test_bad_tokens_file_on_reload_keeps_the_old_ones(self):
+        with open(self.h.tokens_file, "a") as f:
+            f.write("broken line\n")
+        self.env.daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "keeping the 3 token(s)" in self.env.log(), what="refusal")
+        self.assertEqual(self.h.call("GET", "/v1/stats", "ci")[0], 200)
+        os.chmod(self.h.tokens_file, 0o622)
+        self.env.daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "writable by group or others" in self.env.log(), what="refusal")
+        self.assertEqual(self.h.call("GET", "/v1/stats", "ci")[0], 200)
+
+
+class MaxConnections(HttpTest):
+    extra_http = {"max_connections": 2}
+
+    def test_beyond_max_connections_waits_for_a_free_slot(self):
+        a, b = self.h.conn(), self.h.conn()
+        for c in (a, b):
+            self.assertEqual(self.h.call("GET", "/v1/stats", "ci", conn=c)[0], 200)
+        late = self.h.conn(timeout=1.5)
+        with self.assertRaises((socket.timeout, TimeoutError, ssl.SSLError, OSError)):
+            self.h.call("GET", "/v1/stats", "ci", conn=late)
+        late.close()
+        a.close()
+        wait_for(lambda: self.h.call("GET", "/v1/stats", "ci")[0] == 200,
+                 what="a slot after one closed")
+        b.close()
+
+
+class Metrics(HttpTest):
+    def metrics(self, token="boss", accept=None):
+        c = self.h.conn()
+        h = {"Authorization": "Bearer " + self.h.secrets[token][0]} if token else {}
+        if accept:
+            h["Accept"] = accept
+        c.request("GET", "/metrics", headers=h)
+        r = c.getresponse()
+        body = r.read().decode()
+        ctype = r.getheader("Content-Type")
+        c.close()
+        return r.status, ctype, body
+
+    def test_metrics_for_admins_checked_by_promtool(self):
+        st, hd, j = self.post("ci", install=I1, type="page", query="?wait=20")
+        self.assertEqual((st, j["state"]), (200, "done"), j)
+        self.assertEqual(self.metrics(token=None)[0], 401)
+        self.assertEqual(self.metrics(token="ci")[0], 403)
+        st, ctype, text = self.metrics()
+        self.assertEqual(st, 200)
+        self.assertTrue(ctype.startswith("text/plain; version=0.0.4"), ctype)
+        self.assertIn('wpe_purged_requests_total{type="page"} 1\n', text)
+        self.assertIn('wpe_purged_api_calls_total{class="2xx"} 1\n', text)
+        self.assertIn('wpe_purged_jobs_finished_total{outcome="done"} 1\n', text)
+        self.assertIn('wpe_purged_api_call_duration_seconds_count 1\n', text)
+        self.assertIn('wpe_purged_job_latency_seconds_bucket{le="+Inf"} 1\n', text)
+        self.assertIn("wpe_purged_queued_jobs 0\n", text)
+        if shutil.which("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"], input=text,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        st, ctype, text = self.metrics(accept="application/openmetrics-text; version=1.0.0")
+        self.assertTrue(ctype.startswith("application/openmetrics-text"), ctype)
+        self.assertTrue(text.endswith("# EOF\n"))
+        self.assertIn("# TYPE wpe_purged_requests counter\n", text)
+
+    def test_gauges_while_paused(self):
+        self.env.request({"op": "pause"})
+        self.post("ci", install=I2)
+        st, ctype, text = self.metrics()
+        self.assertIn("wpe_purged_paused 1\n", text)
+        self.assertIn("wpe_purged_queued_jobs 1\n", text)
+        self.assertIn("wpe_purged_next_purge_seconds 0\n", text)
+
+
+class OpenMetrics(HttpTest):
+    extra_http = {"metrics_auth": "no"}
+
+    def test_metrics_without_a_token(self):
+        c = self.h.conn()
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertIn(b"wpe_purged_requests_total", r.read())
+        c.close()
+
+
+class Client(HttpTest):
+    """The real wpe-purgectl --url against the daemon: the same exit codes as the socket."""
+
+    def ctl(self, token, *args, timeout=60):
+        tf = os.path.join(self.env.dir, "token-" + token)
+        with open(tf, "w") as f:
+            f.write(self.h.secrets[token][0] + "\n")
+        os.chmod(tf, 0o600)
+        e = dict(os.environ)
+        e.pop("WPE_PURGED_TOKEN", None)
+        p = subprocess.run([CTL, "--url", "https://127.0.0.1:%d" % self.h.port,
+                            "--token-file", tf, "--cacert", self.h.cacert, "--json"] +
+                           list(args), capture_output=True, text=True, timeout=timeout,
+                           env=e)
+        return p.returncode, [json.loads(l) for l in p.stdout.splitlines() if l.strip()], \
+            p.stderr
+
+    def test_wpe_purgectl_over_https(self):
+        rc, out, err = self.ctl("ci", "enqueue", I1, "-t", "page", "--wait", "--timeout",
+                                "30")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out[-1]["state"], "done")
+        rc, out, err = self.ctl("ci", "ping")
+        self.assertEqual(rc, 0, err)
+        self.env.request({"op": "pause"})
+        rc, out, err = self.ctl("ci", "enqueue", I2, "-t", "cdn")
+        self.assertEqual(rc, 0, err)
+        rid = out[0]["id"]
+        rc, out, err = self.ctl("ci", "wait", str(rid), "--timeout", "1")
+        self.assertEqual(rc, 4, err)                  # wait timed out
+        rc, out, err = self.ctl("ci", "list")
+        self.assertEqual((rc, out[0]["total"]), (0, 1), err)
+        rc, out, err = self.ctl("other", "cancel", str(rid))
+        self.assertEqual(rc, 6, err)                  # not its request
+        rc, out, err = self.ctl("other", "pause")
+        self.assertEqual(rc, 6, err)
+        rc, out, err = self.ctl("ci", "cancel", str(rid))
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.ctl("boss", "resume")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.ctl("ci", "enqueue", "not-a-uuid")
+        self.assertEqual(rc, 2, err)
+
+
+class Config(unittest.TestCase):
+    def test_plain_http_off_loopback_is_refused_at_start(self):
+        env = Env()
+        try:
+            tok = os.path.join(env.dir, "tokens")
+            with open(tok, "w") as f:
+                f.write(new_token("x")[1] + "\n")
+            os.chmod(tok, 0o600)
+            env.set_http(listen="0.0.0.0:%d" % free_port(), tokens_file=tok)
+            p = subprocess.run([DAEMON, "-c", env.conf], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(p.returncode, 2)
+            self.assertRegex(p.stderr, r"wpe-purged.conf:\d+: an HTTP listener on an "
+                             r"address that is not loopback needs tls_cert")
+            p = subprocess.run([DAEMON, "-c", env.conf, "--check-config"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 2)
+            # plain HTTP on loopback is fine; --check-config names tokens, never secrets
+            env.set_http(listen="127.0.0.1:%d" % free_port())
+            p = subprocess.run([DAEMON, "-c", env.conf, "--check-config"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("1 token(s)", p.stdout)
+            self.assertNotIn("wpq_", p.stdout)
+            os.chmod(tok, 0o666)
+            p = subprocess.run([DAEMON, "-c", env.conf, "--check-config"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("writable by group or others", p.stderr)
+        finally:
+            env.close()
+
+    def test_new_token_format(self):
+        secret, line = new_token("ci-main")
+        self.assertRegex(secret, r"^wpq_[A-Za-z0-9_-]{43}$")
+        name, digest = line.split()
+        self.assertEqual(name, "ci-main")
+        self.assertEqual(digest, hashlib.sha256(secret.encode()).hexdigest())
+        self.assertNotEqual(new_token("ci-main")[0], secret)
+
+    def test_plain_http_on_a_unix_socket(self):
+        env = Env()
+        try:
+            tok = os.path.join(env.dir, "tokens")
+            secret, line = new_token("proxy")
+            with open(tok, "w") as f:
+                f.write(line + "\n")
+            os.chmod(tok, 0o600)
+            path = os.path.join(env.dir, "http.sock")
+            env.set_http(listen="unix:" + path, tokens_file=tok)
+            env.start()
+            p = subprocess.run(["curl", "-sS", "--unix-socket", path, "-H",
+                                "Authorization: Bearer " + secret,
+                                "http://localhost/v1/stats"], capture_output=True,
+                               text=True, timeout=30)
+            self.assertTrue(json.loads(p.stdout)["ok"], p.stderr)
+            self.assertNotIn(secret, env.log())
+        finally:
+            env.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
