@@ -560,6 +560,92 @@ class Client(HttpTest):
         self.assertEqual(rc, 2, err)
 
 
+    def test_wait_over_https_survives_a_daemon_restart(self):
+        self.env.request({"op": "pause"})
+        rc, out, err = self.ctl("ci", "enqueue", I3, "-t", "page")
+        self.assertEqual(rc, 0, err)
+        rid = out[0]["id"]
+        tf = os.path.join(self.env.dir, "token-ci")
+        waiter = subprocess.Popen([CTL, "--url", "https://127.0.0.1:%d" % self.h.port,
+                                   "--token-file", tf, "--cacert", self.h.cacert, "wait",
+                                   str(rid), "--timeout", "60"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        self.env.stop()                   # the long-poll's connection goes with it
+        time.sleep(1)
+        self.env.start()                  # not paused any more: it goes out now
+        wait_for(lambda: self._up(), what="HTTPS listener again")
+        out, err = waiter.communicate(timeout=60)
+        self.assertEqual(waiter.returncode, 0, err)
+        self.assertIn("done", out)
+
+
+def extract_embedded(path):
+    """The script between the BEGIN/END purge-with-curl.sh markers of a CI recipe."""
+    lines, inside, indent = [], False, None
+    with open(path) as f:
+        for line in f:
+            if "BEGIN purge-with-curl.sh" in line:
+                inside = True
+                continue
+            if "END purge-with-curl.sh" in line:
+                break
+            if not inside or line.strip() in ("run: |", "script:", "- |"):
+                continue
+            if indent is None:
+                indent = len(line) - len(line.lstrip())
+            lines.append(line[indent:] if line.strip() else "\n")
+    return "".join(lines)
+
+
+class CiRecipes(HttpTest):
+    """contrib/ci: the curl-only step as GitHub and GitLab run it, against the real API."""
+    ci = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../contrib/ci")
+
+    def run_script(self, install, timeout="60", token="ci"):
+        e = dict(os.environ, WPE_PURGED_URL="https://127.0.0.1:%d" % self.h.port,
+                 WPE_PURGED_TOKEN=self.h.secrets[token][0], INSTALL=install,
+                 PURGE_TYPE="page", PURGE_TIMEOUT=timeout, PURGE_REASON="ci test \"x\"",
+                 CURL_CA_BUNDLE=self.h.cacert)
+        p = subprocess.run(["sh", os.path.join(self.ci, "purge-with-curl.sh")], env=e,
+                           capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stdout, p.stderr
+
+    def test_recipes_embed_the_tested_script(self):
+        with open(os.path.join(self.ci, "purge-with-curl.sh")) as f:
+            script = "".join(l for l in f if not l.startswith("# purge-with-curl.sh"))
+        for recipe in ("github-actions.yml", "gitlab-ci.yml"):
+            self.assertEqual(extract_embedded(os.path.join(self.ci, recipe)), script,
+                             recipe)
+
+    def test_purge_done_exits_0(self):
+        rc, out, err = self.run_script(I1)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("done", out)
+        self.assertEqual(len(self.env.purges(I1)), 1)
+
+    def test_failed_purge_fails_the_job(self):
+        rc, out, err = self.run_script("00000000-0000-4000-8000-00000000beef")   # 404
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("failed", err)
+
+    def test_unfinished_purge_times_out(self):
+        self.env.request({"op": "pause"})
+        rc, out, err = self.run_script(I2, timeout="3")
+        self.assertEqual(rc, 4, out + err)
+        self.assertIn("stays queued", err)
+
+    def test_token_never_on_a_command_line(self):
+        with open(os.path.join(self.ci, "purge-with-curl.sh")) as f:
+            text = f.read()
+        # The token reaches curl only through a printf (a builtin) into -H @-.
+        uses = [l for l in text.splitlines() if "WPE_PURGED_TOKEN" in l and
+                not l.lstrip().startswith("#")]
+        self.assertTrue(uses)
+        for l in uses:
+            self.assertTrue("printf" in l or l.startswith(":"), l)
+
+
 class Config(unittest.TestCase):
     def test_plain_http_off_loopback_is_refused_at_start(self):
         env = Env()
