@@ -1,6 +1,8 @@
 /* http.c: the HTTP(S) API (docs/http.md) on libevent's evhttp: tokens, scopes, long-polls. */
 #include "compat.h"
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -1051,6 +1053,17 @@ http_create(struct event_base *base, const struct config *cfg, struct queue *q,
 		goto fail;
 	}
 	h->listener = evhttp_bound_socket_get_listener(h->bound);
+	if (la->kind != LISTEN_UNIX) {
+		int one = 1;
+
+		/*
+		 * No Nagle: evhttp writes an answer's headers and body apart, and the second
+		 * write would wait for the client's delayed ACK (40 ms a request on a
+		 * keep-alive connection). Accepted sockets inherit it from the listener.
+		 */
+		(void)setsockopt(evhttp_bound_socket_get_fd(h->bound), IPPROTO_TCP, TCP_NODELAY,
+		    &one, sizeof one);
+	}
 	h->listening = 1;
 	http_live = h;
 	log_notice("HTTP API on %s (%s, %zu token(s))", cfg->http_listen,

@@ -1,0 +1,104 @@
+#!/bin/sh
+# bench-https.sh: the HTTPS API beside the Unix socket, same daemon, same run: enqueues/s
+# at 64 keep-alive connections (ApacheBench) and their ratio, TLS handshakes/s (openssl
+# s_time), and memory per held long-poll (10,000 waits). BUILD=dir selects the build.
+set -eu
+cd "$(dirname "$0")/.."
+B=${BUILD:-$PWD/build}
+command -v ab >/dev/null || {
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+		apache2-utils >/dev/null
+}
+D=$(mktemp -d /tmp/wpe-bench-https.XXXXXX)
+DPID=""
+trap '[ -n "$DPID" ] && kill $DPID 2>/dev/null; wait 2>/dev/null; rm -rf "$D"' EXIT INT TERM
+cc -O2 -o "$D/enqueue-bench" tests/bench/enqueue-bench.c
+cd "$D"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+	-subj "/CN=bench CA" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' >srv.ext
+openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 \
+	2>/dev/null
+openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem \
+	-days 2 -extfile srv.ext 2>/dev/null
+chmod 600 srv.key
+TOKEN=$("$B/wpe-purged" --new-token bench 2>line)
+grep -v '^#' line | sed 's/$/ admin rate=10000\/s/' >tokens
+chmod 600 tokens
+printf 'bench:bench\n' >credentials
+chmod 600 credentials
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >c.conf <<CONF
+[daemon]
+socket = $D/s.sock
+database = $D/queue.sqlite
+log_level = warning
+[api]
+base_url = http://127.0.0.1:9/v1
+credentials_file = $D/credentials
+[http]
+listen = 127.0.0.1:$PORT
+tls_cert = $D/srv.pem
+tls_key = $D/srv.key
+tokens_file = $D/tokens
+max_connections = 12000
+CONF
+ulimit -n 30000 2>/dev/null || true
+"$B/wpe-purged" -c c.conf 2>log &
+DPID=$!
+export WPE_PURGED_SOCKET="$D/s.sock"
+while ! "$B/wpe-purgectl" ping >/dev/null 2>&1; do sleep 0.05; done
+"$B/wpe-purgectl" pause >/dev/null
+
+echo "== enqueues at 64 connections, Unix socket vs HTTPS with keep-alive (same daemon)"
+unix=$(./enqueue-bench "$D/s.sock" 64 200 500 | sed -n 's/.*: \([0-9]*\)\/s;.*/\1/p')
+echo "unix socket: $unix/s (tests/bench/enqueue-bench, 64 x 200)"
+printf '{"install":"294deacc-d8b8-4005-82c4-0727ba8ddde0","type":"page"}' >body
+ab_out=$(ab -q -n 12800 -c 64 -k -p body -T application/json \
+	-H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$PORT/v1/purges" 2>/dev/null)
+https=$(printf "%s\n" "$ab_out" |
+	sed -n 's/^Requests per second: *\([0-9.]*\).*/\1/p')
+echo "https:       $https/s (ab -n 12800 -c 64 -k, POST /v1/purges)"
+printf '%s\n' "$ab_out" | grep -E '^(Keep-Alive requests|Non-2xx|Failed requests)' || true
+awk -v a="$https" -v b="$unix" 'BEGIN { printf "https / unix socket = %.2f\n", a / b }'
+
+[ -n "${HTTPS_ONLY_ENQUEUE:-}" ] && exit 0
+echo "== TLS handshakes (openssl s_time -new, 5 s, one client)"
+openssl s_time -connect "127.0.0.1:$PORT" -new -time 5 -CAfile ca.pem 2>/dev/null |
+	grep -E 'connections in .* real seconds' | head -n 1
+
+echo "== 10,000 long-polls held (GET /v1/purges/ID?wait=120 on a paused queue)"
+id=$("$B/wpe-purgectl" --json enqueue 3f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9 |
+	sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status"; }
+before=$(rss)
+python3 - "$PORT" "$TOKEN" "$id" ca.pem "$DPID" "$before" <<'PY'
+import asyncio, ssl, sys, time
+port, token, rid, ca, pid, before = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+N = 10000
+ctx = ssl.create_default_context(cafile=ca)
+req = ("GET /v1/purges/%s?wait=120 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s"
+       "\r\n\r\n" % (rid, token)).encode()
+async def one(sem, held):
+    async with sem:
+        r, w = await asyncio.open_connection("127.0.0.1", int(port), ssl=ctx)
+        w.write(req)
+        await w.drain()
+    held.append(w)
+async def main():
+    sem, held = asyncio.Semaphore(200), []
+    t0 = time.time()
+    await asyncio.gather(*(one(sem, held) for _ in range(N)))
+    await asyncio.sleep(2)
+    with open("/proc/%s/status" % pid) as f:
+        rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS")][0]
+    print("held %d long-polls (set up in %.1f s); daemon RSS %.1f MiB -> %.1f MiB: %.1f KiB "
+          "per waiting client (TLS connection included)" % (len(held), time.time() - t0,
+          before / 1024, rss / 1024, (rss - before) / len(held)))
+    for w in held:
+        w.close()
+asyncio.run(main())
+PY
