@@ -634,16 +634,22 @@ http_purge_id(struct http *h, struct evhttp_request *req, const struct token *t,
 	hreq_wait(hr, wait_ms);
 }
 
+static int
+http_token_sees(void *arg, const char *install)
+{
+	return tokens_install_allowed((const struct token *)(uintptr_t)arg, install);
+}
+
 static void
 http_jobs(struct http *h, struct evhttp_request *req, const struct token *t,
     const char *query)
 {
 	static const char *const numeric[] = { "after", "limit", NULL };
 	struct proto_request pr;
-	json_object *q, *o, *jobs, *kept, *e;
+	json_object *q, *o;
 	const char *code, *dup, *s;
 	char *cause;
-	size_t i, n, len;
+	size_t len;
 	int rc;
 
 	if (http_query_object(query, numeric, &q, &dup) != 0) {
@@ -665,23 +671,14 @@ http_jobs(struct http *h, struct evhttp_request *req, const struct token *t,
 		http_error(req, 403, "forbidden", "this token may not see that install");
 		return;
 	}
-	o = ops_list(h->q, &pr);
+	/*
+	 * A token limited to some installs sees only theirs: filtered before the page is
+	 * cut, so "total" and "next" say nothing about the others.
+	 */
+	o = t->installs != NULL && !pr.has_install ?
+	    ops_list_visible(h->q, &pr, http_token_sees, (void *)(uintptr_t)t) :
+	    ops_list(h->q, &pr);
 	proto_request_free(&pr);
-	/* A token limited to some installs sees only theirs: the page is filtered. */
-	if (t->installs != NULL && !pr.has_install &&
-	    json_object_object_get_ex(o, "jobs", &jobs)) {
-		kept = json_object_new_array();
-		n = json_object_array_length(jobs);
-		for (i = 0; i < n; i++) {
-			e = json_object_array_get_idx(jobs, i);
-			if (http_answer_install(e) != NULL &&
-			    tokens_install_allowed(t, http_answer_install(e)))
-				json_object_array_add(kept, json_object_get(e));
-		}
-		json_object_object_add(o, "total",
-		    json_object_new_int64((int64_t)json_object_array_length(kept)));
-		json_object_object_add(o, "jobs", kept);
-	}
 	http_send_ops(req, o);
 }
 
@@ -710,12 +707,10 @@ http_peer(struct evhttp_request *req, char *buf, size_t len)
 static void
 http_healthz(struct http *h, struct evhttp_request *req)
 {
-	json_object *st = ops_stats(h->q, 0), *v;
-	int failing = json_object_object_get_ex(st, "storage_failing", &v) &&
-	    json_object_get_boolean(v);
+	json_object *st;
 
-	json_object_put(st);
-	if (failing) {
+	/* Unhealthy while the store refuses writes: broken, or its last write failed. */
+	if (!ops_healthy(h->q)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
 		    HTTP_STORAGE_RETRY);
 		http_error(req, 503, "storage", "the queue database is refusing writes");

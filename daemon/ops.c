@@ -332,6 +332,36 @@ job_id_cmp(const void *a, const void *b)
 json_object *
 ops_list(struct queue *q, const struct proto_request *req)
 {
+	return ops_list_visible(q, req, NULL, NULL);
+}
+
+/*
+ * A failing store is probed again (at most once a second) when asked: an instance that
+ * healed must say so even if nothing writes to it meanwhile, or a load balancer that
+ * trusts this answer would never send it the write that shows it.
+ */
+int
+ops_healthy(struct queue *q)
+{
+	int64_t now = queue_now();
+
+	if (q->broken)
+		(void)queue_try_recover(q);
+	else if (q->store_failing && now - q->last_recover >= 1000) {
+		q->last_recover = now;
+		if (store_begin(q->store) == 0 && store_probe(q->store, clock_wall_ms()) == 0 &&
+		    store_commit(q->store) == 0)
+			q->store_failing = 0;
+		else
+			store_rollback(q->store);
+	}
+	return !q->broken && !q->store_failing;
+}
+
+json_object *
+ops_list_visible(struct queue *q, const struct proto_request *req,
+    int (*visible)(void *, const char *), void *arg)
+{
 	json_object *o = answer_ok(), *arr = json_object_new_array();
 	struct job *j, *v[PURGE_NTYPES * 4 + 64], **jobs = v;
 	struct install *in;
@@ -347,7 +377,8 @@ ops_list(struct queue *q, const struct proto_request *req)
 			qsort(jobs, n, sizeof(struct job *), job_id_cmp);
 		}
 		for (i = 0; i < n; i++) {
-			if (!list_match(jobs[i], req))
+			if (!list_match(jobs[i], req) ||
+			    (visible != NULL && !visible(arg, jobs[i]->install->id)))
 				continue;
 			total++;
 			if (shown < req->limit) {
@@ -360,11 +391,12 @@ ops_list(struct queue *q, const struct proto_request *req)
 			free(jobs);
 	} else {
 		/* From the start without filters, the count is kept: stop after the page. */
-		int counted = !req->has_type && req->state == -1 && req->after <= 0;
+		int counted = !req->has_type && req->state == -1 && req->after <= 0 &&
+		    visible == NULL;
 
 		pos = order_seek(&q->order, req->after);
 		while ((j = order_next(&q->order, &pos)) != NULL) {
-			if (!list_match(j, req))
+			if (!list_match(j, req) || (visible != NULL && !visible(arg, j->install->id)))
 				continue;
 			if (shown == req->limit && counted)
 				break;

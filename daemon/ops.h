@@ -48,6 +48,14 @@ void ops_wait_cancel(struct queue *, struct waiter *);
 json_object *ops_cancel(struct queue *, int64_t id, const struct ops_caller *);
 /* One page of unfinished jobs, filtered as the request says (see docs/protocol.md). */
 json_object *ops_list(struct queue *, const struct proto_request *);
+/*
+ * The same, seeing only the jobs visible(arg, install) accepts: the filter applies before
+ * the page, "total" and "next" are cut, so nothing outside it shows (a scoped token).
+ */
+json_object *ops_list_visible(struct queue *, const struct proto_request *,
+    int (*visible)(void *, const char *), void *arg);
+/* 1 while the loop runs and the store takes writes (the last write succeeded). */
+int ops_healthy(struct queue *);
 json_object *ops_stats(struct queue *, int connections);
 json_object *ops_pause(struct queue *, int paused);
 /* A one-line summary for sd_notify STATUS=. */

@@ -192,6 +192,7 @@ job_start(struct queue *q, struct job *j, int64_t now)
 	    store_commit_async(q->store, &gen) != 0) {
 		store_rollback(q->store);
 		q->stats.storage_errors++;
+		q->store_failing = 1;
 		/* Nothing was written: it stays queued and is tried again a little later. */
 		j->not_before = now + q->limits.retry_initial * 1000;
 		job_sched(q, j, now);
@@ -199,6 +200,7 @@ job_start(struct queue *q, struct job *j, int64_t now)
 		    (long long)j->id, store_errmsg(q->store));
 		return;
 	}
+	q->store_failing = 0;
 	job_unslot(q, j);
 	if (j->attempt == NULL)
 		j->attempt = xcalloc(1, sizeof *j->attempt);

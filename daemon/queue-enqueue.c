@@ -320,13 +320,16 @@ queue_flush(struct queue *q)
 			snprintf(err, sizeof err, "%s", store_errmsg(q->store));
 			store_rollback(q->store);
 			q->stats.storage_errors++;
+			q->store_failing = 1;
 			log_error("could not commit %d request(s): %s", n, err);
 		}
 	}
 	settle(q, &u, failed);
 	free(u.v);
-	if (!failed)
+	if (!failed) {
 		q->stats.commits++;
+		q->store_failing = 0;
+	}
 
 	while ((p = TAILQ_FIRST(&batch)) != NULL) {
 		TAILQ_REMOVE(&batch, p, entry);
@@ -393,6 +396,7 @@ queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
 	if (store_commit(q->store) != 0)
 		goto fail;
 	/* Committed: now memory. */
+	q->store_failing = 0;
 	q->stats.cancelled++;
 	if (j != NULL)
 		member_sub(q, j, uid);
@@ -405,5 +409,6 @@ queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
 fail:
 	store_rollback(q->store);
 	q->stats.storage_errors++;
+	q->store_failing = 1;
 	return -1;
 }

@@ -164,6 +164,7 @@ struct queue {
 	int paused;
 	int stopping;
 	int broken;              /* memory may differ from the store: see above */
+	int store_failing;       /* the last write transaction failed (for /healthz) */
 	int64_t last_recover;
 	int running, rerun;
 	int flush_armed;

@@ -194,6 +194,7 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 		goto fail;
 
 	/* Committed: now memory. */
+	q->store_failing = 0;
 	memcpy(in->cls, ncls, sizeof ncls);
 	j->http_status = r->transport_ok ? r->status : 0;
 	job_set_message(j, nmsg);

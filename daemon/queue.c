@@ -454,6 +454,7 @@ queue_rebuild(struct queue *q)
 	}
 	if (store_commit(q->store) != 0)
 		goto fail;
+	q->store_failing = 0;
 	free(rows.v);
 
 	/*
@@ -497,6 +498,7 @@ queue_break(struct queue *q)
 	struct timeval tv = { PROBE_EVERY_MS / 1000, (PROBE_EVERY_MS % 1000) * 1000 };
 
 	q->stats.storage_errors++;
+	q->store_failing = 1;
 	if (!q->broken)
 		log_error("the queue database refuses writes: sending stops until it takes "
 		    "them again (probing every %d ms)", PROBE_EVERY_MS);

@@ -11,7 +11,7 @@ import subprocess
 import time
 import unittest
 
-from harness import CTL, DAEMON, I1, I2, I3, Env, wait_for
+from harness import BUILD, CTL, DAEMON, I1, I2, I3, Env, wait_for
 
 ROOT = os.geteuid() == 0
 HTTP_TIMEOUT = 10          # daemon/http.c: header/body reads and idle keep-alive
@@ -591,6 +591,57 @@ class Client(HttpTest):
         out, err = waiter.communicate(timeout=60)
         self.assertEqual(waiter.returncode, 0, err)
         self.assertIn("done", out)
+
+
+class ReviewFindings(unittest.TestCase):
+    """Defects found by the review of the HTTP API, each with the test that showed it."""
+
+    def test_scoped_job_list_reveals_nothing_outside_its_scope(self):
+        import uuid
+        h = HttpEnv({"adm": "admin", "s1": "installs=%s" % I1})
+        try:
+            h.env.start()
+            wait_for(lambda: h.call("GET", "/healthz")[0] == 200, what="listener")
+            h.call("POST", "/v1/pause", token="adm", body="")
+            for _ in range(5):
+                h.call("POST", "/v1/purges", token="adm",
+                       body={"install": str(uuid.uuid4()), "type": "object"})
+            mine = h.call("POST", "/v1/purges", token="s1",
+                          body={"install": I1, "type": "object"})[2]["job"]
+            for q in ("/v1/jobs?limit=2", "/v1/jobs?limit=1&after=0",
+                      "/v1/jobs?type=object&limit=2"):
+                st, _, j = h.call("GET", q, token="s1")
+                self.assertEqual(st, 200)
+                # Its own job on the first page, counted right, no cursor into others.
+                self.assertEqual([x["job"] for x in j["jobs"]], [mine], (q, j))
+                self.assertEqual((j["total"], j["next"]), (1, None), (q, j))
+        finally:
+            h.close()
+
+    def test_healthz_follows_the_store(self):
+        h = HttpEnv({"adm": "admin"})
+        flag = os.path.join(h.env.dir, "readonly")
+        try:
+            h.env.start(extra_env=dict(
+                LD_PRELOAD=os.path.abspath(os.path.join(BUILD, "tests", "erofs.so")),
+                WPE_EROFS_FLAG=flag, WPE_EROFS_MATCH=h.env.db,
+                ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+                ":verify_asan_link_order=0"))
+            wait_for(lambda: h.call("GET", "/healthz")[0] == 200, what="listener")
+            open(flag, "w").close()
+            st = h.call("POST", "/v1/purges", token="adm", body={"install": I1,
+                                                                 "type": "page"})
+            self.assertEqual((st[0], st[2]["error"]), (503, "storage"))
+            # It used to say 200 while every write failed.
+            self.assertEqual(h.call("GET", "/healthz")[0], 503)
+            os.unlink(flag)
+            time.sleep(1.1)          # probed at most once a second
+            # Healed: healthy again without waiting for a write to show it.
+            self.assertEqual(h.call("GET", "/healthz")[0], 200)
+        finally:
+            if os.path.exists(flag):
+                os.unlink(flag)
+            h.close()
 
 
 def extract_embedded(path):
