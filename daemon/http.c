@@ -635,9 +635,9 @@ http_purge_id(struct http *h, struct evhttp_request *req, const struct token *t,
 }
 
 static int
-http_token_sees(void *arg, const char *install)
+http_token_sees(const void *arg, const char *install)
 {
-	return tokens_install_allowed((const struct token *)(uintptr_t)arg, install);
+	return tokens_install_allowed(arg, install);
 }
 
 static void
@@ -676,7 +676,7 @@ http_jobs(struct http *h, struct evhttp_request *req, const struct token *t,
 	 * cut, so "total" and "next" say nothing about the others.
 	 */
 	o = t->installs != NULL && !pr.has_install ?
-	    ops_list_visible(h->q, &pr, http_token_sees, (void *)(uintptr_t)t) :
+	    ops_list_visible(h->q, &pr, http_token_sees, t) :
 	    ops_list(h->q, &pr);
 	proto_request_free(&pr);
 	http_send_ops(req, o);

@@ -360,7 +360,7 @@ ops_healthy(struct queue *q)
 
 json_object *
 ops_list_visible(struct queue *q, const struct proto_request *req,
-    int (*visible)(void *, const char *), void *arg)
+    int (*visible)(const void *, const char *), const void *arg)
 {
 	json_object *o = answer_ok(), *arr = json_object_new_array();
 	struct job *j, *v[PURGE_NTYPES * 4 + 64], **jobs = v;

@@ -53,7 +53,7 @@ json_object *ops_list(struct queue *, const struct proto_request *);
  * the page, "total" and "next" are cut, so nothing outside it shows (a scoped token).
  */
 json_object *ops_list_visible(struct queue *, const struct proto_request *,
-    int (*visible)(void *, const char *), void *arg);
+    int (*visible)(const void *, const char *), const void *arg);
 /* 1 while the loop runs and the store takes writes (the last write succeeded). */
 int ops_healthy(struct queue *);
 json_object *ops_stats(struct queue *, int connections);
