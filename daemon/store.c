@@ -14,7 +14,7 @@
 #include "util.h"
 
 #define STORE_APP_ID 0x57504550 /* "WPEP": refuse databases that are not ours */
-#define STORE_SCHEMA 3
+#define STORE_SCHEMA 4
 
 static const char *state_names[JOB_NSTATES] = { "queued", "sending", "done", "failed",
 	"cancelled" };
@@ -65,9 +65,15 @@ static const char *stmt_sql[S_COUNT] = {
 	    " SET last_start = max(last_start, excluded.last_start)",
 	[S_PRUNE_REQ] = "DELETE FROM requests WHERE id IN (SELECT id FROM requests"
 	    " WHERE finished_at IS NOT NULL AND finished_at < ?1 LIMIT ?2)",
+	/*
+	 * A finished request finished no later than its job (with it, or cancelled or
+	 * moved away before), and unfinished requests belong to unfinished jobs: so a job
+	 * that finished before every remaining finished request has no request left.
+	 * This needs no index on requests(job), which every enqueue would pay for.
+	 */
 	[S_PRUNE_JOB] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
-	    " WHERE finished_at IS NOT NULL AND finished_at < ?1 AND NOT EXISTS"
-	    " (SELECT 1 FROM requests WHERE requests.job = jobs.id) LIMIT ?2)",
+	    " WHERE finished_at IS NOT NULL AND finished_at < min(?1, coalesce((SELECT"
+	    " min(finished_at) FROM requests WHERE finished_at IS NOT NULL), ?1)) LIMIT ?2)",
 	[S_OLDEST_FINISHED] = "SELECT min(m) FROM (SELECT min(finished_at) AS m FROM requests"
 	    " WHERE finished_at IS NOT NULL UNION ALL SELECT min(finished_at) FROM jobs"
 	    " WHERE finished_at IS NOT NULL)",
@@ -117,6 +123,19 @@ static const char schema_v2[] =
 /* Schema 3: the unfinished requests by job and requester, read at every (re)load. */
 static const char schema_v3[] =
     "CREATE INDEX requests_live ON requests(job, uid) WHERE state = 'queued';";
+
+/*
+ * Schema 4: no index of every request by job. Every lookup by job is of unfinished
+ * requests (requests_live serves it) and pruning does without (S_PRUNE_JOB); the
+ * index cost each enqueue a B-tree page written and synced (about 10 % of throughput).
+ */
+static const char schema_v4[] =
+    "DROP INDEX requests_job;";
+
+/* migrations[v] takes schema v to v + 1; a new database runs them all after schema 1. */
+static const char *const migrations[STORE_SCHEMA] = {
+	[1] = schema_v2, [2] = schema_v3, [3] = schema_v4,
+};
 
 struct store {
 	int lockfd;     /* flock()ed for the daemon's lifetime: one daemon per database */
@@ -191,6 +210,7 @@ static int
 store_migrate(struct store *st, const char *path, char **cause)
 {
 	int64_t app, version, objects;
+	int created = 0;
 	char *sql;
 
 	if (store_exec(st, "BEGIN IMMEDIATE") != 0) {
@@ -206,8 +226,7 @@ store_migrate(struct store *st, const char *path, char **cause)
 		goto fail;
 	}
 	if (objects == 0 && app == 0 && version == 0) {
-		xasprintf(&sql, "%s %s %s PRAGMA application_id = %d; PRAGMA user_version = %d;",
-		    schema_v1, schema_v2, schema_v3, STORE_APP_ID, STORE_SCHEMA);
+		xasprintf(&sql, "%s PRAGMA application_id = %d;", schema_v1, STORE_APP_ID);
 		if (store_exec(st, sql) != 0) {
 			free(sql);
 			xasprintf(cause, "%s: cannot create the schema: %s", path,
@@ -215,7 +234,8 @@ store_migrate(struct store *st, const char *path, char **cause)
 			goto fail;
 		}
 		free(sql);
-		log_notice("created queue database %s (schema %d)", path, STORE_SCHEMA);
+		created = 1;
+		version = 1;
 	} else if (app != STORE_APP_ID) {
 		xasprintf(cause, "%s is a SQLite database that wpe-purged did not create "
 		    "(application_id %lld); refusing to touch it", path, (long long)app);
@@ -224,30 +244,27 @@ store_migrate(struct store *st, const char *path, char **cause)
 		xasprintf(cause, "%s has schema %lld, newer than this wpe-purged (%d)", path,
 		    (long long)version, STORE_SCHEMA);
 		goto fail;
+	} else if (version < 1) {
+		xasprintf(cause, "%s has no wpe-purged schema (user_version %lld)", path,
+		    (long long)version);
+		goto fail;
 	}
-	if (version == 1) {
-		xasprintf(&sql, "%s PRAGMA user_version = 2;", schema_v2);
+	for (; version < STORE_SCHEMA; version++) {
+		xasprintf(&sql, "%s PRAGMA user_version = %lld;", migrations[version],
+		    (long long)version + 1);
 		if (store_exec(st, sql) != 0) {
 			free(sql);
-			xasprintf(cause, "%s: cannot migrate to schema 2: %s", path,
-			    sqlite3_errmsg(st->db));
+			xasprintf(cause, "%s: cannot migrate to schema %lld: %s", path,
+			    (long long)version + 1, sqlite3_errmsg(st->db));
 			goto fail;
 		}
 		free(sql);
-		log_notice("migrated queue database %s to schema 2", path);
-		version = 2;
+		if (!created)
+			log_notice("migrated queue database %s to schema %lld", path,
+			    (long long)version + 1);
 	}
-	if (version == 2) {
-		xasprintf(&sql, "%s PRAGMA user_version = 3;", schema_v3);
-		if (store_exec(st, sql) != 0) {
-			free(sql);
-			xasprintf(cause, "%s: cannot migrate to schema 3: %s", path,
-			    sqlite3_errmsg(st->db));
-			goto fail;
-		}
-		free(sql);
-		log_notice("migrated queue database %s to schema 3", path);
-	}
+	if (created)
+		log_notice("created queue database %s (schema %d)", path, STORE_SCHEMA);
 	if (store_exec(st, "COMMIT") != 0) {
 		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(st->db));
 		goto fail;

@@ -278,6 +278,95 @@ test_prune(void **state)
 	store_close(st);
 }
 
+static int
+count(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *s;
+	int n;
+
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	n = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+/*
+ * Pruning jobs without an index of requests by job (schema 4): a job goes only when no
+ * request of it is left, whatever the batch size, and everything old goes in the end.
+ */
+static void
+test_prune_jobs_after_their_requests(void **state)
+{
+	struct store *st = fresh();
+	sqlite3 *db;
+	int64_t j, r, live;
+	int i, k, n, total = 0;
+
+	(void)state;
+	store_begin(st);
+	/* Job k finishes at 100 + 10k; one of its 3 requests was cancelled before, at 90. */
+	for (k = 0; k < 3; k++) {
+		j = store_job_insert(st, A, (enum purge_type)k, 0, 0, 1);
+		for (i = 0; i < 3; i++)
+			r = store_request_insert(st, j, A, (enum purge_type)k, NULL, 0, 0, 0, 1);
+		assert_int_equal(store_request_cancel(st, r, 90), 1);
+		struct store_job row = { .id = j, .state = JOB_DONE,
+		    .finished_at = 100 + 10 * k };
+		assert_int_equal(store_job_update(st, &row), 0);
+		assert_int_equal(store_requests_finish(st, j, JOB_DONE, 100 + 10 * k), 0);
+	}
+	/* A job still queued, with its request: never pruned. */
+	live = store_job_insert(st, A, PURGE_CDN, 0, 0, 1);
+	store_request_insert(st, live, A, PURGE_CDN, NULL, 0, 0, 0, 1);
+	store_commit(st);
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	for (i = 0; i < 20; i++) {
+		store_begin(st);
+		n = store_prune(st, 1000, 1);
+		store_commit(st);
+		assert_true(n >= 0);
+		total += n;
+		/* The invariant: no request outlives its job. */
+		assert_int_equal(count(db, "SELECT count(*) FROM requests r WHERE NOT EXISTS"
+		    " (SELECT 1 FROM jobs j WHERE j.id = r.job)"), 0);
+		if (n == 0)
+			break;
+	}
+	/* All 9 finished requests and their 3 jobs went, the live job and request stay. */
+	assert_int_equal(total, 9 + 3);
+	assert_int_equal(count(db, "SELECT count(*) FROM jobs"), 1);
+	assert_int_equal(count(db, "SELECT count(*) FROM requests"), 1);
+	sqlite3_close(db);
+	store_close(st);
+}
+
+/* A schema-3 database gets schema 4: the index of every request by job is dropped. */
+static void
+test_migrate_to_4(void **state)
+{
+	struct store *st = fresh();
+	sqlite3 *db;
+	char *cause = NULL;
+
+	(void)state;
+	store_close(st);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "CREATE INDEX requests_job ON requests(job);"
+	    " PRAGMA user_version = 3;", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	st = store_open(path, &cause);
+	if (st == NULL)
+		fail_msg("store_open: %s", cause);
+	store_close(st);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(count(db, "SELECT count(*) FROM sqlite_schema WHERE name ="
+	    " 'requests_job'"), 0);
+	assert_int_equal(count(db, "PRAGMA user_version"), 4);
+	sqlite3_close(db);
+}
+
 static void
 test_foreign_and_corrupt(void **state)
 {
@@ -344,6 +433,8 @@ main(void)
 		cmocka_unit_test(test_rollback),
 		cmocka_unit_test(test_recover_and_load),
 		cmocka_unit_test(test_prune),
+		cmocka_unit_test(test_prune_jobs_after_their_requests),
+		cmocka_unit_test(test_migrate_to_4),
 		cmocka_unit_test(test_foreign_and_corrupt),
 		cmocka_unit_test(test_one_daemon_per_database),
 	};
