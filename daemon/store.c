@@ -24,8 +24,8 @@ enum stmt {
 	S_REQUEUE_JOB, S_LOAD_SENDING, S_LOAD_JOBS, S_LOAD_LIMITS, S_LOAD_MEMBERS,
 	S_JOB_INSERT, S_JOB_UPDATE, S_JOB_ABSORB, S_PROBE,
 	S_REQ_INSERT, S_REQ_MOVE, S_REQ_FINISH, S_REQ_LIVE, S_REQ_GET, S_REQ_CANCEL,
-	S_LIMIT_PUT, S_LIMIT_TOUCH, S_PRUNE_REQ, S_PRUNE_JOB, S_OLDEST_FINISHED,
-	S_COUNT
+	S_LIMIT_PUT, S_LIMIT_TOUCH, S_PRUNE_REQ, S_PRUNE_JOB, S_OLDEST_FINISHED, S_SEQ_GET,
+	S_SEQ_PUT, S_COUNT
 };
 
 static const char *stmt_sql[S_COUNT] = {
@@ -41,14 +41,14 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_LOAD_MEMBERS] = "SELECT job, uid, count(*) FROM requests WHERE state = 'queued'"
 	    " GROUP BY job, uid",
 	[S_JOB_INSERT] = "INSERT INTO jobs (install, type, state, attempts, not_before,"
-	    " created_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+	    " created_at, id) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
 	[S_JOB_UPDATE] = "UPDATE jobs SET state = ?2, attempts = ?3, not_before = ?4,"
 	    " http_status = ?5, message = ?6, started_at = ?7, finished_at = ?8 WHERE id = ?1",
 	[S_JOB_ABSORB] = "UPDATE jobs SET state = 'cancelled', message = ?2, finished_at = ?3"
 	    " WHERE id = ?1",
 	[S_PROBE] = "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)",
 	[S_REQ_INSERT] = "INSERT INTO requests (job, install, type, state, reason, uid, pid,"
-	    " coalesced, enqueued_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
+	    " coalesced, enqueued_at, id) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
 	[S_REQ_MOVE] = "UPDATE requests SET job = ?2 WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_FINISH] = "UPDATE requests SET state = ?2, finished_at = ?3"
 	    " WHERE job = ?1 AND state = 'queued'",
@@ -77,6 +77,12 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_OLDEST_FINISHED] = "SELECT min(m) FROM (SELECT min(finished_at) AS m FROM requests"
 	    " WHERE finished_at IS NOT NULL UNION ALL SELECT min(finished_at) FROM jobs"
 	    " WHERE finished_at IS NOT NULL)",
+	/* The highest id ever given, whether or not its row is still there (pruning). */
+	[S_SEQ_GET] = "SELECT max(coalesce((SELECT max(id) FROM jobs), 0), coalesce((SELECT"
+	    " value FROM meta WHERE key = 'job_seq'), 0)), max(coalesce((SELECT max(id) FROM"
+	    " requests), 0), coalesce((SELECT value FROM meta WHERE key = 'request_seq'), 0))",
+	[S_SEQ_PUT] = "INSERT INTO meta (key, value) VALUES ('job_seq', ?1), ('request_seq', ?2)"
+	    " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
 };
 
 static const char schema_v1[] =
@@ -130,7 +136,32 @@ static const char schema_v3[] =
  * index cost each enqueue a B-tree page written and synced (about 10 % of throughput).
  */
 static const char schema_v4[] =
-    "DROP INDEX requests_job;";
+    "DROP INDEX requests_job;"
+    /*
+     * And no AUTOINCREMENT: its sqlite_sequence row was one more page per commit. Ids
+     * are given by the store from a high-water mark kept in meta when pruning would
+     * lower max(id), so an id is still never given twice (jobs' ids too, now).
+     */
+    "CREATE TABLE requests4 ("
+    " id INTEGER PRIMARY KEY,"
+    " job INTEGER NOT NULL,"
+    " install TEXT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " state TEXT NOT NULL,"
+    " reason TEXT,"
+    " uid INTEGER,"
+    " pid INTEGER,"
+    " coalesced INTEGER NOT NULL,"
+    " enqueued_at INTEGER NOT NULL,"
+    " finished_at INTEGER);"
+    "INSERT INTO requests4 SELECT id, job, install, type, state, reason, uid, pid,"
+    " coalesced, enqueued_at, finished_at FROM requests;"
+    "INSERT OR REPLACE INTO meta (key, value) SELECT 'request_seq', seq FROM"
+    " sqlite_sequence WHERE name = 'requests';"
+    "DROP TABLE requests;"
+    "ALTER TABLE requests4 RENAME TO requests;"
+    "CREATE INDEX requests_finished ON requests(finished_at) WHERE finished_at IS NOT NULL;"
+    "CREATE INDEX requests_live ON requests(job, uid) WHERE state = 'queued';";
 
 /* migrations[v] takes schema v to v + 1; a new database runs them all after schema 1. */
 static const char *const migrations[STORE_SCHEMA] = {
@@ -142,6 +173,7 @@ struct store {
 	sqlite3 *db;
 	struct durable *dur; /* syncs the WAL after commits (NULL: synchronous=FULL does) */
 	sqlite3_stmt *st[S_COUNT];
+	int64_t last_job, last_request; /* the highest ids given */
 };
 
 const char *
@@ -367,6 +399,13 @@ store_open(const char *path, char **cause)
 			goto fail;
 		}
 	}
+	if (sqlite3_step(st->st[S_SEQ_GET]) != SQLITE_ROW) {
+		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(st->db));
+		goto fail;
+	}
+	st->last_job = sqlite3_column_int64(st->st[S_SEQ_GET], 0);
+	st->last_request = sqlite3_column_int64(st->st[S_SEQ_GET], 1);
+	sqlite3_reset(st->st[S_SEQ_GET]);
 	return st;
 fail:
 	store_close(st);
@@ -597,9 +636,10 @@ store_job_insert(struct store *st, const char *install, enum purge_type type,
 	sqlite3_bind_int(s, 3, attempts);
 	sqlite3_bind_int64(s, 4, not_before);
 	sqlite3_bind_int64(s, 5, now);
+	sqlite3_bind_int64(s, 6, st->last_job + 1);
 	if (run(st, s) != 0)
 		return -1;
-	return sqlite3_last_insert_rowid(st->db);
+	return ++st->last_job;   /* an id of a rolled-back row is not given again either */
 }
 
 static void
@@ -657,9 +697,10 @@ store_request_insert(struct store *st, int64_t job, const char *install,
 		sqlite3_bind_int64(s, 6, pid);
 	sqlite3_bind_int(s, 7, coalesced);
 	sqlite3_bind_int64(s, 8, now);
+	sqlite3_bind_int64(s, 9, st->last_request + 1);
 	if (run(st, s) != 0)
 		return -1;
-	return sqlite3_last_insert_rowid(st->db);
+	return ++st->last_request;
 }
 
 int
@@ -803,6 +844,12 @@ store_prune(struct store *st, int64_t before, int batch)
 	sqlite3_stmt *s;
 	int n;
 
+	/* What goes may include the newest ids: remember them first. */
+	s = stmt(st, S_SEQ_PUT);
+	sqlite3_bind_int64(s, 1, st->last_job);
+	sqlite3_bind_int64(s, 2, st->last_request);
+	if (run(st, s) != 0)
+		return -1;
 	s = stmt(st, S_PRUNE_REQ);
 	sqlite3_bind_int64(s, 1, before);
 	sqlite3_bind_int(s, 2, batch);

@@ -342,29 +342,93 @@ test_prune_jobs_after_their_requests(void **state)
 	store_close(st);
 }
 
-/* A schema-3 database gets schema 4: the index of every request by job is dropped. */
+/*
+ * A schema-3 database gets schema 4: no index of every request by job, no AUTOINCREMENT,
+ * its rows kept, and the id high-water mark carried over (7 was given, then deleted).
+ */
 static void
 test_migrate_to_4(void **state)
 {
 	struct store *st = fresh();
 	sqlite3 *db;
 	char *cause = NULL;
+	int64_t j, r;
 
 	(void)state;
 	store_close(st);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "CREATE INDEX requests_job ON requests(job);"
-	    " PRAGMA user_version = 3;", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DROP TABLE requests;"
+	    "CREATE TABLE requests (id INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL,"
+	    " install TEXT NOT NULL, type TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,"
+	    " uid INTEGER, pid INTEGER, coalesced INTEGER NOT NULL, enqueued_at INTEGER NOT"
+	    " NULL, finished_at INTEGER);"
+	    "CREATE INDEX requests_job ON requests(job);"
+	    "CREATE INDEX requests_finished ON requests(finished_at) WHERE finished_at IS NOT"
+	    " NULL;"
+	    "CREATE INDEX requests_live ON requests(job, uid) WHERE state = 'queued';"
+	    "INSERT INTO jobs (id, install, type, state, created_at) VALUES (1, '" A "',"
+	    " 'all', 'queued', 1);"
+	    "INSERT INTO requests (id, job, install, type, state, reason, uid, coalesced,"
+	    " enqueued_at) VALUES (6, 1, '" A "', 'all', 'queued', 'kept', 1000, 0, 1),"
+	    " (7, 1, '" A "', 'all', 'queued', NULL, 1000, 0, 1);"
+	    "DELETE FROM requests WHERE id = 7;"
+	    "PRAGMA user_version = 3;", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	st = store_open(path, &cause);
 	if (st == NULL)
 		fail_msg("store_open: %s", cause);
+	store_begin(st);
+	j = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
+	r = store_request_insert(st, j, A, PURGE_PAGE, NULL, 0, 0, 0, 1);
+	store_commit(st);
+	assert_int_equal(j, 2);
+	assert_int_equal(r, 8);
 	store_close(st);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(count(db, "SELECT count(*) FROM sqlite_schema WHERE name ="
-	    " 'requests_job'"), 0);
+	    " 'requests_job' OR sql LIKE '%AUTOINCREMENT%'"), 0);
+	assert_int_equal(count(db, "SELECT count(*) FROM requests WHERE id = 6 AND reason ="
+	    " 'kept' AND uid = 1000"), 1);
+	assert_int_equal(count(db, "SELECT count(*) FROM requests WHERE state = 'queued'"
+	    " AND job = 1"), 1);
 	assert_int_equal(count(db, "PRAGMA user_version"), 4);
 	sqlite3_close(db);
+}
+
+/* Ids are never given twice, even when pruning took the newest rows (no AUTOINCREMENT). */
+static void
+test_ids_survive_pruning(void **state)
+{
+	struct store *st = fresh();
+	char *cause = NULL;
+	int64_t j, r;
+
+	(void)state;
+	store_begin(st);
+	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
+	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1);
+	/* A rolled-back id is not given again either. */
+	store_commit(st);
+	store_begin(st);
+	assert_int_equal(store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1), r + 1);
+	store_rollback(st);
+	store_begin(st);
+	struct store_job row = { .id = j, .state = JOB_DONE, .finished_at = 100 };
+	store_job_update(st, &row);
+	store_requests_finish(st, j, JOB_DONE, 100);
+	store_commit(st);
+	store_begin(st);
+	assert_int_equal(store_prune(st, 200, 10), 2);
+	store_commit(st);
+	store_close(st);
+	st = store_open(path, &cause);
+	if (st == NULL)
+		fail_msg("store_open: %s", cause);
+	store_begin(st);
+	assert_int_equal(store_job_insert(st, A, PURGE_ALL, 0, 0, 1), j + 1);
+	assert_true(store_request_insert(st, j + 1, A, PURGE_ALL, NULL, 0, 0, 0, 1) > r);
+	store_commit(st);
+	store_close(st);
 }
 
 static void
@@ -435,6 +499,7 @@ main(void)
 		cmocka_unit_test(test_prune),
 		cmocka_unit_test(test_prune_jobs_after_their_requests),
 		cmocka_unit_test(test_migrate_to_4),
+		cmocka_unit_test(test_ids_survive_pruning),
 		cmocka_unit_test(test_foreign_and_corrupt),
 		cmocka_unit_test(test_one_daemon_per_database),
 	};
