@@ -201,6 +201,8 @@ get_string(json_object *obj, const char *key, int required, const char **out,
 	return 0;
 }
 
+static __thread json_tokener *tokener;
+
 /*
  * One request object. With body_op >= 0 the op is given (an HTTP body or query decoded
  * as that op) and an "op" field is an unknown field; otherwise "op" names it.
@@ -227,9 +229,13 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 	if (memchr(line, '\0', len) != NULL)
 		return fail(code, cause, "bad_json", "request holds a NUL byte");
 
-	if ((tok = json_tokener_new_ex(PROTO_MAX_DEPTH)) == NULL)
-		fatalx("out of memory");
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	/* One tokener per thread, reset for each request: three allocations fewer each. */
+	if ((tok = tokener) == NULL) {
+		if ((tok = tokener = json_tokener_new_ex(PROTO_MAX_DEPTH)) == NULL)
+			fatalx("out of memory");
+		json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	}
+	json_tokener_reset(tok);
 	obj = json_tokener_parse_ex(tok, line, (int)len);
 	jerr = json_tokener_get_error(tok);
 	if (obj == NULL || jerr != json_tokener_success ||
@@ -404,7 +410,6 @@ out:
 	if (rc != 0)
 		proto_request_free(req);
 	json_object_put(obj);
-	json_tokener_free(tok);
 	return rc;
 }
 
