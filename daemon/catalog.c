@@ -22,7 +22,7 @@ catalog_init(struct catalog *c)
 }
 
 void
-catalog_clear(struct catalog *c)
+catalog_free(struct catalog *c)
 {
 	size_t i;
 
@@ -33,6 +33,13 @@ catalog_clear(struct catalog *c)
 	free(c->v);
 	htab_free(&c->by_id);
 	htab_free(&c->by_name);
+	memset(c, 0, sizeof *c);
+}
+
+void
+catalog_clear(struct catalog *c)
+{
+	catalog_free(c);
 	catalog_init(c);
 }
 
@@ -87,7 +94,7 @@ catalog_add(struct catalog *c, const struct catalog_entry *src)
 void
 catalog_move(struct catalog *dst, struct catalog *src)
 {
-	catalog_clear(dst);
+	catalog_free(dst);
 	*dst = *src;
 	catalog_init(src);
 }

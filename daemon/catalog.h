@@ -36,6 +36,7 @@ struct catalog {
 
 void catalog_init(struct catalog *);
 void catalog_clear(struct catalog *);   /* empty it (fetched_at too) */
+void catalog_free(struct catalog *);    /* free it (catalog_init before any reuse) */
 /*
  * Add an entry (copied). 0, or -1 if its id or name is already there (the first one
  * stays: an install that moved between pages while they were read).

@@ -288,6 +288,6 @@ catalog_free_all(struct queue *q)
 {
 	if (q->fetch.timer != NULL)
 		event_free(q->fetch.timer);
-	catalog_clear(&q->cat);
-	catalog_clear(&q->staging);
+	catalog_free(&q->cat);
+	catalog_free(&q->staging);
 }

@@ -100,6 +100,7 @@ test_lookup_and_suggest(void **state)
 	assert_string_equal(buf, "");
 	catalog_clear(&c);
 	assert_int_equal(catalog_len(&c), 0);
+	catalog_free(&c);
 }
 
 static void
