@@ -820,7 +820,8 @@ cmd_list(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "t:h", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'i':
-			if (!uuid_valid(optarg) && (strlen(optarg) > INSTALL_NAME_MAX ||
+			/* getopt sets optarg for required_argument: never NULL here. */
+			if (!uuid_valid(optarg) && (strlen(optarg) > INSTALL_NAME_MAX || /* NOLINT(clang-analyzer-core.NonNullParamChecker) */
 			    !install_name_valid(optarg)))
 				die(EXIT_USAGE, "--install takes a WP Engine install id (a UUID) "
 				    "or name, not %s", optarg);

@@ -83,7 +83,7 @@ catalog_add(struct catalog *c, const struct catalog_entry *src)
 	e->domain = src->domain != NULL ? xstrdup(src->domain) : NULL;
 	if (c->n == c->cap) {
 		c->cap = c->cap == 0 ? 256 : c->cap * 2;
-		c->v = xrealloc(c->v, c->cap * sizeof *c->v);
+		c->v = xrealloc(c->v, c->cap * sizeof(struct catalog_entry *));
 	}
 	c->v[c->n++] = e;
 	htab_insert(&c->by_id, &e->by_id, htab_hash_str(e->id));

@@ -61,10 +61,10 @@ ops_installs_list(struct queue *q)
 
 	json_object_object_add(o, "ok", json_object_new_boolean(1));
 	arr = json_object_new_array_ext((int)n);
-	v = xcalloc(n + 1, sizeof *v);
+	v = xcalloc(n + 1, sizeof(struct catalog_entry *));
 	for (i = 0; i < n; i++)
 		v[i] = catalog_at(&q->cat, i);
-	qsort(v, n, sizeof *v, by_name);
+	qsort(v, n, sizeof(struct catalog_entry *), by_name);
 	for (i = 0; i < n; i++) {
 		e = json_object_new_object();
 		add_str(e, "name", v[i]->name);

@@ -156,7 +156,7 @@ held_resolve(struct queue *q)
 
 	if (TAILQ_EMPTY(&q->held) || q->cat.fetched_at == 0 || q->broken)
 		return;
-	v = xcalloc(q->nheld, sizeof *v);
+	v = xcalloc(q->nheld, sizeof(struct pending *));
 	TAILQ_FOREACH(h, &q->held, entry) {
 		struct pending *p = xcalloc(1, sizeof *p);
 
