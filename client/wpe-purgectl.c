@@ -71,13 +71,16 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  enqueue INSTALL [-t TYPE] [--reason TEXT] [--wait [--timeout SECONDS]]\n"
-    "                     queue a purge of INSTALL (a UUID); TYPE is object, page, cdn\n"
-    "                     or all (the default)\n"
+    "                     queue a purge of INSTALL (a UUID or an install name); TYPE\n"
+    "                     is object, page, cdn or all (the default)\n"
     "  status ID          show a request\n"
     "  wait ID [--timeout SECONDS]\n"
     "                     wait until a request is done, failed or cancelled\n"
     "  list [--install ID] [--type TYPE] [--state queued|sending] [--limit N]\n"
     "       [--after JOB]  jobs not finished yet (100 at a time), what each waits for\n"
+    "  installs [--refresh]\n"
+    "                     the account's installs: name, environment, domain, id, last\n"
+    "                     purge, queued jobs (--refresh: read them from the API first)\n"
     "  stats              counters\n"
     "  cancel ID          cancel a request\n"
     "  pause | resume     stop / restart sending (requests are still accepted)\n"
@@ -673,8 +676,10 @@ cmd_enqueue(int argc, char **argv)
 	install = argv[optind];
 	if (purge_type_parse(type, &t) != 0)
 		die(EXIT_USAGE, "--type must be object, page, cdn or all, not %s", type);
-	if (!uuid_valid(install))
-		die(EXIT_USAGE, "INSTALL must be a WP Engine install id (a UUID), not %s", install);
+	if (!uuid_valid(install) && (strlen(install) > INSTALL_NAME_MAX ||
+	    !install_name_valid(install)))
+		die(EXIT_USAGE, "INSTALL must be a WP Engine install id (a UUID) or name (3 to 14 "
+		    "lower-case letters and digits, starting with a letter), not %s", install);
 	if (timeout >= 0 && !wait)
 		die(EXIT_USAGE, "--timeout goes with --wait");
 	req = op("enqueue");
@@ -686,8 +691,14 @@ cmd_enqueue(int argc, char **argv)
 	check_answer(o);
 	if (json_out)
 		print_json(o);
+	else if (json_object_object_get(o, "job") == NULL)
+		printf("request %lld queued for %s: held until the installs catalog is read\n",
+		    (long long)iget(o, "id"), install);
 	else
-		printf("request %lld queued: %s job %lld\n", (long long)iget(o, "id"),
+		printf("request %lld queued%s%s%s: %s job %lld\n", (long long)iget(o, "id"),
+		    sget(o, "name") != NULL && !uuid_valid(install) ? " (" : "",
+		    sget(o, "name") != NULL && !uuid_valid(install) ? sget(o, "install") : "",
+		    sget(o, "name") != NULL && !uuid_valid(install) ? ")" : "",
 		    json_object_get_boolean(json_object_object_get(o, "coalesced")) ?
 		    "joined" : "new", (long long)iget(o, "job"));
 	flush_stdout();
@@ -767,15 +778,17 @@ print_list(json_object *o)
 		    json_object_object_get(o, "paused")) ? " (sending is paused)" : "");
 		return;
 	}
-	printf("%-6s %-36s %-6s %-8s %4s %4s %-24s %s\n", "JOB", "INSTALL", "TYPE", "STATE",
-	    "REQS", "TRY", "NEXT/STARTED", "WAITING FOR");
+	printf("%-6s %-36s %-14s %-6s %-8s %4s %4s %-24s %s\n", "JOB", "INSTALL", "NAME",
+	    "TYPE", "STATE", "REQS", "TRY", "NEXT/STARTED", "WAITING FOR");
 	for (i = 0; i < n; i++) {
 		e = json_object_array_get_idx(jobs, i);
 		next = sget(e, "next_attempt_at");
 		if (next == NULL)
 			next = sget(e, "started_at");
-		printf("%-6lld %-36s %-6s %-8s %4lld %4lld %-24s %s", (long long)iget(e, "job"),
-		    sget(e, "install"), sget(e, "type"), sget(e, "state"),
+		printf("%-6lld %-36s %-14s %-6s %-8s %4lld %4lld %-24s %s",
+		    (long long)iget(e, "job"), sget(e, "install"),
+		    sget(e, "name") != NULL ? sget(e, "name") : "-", sget(e, "type"),
+		    sget(e, "state"),
 		    (long long)iget(e, "requests"), (long long)iget(e, "attempts"),
 		    next ? next : "-", sget(e, "waiting_for") ? sget(e, "waiting_for") : "");
 		if (sget(e, "message") != NULL)
@@ -807,9 +820,11 @@ cmd_list(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "t:h", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'i':
-			if (!uuid_valid(optarg))
-				die(EXIT_USAGE, "--install takes a WP Engine install id (a UUID), "
-				    "not %s", optarg);
+			/* getopt sets optarg for required_argument: never NULL here. */
+			if (!uuid_valid(optarg) && (strlen(optarg) > INSTALL_NAME_MAX || /* NOLINT(clang-analyzer-core.NonNullParamChecker) */
+			    !install_name_valid(optarg)))
+				die(EXIT_USAGE, "--install takes a WP Engine install id (a UUID) "
+				    "or name, not %s", optarg);
 			json_object_object_add(req, "install", json_object_new_string(optarg));
 			break;
 		case 't':
@@ -847,6 +862,70 @@ cmd_list(int argc, char **argv)
 		print_json(o);
 	else
 		print_list(o);
+	json_object_put(o);
+	return EXIT_OK;
+}
+
+static const char *
+dash(const char *s)
+{
+	return s != NULL ? s : "-";
+}
+
+static int
+cmd_installs(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "refresh", no_argument, NULL, 'r' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	json_object *req = op("installs"), *o, *arr, *e;
+	size_t i, n;
+	int ch;
+
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'r':
+			json_object_object_add(req, "refresh", json_object_new_boolean(1));
+			break;
+		case 'j': json_out = 1; break;
+		case 'h': sub_help("installs [--json] [--refresh]");
+		default: exit(EXIT_USAGE);
+		}
+	}
+	if (optind != argc)
+		die(EXIT_USAGE, "installs takes options only (see installs --help)");
+	if (use_http)
+		die(EXIT_USAGE, "installs is available over the socket only for now");
+	o = simple(req);
+	check_answer(o);
+	if (json_out) {
+		print_json(o);
+		json_object_put(o);
+		return EXIT_OK;
+	}
+	arr = json_object_object_get(o, "installs");
+	n = arr != NULL ? json_object_array_length(arr) : 0;
+	if (sget(o, "fetched_at") == NULL)
+		printf("the installs catalog has not been read from the API yet%s%s\n",
+		    sget(o, "refresh_error") ? ": " : "",
+		    sget(o, "refresh_error") ? sget(o, "refresh_error") : "");
+	else {
+		printf("%-14s %-11s %-32s %-36s %-24s %s\n", "NAME", "ENVIRONMENT", "DOMAIN",
+		    "ID", "LAST PURGE", "QUEUED");
+		for (i = 0; i < n; i++) {
+			e = json_object_array_get_idx(arr, i);
+			printf("%-14s %-11s %-32s %-36s %-24s %lld\n", sget(e, "name"),
+			    dash(sget(e, "environment")), dash(sget(e, "domain")), sget(e, "id"),
+			    dash(sget(e, "last_purge")), (long long)iget(e, "queued_jobs"));
+		}
+		printf("%zu installs, read from the API %s%s%s\n", n, sget(o, "fetched_at"),
+		    sget(o, "refresh_error") ? "; reading them again failed: " : "",
+		    sget(o, "refresh_error") ? sget(o, "refresh_error") : "");
+	}
 	json_object_put(o);
 	return EXIT_OK;
 }
@@ -945,6 +1024,8 @@ main(int argc, char **argv)
 		return cmd_id(cmd, argc, argv);
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(argc, argv);
+	if (strcmp(cmd, "installs") == 0)
+		return cmd_installs(argc, argv);
 	if (strcmp(cmd, "stats") == 0 ||
 	    strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
 	    strcmp(cmd, "ping") == 0)

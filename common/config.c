@@ -46,6 +46,8 @@ static const struct key {
 	{ "api", "ca_file", K_PATH, offsetof(struct config, ca_file), 1, 4096 },
 	{ "api", "max_in_flight", K_INT, offsetof(struct config, max_in_flight), 1, 64 },
 	{ "api", "timeout", K_DURATION, offsetof(struct config, timeout), 1, 600 },
+	{ "api", "catalog_refresh", K_DURATION, offsetof(struct config, catalog_refresh), 5,
+	    7 * 86400 },
 	{ "limits", "object_interval", K_DURATION,
 	    offsetof(struct config, limits.interval[CLASS_OBJECT]), 0, 86400 },
 	{ "limits", "page_interval", K_DURATION,
@@ -91,6 +93,7 @@ config_defaults(struct config *cfg)
 	cfg->base_url = xstrdup("https://api.wpengineapi.com/v1");
 	cfg->max_in_flight = 4;
 	cfg->timeout = 30;
+	cfg->catalog_refresh = 3600;
 	cfg->limits.interval[CLASS_OBJECT] = 60;
 	cfg->limits.interval[CLASS_PAGE] = 0;
 	cfg->limits.interval[CLASS_CDN] = 0;
@@ -817,8 +820,9 @@ config_print(const struct config *cfg, FILE *f)
 		    CREDENTIAL_NAME);
 	if (cfg->ca_file != NULL)
 		fprintf(f, "ca_file = %s\n", cfg->ca_file);
-	fprintf(f, "max_in_flight = %lld\ntimeout = %llds\n",
-	    (long long)cfg->max_in_flight, (long long)cfg->timeout);
+	fprintf(f, "max_in_flight = %lld\ntimeout = %llds\ncatalog_refresh = %llds\n",
+	    (long long)cfg->max_in_flight, (long long)cfg->timeout,
+	    (long long)cfg->catalog_refresh);
 	if (cfg->api_user != NULL)
 		fprintf(f, "# api user = %s, password = (redacted)\n", cfg->api_user);
 	fprintf(f, "\n[limits]\n");

@@ -62,6 +62,7 @@ struct config {
 	char *ca_file;           /* NULL: system CAs */
 	int64_t max_in_flight;
 	int64_t timeout;
+	int64_t catalog_refresh; /* seconds between fetches of the installs catalog */
 	/* [limits] */
 	struct limits limits;
 	/* [http] */

@@ -27,6 +27,7 @@ static const struct {
 	{ "pause", OP_PAUSE, { NULL } },
 	{ "resume", OP_RESUME, { NULL } },
 	{ "ping", OP_PING, { NULL } },
+	{ "installs", OP_INSTALLS, { "refresh", NULL } },
 };
 
 const char *
@@ -203,6 +204,28 @@ get_string(json_object *obj, const char *key, int required, const char **out,
 
 static __thread json_tokener *tokener;
 
+/* An install as a client names it: a UUID (lower-cased) or an install name. */
+static int
+get_install(const char *s, size_t slen, struct proto_request *req, const char **code,
+    char **cause)
+{
+	size_t j;
+
+	if (slen == 36 && uuid_valid(s)) {
+		for (j = 0; j < 36; j++)
+			req->install[j] = (char)tolower((unsigned char)s[j]);
+		req->install[36] = '\0';
+		return 0;
+	}
+	if (slen <= INSTALL_NAME_MAX && install_name_valid(s)) {
+		memcpy(req->name, s, slen + 1);
+		return 0;
+	}
+	return fail(code, cause, "bad_install", "install must be a WP Engine install id (a "
+	    "UUID) or name (3 to 14 lower-case letters and digits, starting with a letter), "
+	    "not \"%.*s\"", (int)utf8_prefix(s, 64), s);
+}
+
 /*
  * One request object. With body_op >= 0 the op is given (an HTTP body or query decoded
  * as that op) and an "op" field is an unknown field; otherwise "op" names it.
@@ -304,13 +327,8 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 		if (get_string(obj, "install", 0, &s, &slen, code, cause) != 0)
 			goto out;
 		if (s != NULL) {
-			if (slen != 36 || !uuid_valid(s)) {
-				fail(code, cause, "bad_install", "install must be a WP Engine install "
-				    "id (a UUID), not \"%.*s\"", (int)utf8_prefix(s, 64), s);
+			if (get_install(s, slen, req, code, cause) != 0)
 				goto out;
-			}
-			for (j = 0; j < 36; j++)
-				req->install[j] = (char)tolower((unsigned char)s[j]);
 			req->has_install = 1;
 		}
 		if (get_string(obj, "type", 0, &s, &slen, code, cause) != 0)
@@ -346,15 +364,8 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 			goto out;
 		if (s == NULL)
 			s = ""; /* not reached: the field is required */
-		if (slen != 36 || !uuid_valid(s)) {
-			fail(code, cause, "bad_install",
-			    "install must be a WP Engine install id (a UUID), not \"%.*s\"",
-			    (int)utf8_prefix(s, 64), s);
+		if (get_install(s, slen, req, code, cause) != 0)
 			goto out;
-		}
-		for (j = 0; j < 36; j++)
-			req->install[j] = (char)tolower((unsigned char)s[j]);
-		req->install[36] = '\0';
 		if (get_string(obj, "type", 0, &s, &slen, code, cause) != 0)
 			goto out;
 		if (s == NULL)
@@ -400,6 +411,16 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 				goto out;
 			}
 			req->timeout_ms = (int64_t)(d * 1000);
+		}
+		break;
+	case OP_INSTALLS:
+		if (json_object_object_get_ex(obj, "refresh", &v)) {
+			if (!json_object_is_type(v, json_type_boolean)) {
+				fail(code, cause, "bad_type", "field \"%s\" must be true or false",
+				    "refresh");
+				goto out;
+			}
+			req->refresh = json_object_get_boolean(v);
 		}
 		break;
 	default:

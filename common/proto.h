@@ -4,13 +4,16 @@
 
 #include <stdint.h>
 
+#include "util.h"
+
 struct json_object;
 
 /*
  * Bump PROTO_VERSION if any of these change: the ops, their fields, the answers'
- * fields or the error codes. docs/protocol.md describes version 2.
+ * fields or the error codes. docs/protocol.md describes version 3 (3: install names,
+ * the "installs" op, "name" in answers, the unknown_install error).
  */
-#define PROTO_VERSION 2
+#define PROTO_VERSION 3
 
 #define PROTO_MAX_LINE (64 * 1024)   /* longer unterminated line: error, then close */
 #define PROTO_MAX_DEPTH 4            /* JSON nesting allowed in a request */
@@ -25,12 +28,13 @@ enum purge_type { PURGE_OBJECT = 0, PURGE_PAGE, PURGE_CDN, PURGE_ALL };
 
 enum proto_op {
 	OP_ENQUEUE, OP_STATUS, OP_WAIT, OP_LIST, OP_STATS, OP_CANCEL, OP_PAUSE, OP_RESUME,
-	OP_PING
+	OP_PING, OP_INSTALLS
 };
 
 struct proto_request {
 	enum proto_op op;
-	char install[37];       /* enqueue: lower-case UUID */
+	char install[37];       /* enqueue, list: lower-case UUID, or "" when a name is given */
+	char name[INSTALL_NAME_MAX + 1]; /* enqueue, list: an install name instead, or "" */
 	enum purge_type type;   /* enqueue */
 	char *reason;           /* enqueue: optional, NULL if absent */
 	int64_t id;             /* status, wait, cancel */
@@ -40,6 +44,7 @@ struct proto_request {
 	int state;              /* -1: any; 0 queued, 1 sending */
 	int64_t after;          /* jobs with a larger id */
 	int64_t limit;          /* 1..PROTO_LIST_MAX */
+	int refresh;            /* installs: fetch the catalog from the API first */
 };
 
 const char *purge_type_name(enum purge_type);

@@ -317,3 +317,18 @@ uuid_valid(const char *s)
 	}
 	return s[36] == '\0';
 }
+
+int
+install_name_valid(const char *s)
+{
+	size_t i;
+
+	if (s[0] < 'a' || s[0] > 'z')
+		return 0;
+	for (i = 1; s[i] != '\0'; i++) {
+		if (i >= INSTALL_NAME_MAX || !((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= '0' && s[i] <= '9')))
+			return 0;
+	}
+	return i >= 3;
+}

@@ -60,5 +60,8 @@ int parse_int64(const char *, int64_t min, int64_t max, int64_t *out);
 size_t utf8_prefix(const char *s, size_t max);
 /* Is s a canonical UUID (8-4-4-4-12 hex digits)? Upper case is accepted. */
 int uuid_valid(const char *s);
+/* Is s a WP Engine install name (^[a-z][a-z0-9]{2,13}$)? */
+#define INSTALL_NAME_MAX 14
+int install_name_valid(const char *s);
 
 #endif

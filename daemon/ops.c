@@ -67,9 +67,14 @@ ops_enqueue_answer(const struct queue_placed *pl)
 	json_object *o = answer_ok();
 
 	json_object_object_add(o, "id", json_object_new_int64(pl->request_id));
-	json_object_object_add(o, "job", json_object_new_int64(pl->job_id));
+	json_object_object_add(o, "job", pl->held ? NULL : json_object_new_int64(pl->job_id));
 	json_object_object_add(o, "coalesced", json_object_new_boolean(pl->coalesced));
 	json_object_object_add(o, "state", json_object_new_string("queued"));
+	add_str(o, "install", pl->install[0] != '\0' ? pl->install : NULL);
+	add_str(o, "name", pl->name[0] != '\0' ? pl->name : NULL);
+	if (pl->held)
+		add_str(o, "waiting_for", "the installs catalog (the name is resolved once it "
+		    "is read)");
 	return o;
 }
 
@@ -98,10 +103,11 @@ ops_status_object(const struct store_status *ss, int64_t requester, int admin)
 	int mine = admin || ss->uid == requester;
 
 	json_object_object_add(o, "id", json_object_new_int64(ss->id));
-	add_str(o, "install", ss->install);
+	add_str(o, "install", ss->install[0] != '\0' ? ss->install : NULL);
+	add_str(o, "name", ss->name[0] != '\0' ? ss->name : NULL);
 	add_str(o, "type", purge_type_name(ss->type));
 	add_str(o, "state", job_state_name(ss->state));
-	json_object_object_add(o, "job", json_object_new_int64(ss->job));
+	json_object_object_add(o, "job", ss->job == 0 ? NULL : json_object_new_int64(ss->job));
 	add_str(o, "job_type", purge_type_name(ss->job_type));
 	json_object_object_add(o, "attempts", json_object_new_int(ss->attempts));
 	json_object_object_add(o, "http_status", ss->http_status == 0 ? NULL :
@@ -137,7 +143,13 @@ ops_status(struct queue *q, int64_t id, const struct ops_caller *c)
 	if (rc == 0)
 		return ops_error("not_found", "there is no request %lld (it may have been "
 		    "pruned after the retention period)", (long long)id);
+	/* The install's name as the catalog says now (it may have been renamed). */
+	if (ss.install[0] != '\0' && catalog_by_id(&q->cat, ss.install) != NULL)
+		snprintf(ss.name, sizeof ss.name, "%s", names_of(q, ss.install));
 	o = ops_status_object(&ss, c->requester, c->admin);
+	if (!state_final(ss.state) && ss.job == 0)
+		add_str(o, "waiting_for", "the installs catalog (the name is resolved once it "
+		    "is read)");
 	/* While it waits, say when it may go out next. */
 	if (!state_final(ss.state) && (j = job_find(q, ss.job)) != NULL &&
 	    j->state == JOB_QUEUED)
@@ -297,6 +309,8 @@ list_entry(struct queue *q, const struct job *j, int64_t now)
 
 	json_object_object_add(e, "job", json_object_new_int64(j->id));
 	add_str(e, "install", j->install->id);
+	add_str(e, "name", catalog_by_id(&q->cat, j->install->id) != NULL ?
+	    names_of(q, j->install->id) : NULL);
 	add_str(e, "type", purge_type_name(j->type));
 	add_str(e, "state", job_state_name(j->state));
 	json_object_object_add(e, "requests", json_object_new_int(j->nreq));
@@ -359,15 +373,30 @@ ops_healthy(struct queue *q)
 }
 
 json_object *
-ops_list_visible(struct queue *q, const struct proto_request *req,
+ops_list_visible(struct queue *q, const struct proto_request *oreq,
     int (*visible)(const void *, const char *), const void *arg)
 {
-	json_object *o = answer_ok(), *arr = json_object_new_array();
+	json_object *o, *arr;
 	struct job *j, *v[PURGE_NTYPES * 4 + 64], **jobs = v;
 	struct install *in;
+	struct proto_request named, *req = &named;
 	int64_t now = queue_now(), last = 0, total = 0, shown = 0;
 	size_t n = 0, i, pos;
+	char near[96];
 
+	named = *oreq;
+	if (req->has_install && req->install[0] == '\0') {
+		/* A name: its install's jobs; no fetch for a list (it only reads). */
+		if (catalog_by_name(&q->cat, req->name) == NULL) {
+			catalog_suggest_text(&q->cat, req->name, near, sizeof near);
+			return ops_error("unknown_install", "no install named \"%s\" in the "
+			    "installs catalog%s%s", req->name, near[0] != '\0' ? "; " : "", near);
+		}
+		memcpy(named.install, catalog_by_name(&q->cat, req->name)->id,
+		    sizeof named.install);
+	}
+	o = answer_ok();
+	arr = json_object_new_array();
 	if (req->has_install) {
 		if ((in = install_get(q, req->install, 0)) != NULL) {
 			if ((size_t)in->njobs > sizeof v / sizeof v[0])
@@ -455,6 +484,9 @@ ops_stats(struct queue *q, int connections)
 	ADD(o, "waiters", s->waiters);
 	ADD(o, "connections", connections);
 	ADD(o, "uptime", (clock_wall_ms() - q->started_wall) / 1000);
+	ADD(o, "unknown_installs", s->unknown_installs);
+	ADD(o, "held_requests", q->nheld);
+	json_object_object_add(o, "catalog", ops_catalog_stats(q));
 #undef ADD
 	json_object_object_add(o, "paused", json_object_new_boolean(q->paused));
 	json_object_object_add(o, "storage_failing", json_object_new_boolean(q->broken));

@@ -61,6 +61,27 @@ json_object *ops_pause(struct queue *, int paused);
 /* A one-line summary for sd_notify STATUS=. */
 void ops_summary(struct queue *, char *buf, size_t len);
 
+/*
+ * The installs catalog (ops-installs.c). ops_installs answers the whole catalog (sorted by
+ * name: name, environment, domain, id, account, last purge, queued jobs) at once and
+ * returns NULL; with req->refresh it first reads it again from the API (an administrator
+ * any time, anyone else at most once a minute) and returns a waiter that answers through
+ * cb once that fetch settled, unless cancelled first with ops_wait_cancel.
+ */
+struct waiter *ops_installs(struct queue *, const struct proto_request *,
+    const struct ops_caller *, queue_answer_cb, void *arg);
+json_object *ops_installs_list(struct queue *);
+json_object *ops_catalog_stats(struct queue *);
+/*
+ * Resolve what a client calls an install (a UUID or a name) with the catalog as it is:
+ * 1 and id (and name, "" if the catalog does not know it) filled; 0 for a name the
+ * catalog does not know (or a malformed one). A UUID always resolves. No fetch.
+ */
+int ops_install_resolve(struct queue *, const char *what, char id[37],
+    char name[INSTALL_NAME_MAX + 1]);
+/* The catalog itself, to walk with catalog_len/catalog_at (catalog.h); never NULL. */
+const struct catalog *ops_catalog(struct queue *);
+
 /* For the queue's own asynchronous answers. */
 json_object *ops_error(const char *code, const char *fmt, ...) printflike(2, 3);
 json_object *ops_enqueue_answer(const struct queue_placed *);

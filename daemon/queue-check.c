@@ -126,9 +126,40 @@ queue_check(struct queue *q)
 	/* O(requesters x jobs): small queues only. */
 	if ((int64_t)htab_len(&q->requesters) * t.njobs < 1000000)
 		htab_foreach(&q->requesters, check_requester, &t);
-	CHECK(q->stats.waiters == (int64_t)htab_len(&q->waiters_req) &&
-	    htab_len(&q->waiters_req) == htab_len(&q->waiters_job),
-	    "every waiter is found by request and by job");
+	{
+		const struct waiter *w;
+		const struct held *h;
+		const struct pending *p;
+		int64_t ncw = 0, nh = 0, nrel = 0;
+
+		TAILQ_FOREACH(w, &q->fetch.waiters, entry)
+			ncw++;
+		CHECK(q->stats.waiters == (int64_t)htab_len(&q->waiters_req) + ncw &&
+		    htab_len(&q->waiters_req) == htab_len(&q->waiters_job),
+		    "every waiter is found by request and by job, or waits for the catalog");
+		CHECK(ncw == 0 || q->fetch.running, "catalog waiters wait for a fetch under way");
+		/* Requests by name held for a first catalog. */
+		TAILQ_FOREACH(h, &q->held, entry) {
+			nh++;
+			CHECK(h->id > 0 && install_name_valid(h->name) && h->type < PURGE_NTYPES,
+			    "a held request has an id, a valid name and a type");
+		}
+		CHECK(nh == (int64_t)q->nheld, "the held count is kept");
+		CHECK(q->broken || q->cat.fetched_at == 0 || nh == 0,
+		    "no request waits for a catalog once one is loaded");
+		/* Enqueues waiting for a fetch, and those it released. */
+		TAILQ_FOREACH(p, &q->resolving, entry)
+			CHECK(!p->resolved_once && p->req.install[0] == '\0',
+			    "a waiting enqueue is a name that has not waited before");
+		CHECK(TAILQ_EMPTY(&q->resolving) || q->fetch.running,
+		    "enqueues wait only for a fetch under way");
+		TAILQ_FOREACH(p, &q->pending, entry)
+			nrel += p->resolved_once;
+		CHECK(nrel == q->nreleased, "the released count is kept");
+		CHECK(catalog_len(&q->cat) == htab_len(&q->cat.by_id) &&
+		    catalog_len(&q->cat) == htab_len(&q->cat.by_name),
+		    "every catalog entry is found by id and by name");
+	}
 	if (!q->paused && !q->stopping && !q->broken) {
 		CHECK(TAILQ_EMPTY(&q->ring) ||
 		    queue_in_flight(q) >= q->cfg->max_in_flight ||

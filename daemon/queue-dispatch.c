@@ -159,8 +159,10 @@ job_launch(struct queue *q, struct job *j, int64_t now)
 	q->stats.api_calls++;
 	if (j->attempts > 1)
 		q->stats.retries++;
-	log_info("job %lld: sending %s purge of %s (attempt %d)", (long long)j->id,
-	    purge_type_name(j->type), j->install->id, j->attempts);
+	log_info("job %lld: sending %s purge of %s%s%s%s (attempt %d)", (long long)j->id,
+	    purge_type_name(j->type), j->install->id,
+	    names_of(q, j->install->id)[0] != '\0' ? " (" : "", names_of(q, j->install->id),
+	    names_of(q, j->install->id)[0] != '\0' ? ")" : "", j->attempts);
 }
 
 /*
@@ -394,6 +396,7 @@ queue_shutdown(struct queue *q, int64_t grace_ms, void (*done)(void *), void *ar
 {
 	struct timeval tv = { grace_ms / 1000, (grace_ms % 1000) * 1000 };
 
+	catalog_stop(q);     /* enqueues waiting for it go into this last commit */
 	q->stopping = 1;
 	q->stopped_cb = done;
 	q->stopped_arg = arg;

@@ -10,10 +10,11 @@
 #include "util.h"
 
 /* What a group commit changed in memory, undone in reverse if the commit fails. */
-enum undo_kind { U_NEW, U_ABSORB, U_MEMBER };
+enum undo_kind { U_NEW, U_ABSORB, U_MEMBER, U_HELD };
 struct undo {
 	enum undo_kind kind;
 	struct job *j;
+	struct held *h;
 	int64_t uid;
 };
 struct undo_log {
@@ -34,6 +35,8 @@ queue_enqueue(struct queue *q, const struct proto_request *req, int64_t requeste
 	p->name = name != NULL ? xstrdup(name) : NULL;
 	p->cb = cb;
 	p->arg = arg;
+	p->seq = ++q->seq;
+	TAILQ_INIT(&p->followers);
 	if (TAILQ_EMPTY(&q->pending))
 		q->pending_since = queue_now();
 	TAILQ_INSERT_TAIL(&q->pending, p, entry);
@@ -56,6 +59,7 @@ queue_enqueue_forget(struct queue *q, void *arg)
 		if (p->arg == arg)
 			p->cb = NULL;
 	}
+	resolving_forget(q, arg);
 }
 
 int
@@ -67,6 +71,14 @@ queue_progressing(struct queue *q, int64_t max_ms)
 	    (TAILQ_EMPTY(&q->unsynced) || now - q->unsynced_since <= max_ms);
 }
 
+void
+pending_free(struct pending *p)
+{
+	proto_request_free(&p->req);
+	free(p->name);
+	free(p);
+}
+
 static void
 answer(struct pending *p, json_object *o)
 {
@@ -74,9 +86,7 @@ answer(struct pending *p, json_object *o)
 		p->cb(p->arg, o);
 	else
 		json_object_put(o);
-	proto_request_free(&p->req);
-	free(p->name);
-	free(p);
+	pending_free(p);
 }
 
 /*
@@ -96,7 +106,14 @@ queue_deliver(struct queue *q, int all)
 	done = store_durable(q->store);
 	/* The analyzer cannot follow TAILQ_REMOVE's tqh_last update: a known false positive. */
 	while ((p = TAILQ_FIRST(&q->unsynced)) != NULL && p->gen <= done) { /* NOLINT(clang-analyzer-unix.Malloc) */
+		struct pending *r;
+
 		TAILQ_REMOVE(&q->unsynced, p, entry);
+		/* Behind an earlier enqueue of the same client that waits for the catalog. */
+		if (p->cb != NULL && (r = resolving_before(q, p)) != NULL) {
+			TAILQ_INSERT_TAIL(&r->followers, p, entry);
+			continue;
+		}
 		answer(p, p->answer);
 	}
 	if (p != NULL)
@@ -112,7 +129,21 @@ undo_push(struct undo_log *u, enum undo_kind kind, struct job *j, int64_t uid)
 	}
 	u->v[u->n].kind = kind;
 	u->v[u->n].j = j;
+	u->v[u->n].h = NULL;
 	u->v[u->n++].uid = uid;
+}
+
+struct undo_log *
+undo_new(void)
+{
+	return xcalloc(1, sizeof(struct undo_log));
+}
+
+void
+undo_free(struct undo_log *u)
+{
+	free(u->v);
+	free(u);
 }
 
 /*
@@ -155,31 +186,57 @@ absorb_mark(struct job *t, int64_t into, int d)
  * every memory change is logged in u so that a failed commit can undo it. 0 placed,
  * 1 refused (the queue or the requester is full: p->out says why), -1 storage error.
  */
-static int
-place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
+int
+enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 {
-	struct install *in = install_get(q, p->req.install, 0);
+	struct install *in;
 	enum purge_type types[PURGE_NTYPES * 2];
 	struct job *queued[PURGE_NTYPES * 2], *j, *t;
+	struct held *h;
 	int64_t uid = p->requester;
 	char msg[64];
 	size_t n = 0, i;
-	int idx = -1;
+	int idx = -1, rc;
 
+	if (p->req.install[0] == '\0') {
+		/* A name: resolved at once, held for a first catalog, or waiting for a fetch. */
+		switch (names_resolve(q, p)) {
+		case RESOLVE_UNKNOWN:
+			return 1;
+		case RESOLVE_WAIT:
+			p->out.resolving = 1;
+			return 2;
+		case RESOLVE_HOLD:
+			if ((rc = held_place(q, p, now_wall, &h)) != 0)
+				return rc;
+			undo_push(u, U_HELD, NULL, 0);
+			u->v[u->n - 1].h = h;
+			return 0;
+		case RESOLVED:
+		default:
+			break;
+		}
+	}
+	in = install_get(q, p->req.install, 0);
+	memcpy(p->out.install, p->req.install, sizeof p->out.install);
+	snprintf(p->out.name, sizeof p->out.name, "%s", p->req.name[0] != '\0' ?
+	    p->req.name : names_of(q, p->req.install));
 	if (in != NULL) {
 		n = install_queued(in, NULL, queued, types, sizeof queued / sizeof queued[0]);
 		idx = sched_coalesce(p->req.type, types, n);
 	}
 	if (idx >= 0) {
 		j = queued[idx];
-		if (member_find(j, uid) == NULL && user_full(q, p, 0))
+		/* A held request was accepted long ago: it is not refused now. */
+		if (p->held_id == 0 && member_find(j, uid) == NULL && user_full(q, p, 0))
 			return 1;
 		p->out.coalesced = 1;
 	} else {
 		int64_t nb = SCHED_NEVER, id, mine = 0;
 		int attempts = 0, absorbs = p->req.type == PURGE_ALL ? (int)n : 0;
 
-		if (absorbs == 0 && (int64_t)htab_len(&q->jobs) >= q->limits.max_queued) {
+		if (p->held_id == 0 && absorbs == 0 &&
+		    (int64_t)htab_len(&q->jobs) >= q->limits.max_queued) {
 			p->out.error = "queue_full";
 			snprintf(p->out.message, sizeof p->out.message, "the queue holds %zu "
 			    "unfinished purges, the most max_queued allows; try again when some "
@@ -188,7 +245,7 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 		}
 		for (i = 0; i < (size_t)absorbs; i++)
 			mine += member_find(queued[i], uid) != NULL;
-		if (user_full(q, p, mine))
+		if (p->held_id == 0 && user_full(q, p, mine))
 			return 1;
 		if (in == NULL)
 			in = install_get(q, p->req.install, 1);
@@ -220,8 +277,14 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
 		}
 	}
 	p->out.job_id = j->id;
-	p->out.request_id = store_request_insert(q->store, j->id, in->id, p->req.type,
-	    p->req.reason, uid, (int64_t)p->pid, p->out.coalesced, now_wall);
+	if (p->held_id != 0) {
+		p->out.request_id = p->held_id;
+		if (store_held_resolve(q->store, p->held_id, j->id, in->id, p->out.coalesced) != 0)
+			return -1;
+	} else
+		p->out.request_id = store_request_insert(q->store, j->id, in->id, p->req.type,
+		    p->req.reason, uid, (int64_t)p->pid, p->out.coalesced, now_wall,
+		    p->out.name);
 	if (p->out.request_id < 0)
 		return -1;
 	member_add(q, j, uid, 1);
@@ -235,16 +298,22 @@ place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_log *u)
  * schedule the new jobs (not those a later "all" of the same batch absorbed), then let
  * the absorbed ones go, their requesters and waiters moving to the job taking over.
  */
-static void
-settle(struct queue *q, struct undo_log *u, int failed)
+void
+enqueue_settle(struct queue *q, struct undo_log *u, int failed)
 {
 	int64_t now = queue_now(), into;
 	struct job *j;
 	size_t i;
 
+	for (i = 0; i < u->n; i++) {
+		if (u->v[i].kind == U_HELD)
+			held_settle(q, u->v[i].h, failed);
+	}
 	if (failed) {
 		for (i = u->n; i-- > 0;) {
 			j = u->v[i].j;
+			if (u->v[i].kind == U_HELD)
+				continue;
 			if (u->v[i].kind == U_MEMBER)
 				member_sub(q, j, u->v[i].uid);
 			else if (u->v[i].kind == U_ABSORB)
@@ -283,7 +352,7 @@ queue_flush(struct queue *q)
 	json_object *o;
 	int64_t now_wall = clock_wall_ms();
 	int failed = 0, n = 0;
-	char err[256] = "";
+	char err[256] = "", what[128];
 	uint64_t gen = 0;
 
 	q->flush_armed = 0;
@@ -303,7 +372,7 @@ queue_flush(struct queue *q)
 		if (store_begin(q->store) != 0)
 			failed = 1;
 		TAILQ_FOREACH(p, &batch, entry) {
-			if (failed || place(q, p, now_wall, &u) < 0) {
+			if (failed || enqueue_place(q, p, now_wall, &u) < 0) {
 				failed = 1;
 				break;
 			}
@@ -324,7 +393,7 @@ queue_flush(struct queue *q)
 			log_error("could not commit %d request(s): %s", n, err);
 		}
 	}
-	settle(q, &u, failed);
+	enqueue_settle(q, &u, failed);
 	free(u.v);
 	if (!failed) {
 		q->stats.commits++;
@@ -333,26 +402,43 @@ queue_flush(struct queue *q)
 
 	while ((p = TAILQ_FIRST(&batch)) != NULL) {
 		TAILQ_REMOVE(&batch, p, entry);
+		if (p->resolved_once)
+			q->nreleased--;
+		if (!failed && p->out.resolving) {
+			/* Its name asked for a catalog fetch: it is answered once that ends. */
+			resolving_add(q, p);
+			continue;
+		}
 		if (failed)
 			o = ops_error("storage", "the request was not queued: the queue database "
 			    "failed (%s); try again", err);
 		else if (p->out.error != NULL) {
-			q->stats.rejected_full++;
+			if (strcmp(p->out.error, "queue_full") == 0)
+				q->stats.rejected_full++;
+			else
+				q->stats.unknown_installs++;
 			o = ops_error(p->out.error, "%s", p->out.message);
 		} else {
 			q->stats.requests++;
 			q->stats.requests_type[p->req.type]++;
 			if (p->out.coalesced)
 				q->stats.coalesced++;
+			if (p->out.held)
+				snprintf(what, sizeof what, "%s (held until the installs catalog "
+				    "is read)", p->req.name);
+			else if (p->out.name[0] != '\0')
+				snprintf(what, sizeof what, "%s (%s)", p->out.install, p->out.name);
+			else
+				snprintf(what, sizeof what, "%s", p->out.install);
 			if (p->name != NULL)
 				log_info("request %lld: %s purge of %s from %s, %s job %lld",
 				    (long long)p->out.request_id, purge_type_name(p->req.type),
-				    p->req.install, p->name, p->out.coalesced ? "joined" : "new",
+				    what, p->name, p->out.coalesced ? "joined" : "new",
 				    (long long)p->out.job_id);
 			else
 				log_info("request %lld: %s purge of %s from uid %ld pid %ld, %s "
 				    "job %lld", (long long)p->out.request_id,
-				    purge_type_name(p->req.type), p->req.install,
+				    purge_type_name(p->req.type), what,
 				    (long)p->requester, (long)p->pid,
 				    p->out.coalesced ? "joined" : "new", (long long)p->out.job_id);
 			o = ops_enqueue_answer(&p->out);
@@ -366,6 +452,8 @@ queue_flush(struct queue *q)
 		if (TAILQ_EMPTY(&q->unsynced))
 			q->unsynced_since = queue_now();
 		TAILQ_INSERT_TAIL(&q->unsynced, p, entry);
+		/* The answers that waited behind it go right after it. */
+		TAILQ_CONCAT(&q->unsynced, &p->followers, entry);
 	}
 	queue_run(q);     /* a job it starts syncs the store: the answers may go at once */
 	queue_deliver(q, 0);

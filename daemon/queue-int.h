@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+#include "catalog.h"
 #include "heap.h"
 #include "htab.h"
 #include "order.h"
@@ -28,6 +29,8 @@
  *   SLOT_READY   ready: in the ready heap of each of its requesters (oldest job first);
  *                requesters with ready jobs take turns (q->ring), one job each.
  */
+TAILQ_HEAD(waiters, waiter);
+
 #define container_of(p, type, field) \
 	((type *)(void *)((char *)(p) - offsetof(type, field)))
 
@@ -96,9 +99,20 @@ struct job {
 	TAILQ_ENTRY(job) ientry; /* install->jobs */
 };
 
-/* An enqueue waiting for this loop turn's group commit. */
+TAILQ_HEAD(pendings, pending);
+
+/*
+ * An enqueue waiting for this loop turn's group commit. One naming an install the catalog
+ * does not know waits in q->resolving for the catalog fetch it asked for, then joins a
+ * later commit; answers of the same client that come after it wait (as its followers)
+ * until its answer is in q->unsynced, so every client's answers stay in request order.
+ */
 struct pending {
 	struct proto_request req;
+	uint64_t seq;            /* arrival order */
+	int64_t held_id;         /* a held request resolving (no answer owed), or 0 */
+	int resolved_once;       /* back from q->resolving: unknown now means unknown */
+	struct pendings followers;
 	int64_t requester;
 	pid_t pid;
 	char *name;              /* NULL: a Unix-socket peer, logged as uid and pid */
@@ -109,9 +123,39 @@ struct pending {
 	uint64_t gen;
 	TAILQ_ENTRY(pending) entry;
 };
-TAILQ_HEAD(pendings, pending);
 
-TAILQ_HEAD(waiters, waiter);
+/*
+ * A request by a name before any catalog was ever loaded: accepted, stored with job 0,
+ * resolved (joining or making a job, or failing as unknown_install) when one arrives.
+ * Invariant: none exists while q->cat.fetched_at != 0.
+ */
+struct held {
+	int64_t id;
+	int64_t requester;
+	pid_t pid;
+	enum purge_type type;
+	char name[INSTALL_NAME_MAX + 1];
+	TAILQ_ENTRY(held) entry;
+};
+TAILQ_HEAD(helds, held);
+
+/* The catalog fetch under way (queue-catalog.c). */
+struct catfetch {
+	int running;             /* a fetch is under way (a page at the API or waiting) */
+	int in_flight;           /* a page is at the API */
+	int64_t offset;          /* of the page asked for (-1: unknown, a cursor query) */
+	char query[257];
+	int pages, restarts, skipped;
+	int64_t first_count;     /* "count" on its first page, -1: none */
+	int count_changed;       /* "count" moved while paging: read it again */
+	struct catalog_backoff backoff;
+	int64_t started;         /* mono ms */
+	int64_t last_unknown;    /* mono ms an unknown name last started one, or SCHED_NEVER */
+	struct event *timer;     /* a page's retry, or the next periodic fetch */
+	char error[256];         /* why the last fetch failed ("" if it did not) */
+	struct waiters waiters;  /* installs --refresh, answered when this fetch settles */
+};
+
 struct waiter {
 	struct queue *q;
 	struct hnode by_req;     /* q->waiters_req, while waiting */
@@ -142,6 +186,14 @@ struct queue {
 	TAILQ_HEAD(, requester) ring;
 	int64_t nqueued, nsending;
 	struct pendings pending;
+	struct pendings resolving; /* enqueues of unknown names waiting for a fetch */
+	int nreleased;           /* of those, back in q->pending and not committed yet */
+	uint64_t seq;
+	struct catalog cat;      /* the account's installs (fetched_at 0: never loaded) */
+	struct catalog staging;  /* the pages the fetch under way has read */
+	struct catfetch fetch;
+	struct helds held;
+	size_t nheld;
 	int64_t pending_since;   /* monotonic ms the oldest uncommitted enqueue arrived */
 	struct pendings unsynced; /* committed, answered once the disk has them */
 	int64_t unsynced_since;
@@ -231,6 +283,9 @@ void waiters_wake(struct queue *, int64_t request_id, int64_t job_id);
 void waiters_recheck(struct queue *);
 void waiters_move(struct queue *, int64_t from, int64_t to);
 void waiters_free_all(struct queue *);
+struct waiter *waiter_catalog_new(struct queue *, int64_t requester, int admin,
+    queue_answer_cb, void *arg);
+void waiters_catalog_done(struct queue *);
 
 /* queue-prune.c */
 void prune_arm(struct queue *, int64_t finished_wall);
@@ -239,7 +294,34 @@ void prune_start(struct queue *);
 /* queue-check.c */
 void queue_check(struct queue *);
 
+/* queue-names.c: names, held requests, enqueues waiting for a fetch */
+enum resolve { RESOLVED = 0, RESOLVE_UNKNOWN, RESOLVE_HOLD, RESOLVE_WAIT };
+enum resolve names_resolve(struct queue *, struct pending *);
+int held_place(struct queue *, struct pending *, int64_t now_wall, struct held **);
+void held_settle(struct queue *, struct held *, int failed);
+void held_free_all(struct queue *);
+int held_load(struct queue *);
+void held_resolve(struct queue *);
+void resolving_add(struct queue *, struct pending *);
+void resolving_release(struct queue *);
+struct pending *resolving_before(struct queue *, const struct pending *);
+void resolving_forget(struct queue *, void *arg);
+void resolving_free_all(struct queue *);
+void pending_free(struct pending *);
+const char *names_of(struct queue *, const char *install);
+
+/* queue-catalog.c: fetching the catalog */
+void catalog_start(struct queue *);
+void catalog_want(struct queue *, int unknown_name);
+void catalog_stop(struct queue *);
+void catalog_free_all(struct queue *);
+
 /* queue-enqueue.c */
+struct undo_log;
+int enqueue_place(struct queue *, struct pending *, int64_t now_wall, struct undo_log *);
+struct undo_log *undo_new(void);
+void undo_free(struct undo_log *);
+void enqueue_settle(struct queue *, struct undo_log *, int failed);
 void queue_enqueue(struct queue *, const struct proto_request *, int64_t requester, pid_t,
     const char *name, queue_answer_cb, void *arg);
 void queue_enqueue_forget(struct queue *, void *arg);

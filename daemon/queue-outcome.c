@@ -184,6 +184,9 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 		goto fail;
 	if (final && store_requests_finish(q->store, j->id, nstate, now_wall) != 0)
 		goto fail;
+	if (nstate == JOB_DONE && catalog_by_id(&q->cat, in->id) != NULL &&
+	    store_catalog_purged(q->store, in->id, now_wall) != 0)
+		goto fail;
 	/*
 	 * The outcome is not waited for on disk: it is synced with the next sync. A power
 	 * cut before that leaves "sending" with the window of the start, which was synced:
@@ -196,11 +199,15 @@ queue_sent(void *arg, void *job, const struct send_result *r)
 	/* Committed: now memory. */
 	q->store_failing = 0;
 	memcpy(in->cls, ncls, sizeof ncls);
+	if (nstate == JOB_DONE && catalog_by_id(&q->cat, in->id) != NULL)
+		catalog_by_id(&q->cat, in->id)->last_purge = now_wall;
 	j->http_status = r->transport_ok ? r->status : 0;
 	job_set_message(j, nmsg);
 	log_msg(out == OUTCOME_DONE ? LOG_INFO : LOG_WARNING,
-	    "job %lld: %s purge of %s: %s (%s) after %.2fs%s", (long long)j->id,
-	    purge_type_name(j->type), in->id, sched_outcome_name(out), msg, r->seconds,
+	    "job %lld: %s purge of %s%s%s%s: %s (%s) after %.2fs%s", (long long)j->id,
+	    purge_type_name(j->type), in->id, names_of(q, in->id)[0] != '\0' ? " (" : "",
+	    names_of(q, in->id), names_of(q, in->id)[0] != '\0' ? ")" : "",
+	    sched_outcome_name(out), msg, r->seconds,
 	    nstate == JOB_CANCELLED ? ", dropped: no request needs it any more" :
 	    final ? "" : into != NULL ? ", will retry as part of a queued job" :
 	    ", will retry");

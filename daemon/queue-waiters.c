@@ -227,5 +227,38 @@ free_one(struct hnode *n, void *arg)
 void
 waiters_free_all(struct queue *q)
 {
+	struct waiter *w;
+
 	htab_foreach(&q->waiters_req, free_one, NULL);
+	/* The analyzer cannot follow TAILQ_REMOVE in waiter_free: a known false positive. */
+	while ((w = TAILQ_FIRST(&q->fetch.waiters)) != NULL) /* NOLINT(clang-analyzer-unix.Malloc) */
+		waiter_free(w); /* NOLINT(clang-analyzer-unix.Malloc) */
+}
+
+/* A client waiting for the catalog fetch under way (installs --refresh). */
+struct waiter *
+waiter_catalog_new(struct queue *q, int64_t requester, int admin, queue_answer_cb cb,
+    void *arg)
+{
+	struct waiter *w = xcalloc(1, sizeof *w);
+
+	w->q = q;
+	w->requester = requester;
+	w->admin = admin;
+	w->cb = cb;
+	w->arg = arg;
+	TAILQ_INSERT_TAIL(&q->fetch.waiters, w, entry);
+	w->batch = &q->fetch.waiters;
+	q->stats.waiters++;
+	return w;
+}
+
+/* The fetch settled: each waiter gets the catalog as it is now. */
+void
+waiters_catalog_done(struct queue *q)
+{
+	struct waiter *w;
+
+	while ((w = TAILQ_FIRST(&q->fetch.waiters)) != NULL)
+		waiter_answer(w, ops_installs_list(q));
 }

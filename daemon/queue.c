@@ -269,6 +269,12 @@ queue_create(struct event_base *base, struct config *cfg, struct store *store)
 	TAILQ_INIT(&q->ring);
 	TAILQ_INIT(&q->pending);
 	TAILQ_INIT(&q->unsynced);
+	TAILQ_INIT(&q->resolving);
+	TAILQ_INIT(&q->held);
+	TAILQ_INIT(&q->fetch.waiters);
+	catalog_init(&q->cat);
+	catalog_init(&q->staging);
+	q->fetch.last_unknown = SCHED_NEVER;
 	q->timer_at = INT64_MAX;
 	if (store_durable_fd(store) != -1 && ((q->durable_ev = event_new(base,
 	    store_durable_fd(store), EV_READ | EV_PERSIST, durable_cb, q)) == NULL ||
@@ -478,12 +484,17 @@ queue_rebuild(struct queue *q)
 	pos = 0;
 	while ((j = order_next(&q->order, &pos)) != NULL)
 		job_sched(q, j, now);
+	if (held_load(q) != 0) {
+		q->broken = 1;
+		return -1;
+	}
 	if (q->broken) {
 		q->broken = 0;
 		q->stats.rebuilds++;
 		log_notice("the queue database takes writes again; queue rebuilt from it");
 		waiters_recheck(q);
 	}
+	held_resolve(q);     /* requests by name stored before a catalog was */
 	return n;
 fail:
 	free(rows.v);
@@ -542,8 +553,14 @@ queue_start(struct queue *q)
 {
 	int n;
 
+	if (store_catalog_load(q->store, &q->cat) != 0)
+		return -1;
 	if ((n = queue_rebuild(q)) < 0)
 		return -1;
+	if (q->cat.fetched_at != 0)
+		log_info("installs catalog: %zu installs, read %lld s ago", catalog_len(&q->cat),
+		    (long long)((clock_wall_ms() - q->cat.fetched_at) / 1000));
+	catalog_start(q);
 	if (n > 0)
 		log_notice("%d job(s) were being sent when the daemon stopped; queued again, "
 		    "their installs' windows start now", n);
@@ -568,6 +585,8 @@ queue_free(struct queue *q)
 	struct job **v;
 	size_t n, i;
 
+	resolving_free_all(q);
+	held_free_all(q);
 	while ((p = TAILQ_FIRST(&q->pending)) != NULL) {
 		TAILQ_REMOVE(&q->pending, p, entry);
 		proto_request_free(&p->req);
@@ -585,6 +604,7 @@ queue_free(struct queue *q)
 		event_free(q->durable_ev);
 	waiters_free_all(q);
 	sender_free(q->sender);
+	catalog_free_all(q);
 	v = queue_jobs(q, &n);
 	for (i = 0; i < n; i++)
 		job_free(q, v[i]);

@@ -34,6 +34,9 @@ struct queue_stats {
 	    api_other, api_transport;
 	uint64_t retries, done, failed, commits, storage_errors, rebuilds;
 	int64_t waiters;
+	/* The installs catalog: fetches begun, pages read, fetches failed, its API calls. */
+	uint64_t catalog_fetches, catalog_pages, catalog_failed, catalog_calls;
+	uint64_t unknown_installs;       /* enqueues refused: a name that does not exist */
 	/* For /metrics (daemon/metrics.c). */
 	uint64_t requests_type[PURGE_NTYPES];
 	struct histogram api_seconds;    /* API call durations */
@@ -43,9 +46,13 @@ struct queue_stats {
 /* The outcome of one enqueue, as its group commit decided it. */
 struct queue_placed {
 	const char *error;       /* NULL: queued; else an error code ("storage", "queue_full") */
-	char message[256];       /* for an error */
+	char message[512];       /* for an error */
 	int64_t request_id, job_id;
 	int coalesced;
+	char install[37];        /* "" while held */
+	char name[INSTALL_NAME_MAX + 1]; /* "" when the catalog does not know the install */
+	int held;                /* by a name, waiting for a first catalog (no job yet) */
+	int resolving;           /* waiting for a catalog fetch: not answered yet */
 };
 
 struct queue *queue_create(struct event_base *, struct config *, struct store *);

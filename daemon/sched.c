@@ -222,3 +222,49 @@ sched_outage_next(const struct outage *o)
 {
 	return o->failures < OUTAGE_THRESHOLD ? 0 : o->until;
 }
+
+int64_t
+sched_catalog_due(int64_t fetched_wall, int64_t refresh_s, int64_t now_wall)
+{
+	int64_t at;
+
+	if (fetched_wall <= 0)
+		return 0;
+	/* A fetch time in the future (the clock was set back): a whole period from now. */
+	if (fetched_wall > now_wall)
+		return refresh_s * 1000;
+	at = fetched_wall + refresh_s * 1000;
+	return at > now_wall ? at - now_wall : 0;
+}
+
+int
+sched_catalog_unknown_allowed(int64_t last, int64_t now)
+{
+	return last == SCHED_NEVER || now - last >= SCHED_CATALOG_UNKNOWN_MS || now < last;
+}
+
+int64_t
+sched_catalog_retry(struct catalog_backoff *b, enum sched_outcome out,
+    const char *retry_after, const struct limits *lim, int64_t now_wall, uint32_t rnd)
+{
+	switch (out) {
+	case OUTCOME_RATE_LIMITED:
+		b->strikes++;
+		return sched_delay_429(retry_after, b->strikes, 0, lim, now_wall);
+	case OUTCOME_TRANSIENT:
+		b->failures++;
+		return sched_backoff_transient(b->failures, lim, rnd);
+	case OUTCOME_DONE:
+	case OUTCOME_PERMANENT:
+	default:
+		break;
+	}
+	return -1;
+}
+
+void
+sched_catalog_answered(struct catalog_backoff *b)
+{
+	b->failures = 0;
+	b->strikes = 0;
+}

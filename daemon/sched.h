@@ -101,4 +101,29 @@ int sched_outage_allows(const struct outage *, int64_t now, int in_flight);
 /* When may the next request start (0 = no outage restriction)? */
 int64_t sched_outage_next(const struct outage *);
 
+/*
+ * The installs catalog. A fetch is due at start when the stored one is older than the
+ * refresh period, then every period; an unknown name may ask for one at most once every
+ * SCHED_CATALOG_UNKNOWN_MS. A failed page is retried after a backoff like a purge's (429:
+ * Retry-After or the interval-based backoff; 5xx and no answer: exponential with jitter);
+ * any other answer abandons the fetch until the next period.
+ */
+#define SCHED_CATALOG_UNKNOWN_MS 60000
+struct catalog_backoff {
+	int failures;   /* consecutive transient failures of this fetch */
+	int strikes;    /* consecutive 429s */
+};
+/* ms until the periodic fetch is due (0: now). fetched_wall 0: never fetched. */
+int64_t sched_catalog_due(int64_t fetched_wall, int64_t refresh_s, int64_t now_wall);
+/* May an unknown name start a fetch now? last: when one last did (SCHED_NEVER: never). */
+int sched_catalog_unknown_allowed(int64_t last, int64_t now);
+/*
+ * A page failed with outcome out (never OUTCOME_DONE): ms before asking for it again, or
+ * -1 to give the fetch up (a permanent answer). Updates b.
+ */
+int64_t sched_catalog_retry(struct catalog_backoff *b, enum sched_outcome out,
+    const char *retry_after, const struct limits *, int64_t now_wall, uint32_t rnd);
+/* A page answered: the backoff starts over. */
+void sched_catalog_answered(struct catalog_backoff *b);
+
 #endif

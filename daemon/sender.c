@@ -19,7 +19,10 @@ struct xfer {
 	char *body;              /* the API's answer, at most SENDER_MAX_BODY bytes */
 	size_t len;
 	char error[CURL_ERROR_SIZE];
-	int too_long;            /* the answer went past SENDER_MAX_BODY: aborted */
+	int too_long;            /* the answer went past max_body: aborted */
+	size_t max_body;
+	sender_get_cb get_cb;    /* a GET: its own callback, not counted in in_flight */
+	void *get_arg;
 	int64_t started;
 	LIST_ENTRY(xfer) entry;
 };
@@ -139,7 +142,7 @@ write_cb(char *ptr, size_t size, size_t n, void *arg)
 	struct xfer *x = arg;
 	size_t len = size * n;
 
-	if (len > SENDER_MAX_BODY - x->len) {
+	if (len > x->max_body - x->len) {
 		x->too_long = 1;
 		return 0;
 	}
@@ -168,8 +171,9 @@ sender_create(struct event_base *base, const struct config *cfg, sender_done_cb 
 	curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
 	curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
 	curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->max_in_flight);
-	curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_in_flight);
+	/* One more than the purges: the catalog's GET never waits for a purge's connection. */
+	curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->max_in_flight + 1);
+	curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_in_flight + 1);
 	return s;
 }
 
@@ -181,45 +185,33 @@ xfer_free(struct sender *s, struct xfer *x)
 	curl_easy_cleanup(x->easy);
 	curl_slist_free_all(x->headers);
 	free(x->body);
+	if (x->get_cb == NULL)
+		s->in_flight--;
 	free(x);
-	s->in_flight--;
 }
 
-int
-sender_start(struct sender *s, void *job, const char *install, enum purge_type type,
-    char **cause)
+/* A transfer with what every API request has: auth, TLS, timeouts, bounded answer. */
+static struct xfer *
+xfer_new(struct sender *s, const char *url, size_t max_body, char **cause)
 {
 	const struct config *cfg = s->cfg;
-	struct xfer *x;
-	char *url, body[32];
-	CURLMcode mrc;
+	struct xfer *x = xcalloc(1, sizeof *x);
 
-	if (!uuid_valid(install)) { /* the URL path must never carry anything else */
-		xasprintf(cause, "refusing to send: bad install id");
-		return -1;
-	}
-	x = xcalloc(1, sizeof *x);
 	x->s = s;
-	x->job = job;
-	x->body = xmalloc(SENDER_MAX_BODY + 1);
+	x->max_body = max_body;
+	x->body = xmalloc(max_body + 1);
 	x->body[0] = '\0';
 	x->started = clock_mono_ms();
 	if ((x->easy = curl_easy_init()) == NULL) {
 		free(x->body);
 		free(x);
 		xasprintf(cause, "curl_easy_init failed");
-		return -1;
+		return NULL;
 	}
-	xasprintf(&url, "%s/installs/%s/purge_cache", cfg->base_url, install);
-	snprintf(body, sizeof body, "{\"type\":\"%s\"}", purge_type_name(type));
-	x->headers = curl_slist_append(NULL, "Content-Type: application/json");
-	x->headers = curl_slist_append(x->headers, "Accept: application/json");
-	x->headers = curl_slist_append(x->headers, "Expect:");
-
+	x->headers = curl_slist_append(NULL, "Accept: application/json");
 	curl_easy_setopt(x->easy, CURLOPT_URL, url);
 	curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(x->easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(x->easy, CURLOPT_COPYPOSTFIELDS, body);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
 	curl_easy_setopt(x->easy, CURLOPT_USERAGENT, "wpe-purged/" WPE_VERSION);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
@@ -234,6 +226,53 @@ sender_start(struct sender *s, void *job, const char *install, enum purge_type t
 	if (cfg->ca_file != NULL)
 		curl_easy_setopt(x->easy, CURLOPT_CAINFO, cfg->ca_file);
 	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+	/* A declared length over the cap fails before the body; write_cb catches the rest. */
+	curl_easy_setopt(x->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->error);
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+	return x;
+}
+
+static int
+xfer_add(struct sender *s, struct xfer *x, char **cause)
+{
+	CURLMcode mrc;
+
+	LIST_INSERT_HEAD(&s->xfers, x, entry);
+	if (x->get_cb == NULL)
+		s->in_flight++;
+	if ((mrc = curl_multi_add_handle(s->multi, x->easy)) != CURLM_OK) {
+		xasprintf(cause, "curl_multi_add_handle: %s", curl_multi_strerror(mrc));
+		xfer_free(s, x);
+		return -1;
+	}
+	return 0;
+}
+
+int
+sender_start(struct sender *s, void *job, const char *install, enum purge_type type,
+    char **cause)
+{
+	struct xfer *x;
+	char *url, body[32];
+
+	if (!uuid_valid(install)) { /* the URL path must never carry anything else */
+		xasprintf(cause, "refusing to send: bad install id");
+		return -1;
+	}
+	xasprintf(&url, "%s/installs/%s/purge_cache", s->cfg->base_url, install);
+	x = xfer_new(s, url, SENDER_MAX_BODY, cause);
+	free(url);
+	if (x == NULL)
+		return -1;
+	x->job = job;
+	snprintf(body, sizeof body, "{\"type\":\"%s\"}", purge_type_name(type));
+	x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
+	x->headers = curl_slist_append(x->headers, "Expect:");
+	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
+	curl_easy_setopt(x->easy, CURLOPT_COPYPOSTFIELDS, body);
 	/*
 	 * A connection of its own for every purge: on a reused connection that dies before
 	 * any answer, libcurl quietly sends the POST again, so one attempt could reach the
@@ -241,22 +280,33 @@ sender_start(struct sender *s, void *job, const char *install, enum purge_type t
 	 */
 	curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, 1L);
 	curl_easy_setopt(x->easy, CURLOPT_FORBID_REUSE, 1L);
-	/* A declared length over the cap fails before the body; write_cb catches the rest. */
-	curl_easy_setopt(x->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)SENDER_MAX_BODY);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->error);
-	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
-	free(url);
+	return xfer_add(s, x, cause);
+}
 
-	LIST_INSERT_HEAD(&s->xfers, x, entry);
-	s->in_flight++;
-	if ((mrc = curl_multi_add_handle(s->multi, x->easy)) != CURLM_OK) {
-		xasprintf(cause, "curl_multi_add_handle: %s", curl_multi_strerror(mrc));
-		xfer_free(s, x);
+int
+sender_get(struct sender *s, const char *url, size_t max_body, sender_get_cb cb, void *arg,
+    char **cause)
+{
+	struct xfer *x = xfer_new(s, url, max_body, cause);
+
+	if (x == NULL)
 		return -1;
+	x->get_cb = cb;
+	x->get_arg = arg;
+	curl_easy_setopt(x->easy, CURLOPT_HTTPGET, 1L);
+	return xfer_add(s, x, cause);
+}
+
+void
+sender_get_cancel(struct sender *s, void *arg)
+{
+	struct xfer *x, *next;
+
+	for (x = LIST_FIRST(&s->xfers); x != NULL; x = next) {
+		next = LIST_NEXT(x, entry);
+		if (x->get_cb != NULL && x->get_arg == arg)
+			xfer_free(s, x);
 	}
-	return 0;
 }
 
 int
@@ -398,12 +448,14 @@ check_multi_info(struct sender *s)
 			    CURLHE_OK && h->value != NULL)
 				ra = sender_sanitize(h->value, 64);
 			r.retry_after = ra;
-			r.message = sender_parse_message(x->body, x->len);
+			if (x->get_cb == NULL || r.status < 200 || r.status > 299)
+				r.message = sender_parse_message(x->body, x->len);
 		} else {
 			CURLcode rc = msg->data.result;
 
 			if (x->too_long || rc == CURLE_FILESIZE_EXCEEDED)
-				r.error = "the answer is longer than " SENDER_MAX_BODY_TEXT
+				r.error = x->get_cb != NULL ? "the answer is too long; transfer "
+				    "aborted" : "the answer is longer than " SENDER_MAX_BODY_TEXT
 				    "; transfer aborted";
 			else if (x->error[0] != '\0')
 				r.error = x->error;
@@ -418,8 +470,10 @@ check_multi_info(struct sender *s)
 		r.seconds = (double)(clock_mono_ms() - x->started) / 1000.0;
 		/* Read all we need, then clean up, then tell the queue. */
 		{
-			void *job = x->job;
-			char errbuf[CURL_ERROR_SIZE];
+			void *job = x->job, *garg = x->get_arg;
+			sender_get_cb gcb = x->get_cb;
+			char errbuf[CURL_ERROR_SIZE], *body = NULL;
+			size_t blen = x->len;
 
 			if (!r.transport_ok) {
 				char *clean = sender_sanitize(r.error, sizeof errbuf - 1);
@@ -428,8 +482,16 @@ check_multi_info(struct sender *s)
 				free(clean);
 				r.error = errbuf;
 			}
+			if (gcb != NULL) {
+				body = x->body;      /* kept for the callback */
+				x->body = NULL;
+			}
 			xfer_free(s, x);
-			s->cb(s->arg, job, &r);
+			if (gcb != NULL)
+				gcb(garg, &r, body, blen);
+			else
+				s->cb(s->arg, job, &r);
+			free(body);
 		}
 		free(ra);
 		free(r.message);
@@ -444,9 +506,10 @@ sender_abort_all(struct sender *s, void (*cb)(void *, void *), void *arg)
 	/* The analyzer cannot follow LIST_REMOVE's le_prev update: a known false positive. */
 	while ((x = LIST_FIRST(&s->xfers)) != NULL) {
 		void *job = x->job; /* NOLINT(clang-analyzer-unix.Malloc) */
+		int get = x->get_cb != NULL;
 
 		xfer_free(s, x);
-		if (cb != NULL)
+		if (cb != NULL && !get)
 			cb(arg, job);
 	}
 }

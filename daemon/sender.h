@@ -22,6 +22,14 @@ struct send_result {
 };
 
 /* Called once per started request with its outcome; job is the caller's pointer. */
+/*
+ * GET requests (the installs catalog) share the multi handle, its connections and its
+ * limits, but are not purges: they are counted apart (sender_in_flight counts purges
+ * only, so a catalog fetch never takes a purge's sending slot), may reuse connections
+ * (a GET is safe to repeat), and their callback gets the body (at most max_body bytes).
+ */
+typedef void (*sender_get_cb)(void *arg, const struct send_result *, const char *body,
+    size_t len);
 typedef void (*sender_done_cb)(void *arg, void *job, const struct send_result *);
 
 struct sender;
@@ -32,6 +40,11 @@ struct sender *sender_create(struct event_base *, const struct config *, sender_
 int sender_start(struct sender *, void *job, const char *install, enum purge_type,
     char **cause);
 int sender_in_flight(const struct sender *);
+/* Start GET url (an http(s) URL built by the caller). 0, or -1 with *cause. */
+int sender_get(struct sender *, const char *url, size_t max_body, sender_get_cb, void *arg,
+    char **cause);
+/* Drop the GETs under way for arg, without calling back. */
+void sender_get_cancel(struct sender *, void *arg);
 /* Abort every request under way without calling back; returns their jobs via cb. */
 void sender_abort_all(struct sender *, void (*cb)(void *arg, void *job), void *arg);
 void sender_free(struct sender *);

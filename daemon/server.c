@@ -388,6 +388,15 @@ conn_dispatch(struct conn *c, struct proto_request *req)
 		if (c->waiting)
 			c->waiter = w;
 		break;
+	case OP_INSTALLS:
+		/* With "refresh", answered once the fetch settles: nothing runs before. */
+		if (c->gone)
+			break;
+		c->waiting = 1;
+		w = ops_installs(srv->q, req, &caller, conn_wait_answer, c);
+		if (c->waiting)
+			c->waiter = w;
+		break;
 	case OP_STATUS:
 		conn_send(c, ops_status(srv->q, req->id, &caller));
 		break;

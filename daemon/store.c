@@ -10,23 +10,15 @@
 #include <sqlite3.h>
 
 #include "durable.h"
-#include "store.h"
+#include "store-int.h"
 #include "util.h"
 
 #define STORE_APP_ID 0x57504550 /* "WPEP": refuse databases that are not ours */
-#define STORE_SCHEMA 4
+#define STORE_SCHEMA 5
 
 static const char *state_names[JOB_NSTATES] = { "queued", "sending", "done", "failed",
 	"cancelled" };
 
-enum stmt {
-	S_BEGIN, S_COMMIT, S_ROLLBACK,
-	S_REQUEUE_JOB, S_LOAD_SENDING, S_LOAD_JOBS, S_LOAD_LIMITS, S_LOAD_MEMBERS,
-	S_JOB_INSERT, S_JOB_UPDATE, S_JOB_ABSORB, S_PROBE,
-	S_REQ_INSERT, S_REQ_MOVE, S_REQ_FINISH, S_REQ_LIVE, S_REQ_GET, S_REQ_CANCEL,
-	S_LIMIT_PUT, S_LIMIT_TOUCH, S_PRUNE_REQ, S_PRUNE_JOB, S_OLDEST_FINISHED, S_SEQ_GET,
-	S_SEQ_PUT, S_COUNT
-};
 
 static const char *stmt_sql[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
@@ -48,14 +40,16 @@ static const char *stmt_sql[S_COUNT] = {
 	    " WHERE id = ?1",
 	[S_PROBE] = "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)",
 	[S_REQ_INSERT] = "INSERT INTO requests (job, install, type, state, reason, uid, pid,"
-	    " coalesced, enqueued_at, id) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
+	    " coalesced, enqueued_at, name, id) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7,"
+	    " ?8, ?9, ?10)",
 	[S_REQ_MOVE] = "UPDATE requests SET job = ?2 WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_FINISH] = "UPDATE requests SET state = ?2, finished_at = ?3"
 	    " WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_LIVE] = "SELECT count(*) FROM requests WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_GET] = "SELECT r.id, r.install, r.type, r.state, r.job, j.type, j.state,"
 	    " j.attempts, j.http_status, j.message, r.reason, r.enqueued_at, r.finished_at,"
-	    " r.uid FROM requests r LEFT JOIN jobs j ON j.id = r.job WHERE r.id = ?1",
+	    " r.uid, r.name, r.error FROM requests r LEFT JOIN jobs j ON j.id = r.job"
+	    " WHERE r.id = ?1",
 	[S_REQ_CANCEL] = "UPDATE requests SET state = 'cancelled', finished_at = ?2"
 	    " WHERE id = ?1 AND state = 'queued'",
 	[S_LIMIT_PUT] = "INSERT OR REPLACE INTO limits (install, class, last_start,"
@@ -163,17 +157,27 @@ static const char schema_v4[] =
     "CREATE INDEX requests_finished ON requests(finished_at) WHERE finished_at IS NOT NULL;"
     "CREATE INDEX requests_live ON requests(job, uid) WHERE state = 'queued';";
 
+/*
+ * Schema 5: the installs catalog (store-catalog.c); a request's install name, and the
+ * error of one that never got a job (a name that did not resolve). A request by a name
+ * the catalog did not have yet has job 0 and install '' until it resolves.
+ */
+static const char schema_v5[] =
+    "CREATE TABLE installs ("
+    " id TEXT PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " environment TEXT,"
+    " primary_domain TEXT,"
+    " account_id TEXT,"
+    " fetched_at INTEGER NOT NULL,"
+    " last_purge INTEGER) WITHOUT ROWID;"
+    "ALTER TABLE requests ADD COLUMN name TEXT;"
+    "ALTER TABLE requests ADD COLUMN error TEXT;"
+    "CREATE INDEX requests_held ON requests(id) WHERE state = 'queued' AND job = 0;";
+
 /* migrations[v] takes schema v to v + 1; a new database runs them all after schema 1. */
 static const char *const migrations[STORE_SCHEMA] = {
-	[1] = schema_v2, [2] = schema_v3, [3] = schema_v4,
-};
-
-struct store {
-	int lockfd;     /* flock()ed for the daemon's lifetime: one daemon per database */
-	sqlite3 *db;
-	struct durable *dur; /* syncs the WAL after commits (NULL: synchronous=FULL does) */
-	sqlite3_stmt *st[S_COUNT];
-	int64_t last_job, last_request; /* the highest ids given */
+	[1] = schema_v2, [2] = schema_v3, [3] = schema_v4, [4] = schema_v5,
 };
 
 const char *
@@ -406,6 +410,8 @@ store_open(const char *path, char **cause)
 	st->last_job = sqlite3_column_int64(st->st[S_SEQ_GET], 0);
 	st->last_request = sqlite3_column_int64(st->st[S_SEQ_GET], 1);
 	sqlite3_reset(st->st[S_SEQ_GET]);
+	if (store_catalog_prepare(st, path, cause) != 0)
+		goto fail;
 	return st;
 fail:
 	store_close(st);
@@ -422,6 +428,8 @@ store_close(struct store *st)
 	durable_close(st->dur);
 	for (i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(st->st[i]);
+	for (i = 0; i < STORE_CAT_STMTS; i++)
+		sqlite3_finalize(st->cst[i]);
 	sqlite3_close(st->db);
 	if (st->lockfd != -1)
 		close(st->lockfd);
@@ -682,7 +690,7 @@ store_job_absorb(struct store *st, int64_t id, const char *message, int64_t now)
 int64_t
 store_request_insert(struct store *st, int64_t job, const char *install,
     enum purge_type type, const char *reason, int64_t uid, int64_t pid, int coalesced,
-    int64_t now)
+    int64_t now, const char *name)
 {
 	sqlite3_stmt *s = stmt(st, S_REQ_INSERT);
 
@@ -697,7 +705,9 @@ store_request_insert(struct store *st, int64_t job, const char *install,
 		sqlite3_bind_int64(s, 6, pid);
 	sqlite3_bind_int(s, 7, coalesced);
 	sqlite3_bind_int64(s, 8, now);
-	sqlite3_bind_int64(s, 9, st->last_request + 1);
+	if (name != NULL && name[0] != '\0')
+		sqlite3_bind_text(s, 9, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 10, st->last_request + 1);
 	if (run(st, s) != 0)
 		return -1;
 	return ++st->last_request;
@@ -790,6 +800,12 @@ store_request_get(struct store *st, int64_t id, struct store_status *out)
 	out->finished_at = sqlite3_column_int64(s, 12);
 	out->uid = sqlite3_column_type(s, 13) == SQLITE_NULL ? -1 :
 	    sqlite3_column_int64(s, 13);
+	if (sqlite3_column_text(s, 14) != NULL)
+		snprintf(out->name, sizeof out->name, "%s",
+		    (const char *)sqlite3_column_text(s, 14));
+	/* A request that never had a job (an unknown name) keeps its own reason. */
+	if (out->message == NULL)
+		out->message = dup_text(sqlite3_column_text(s, 15));
 	sqlite3_reset(s);
 	return 1;
 }

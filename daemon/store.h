@@ -41,6 +41,7 @@ struct store_status {
 	int64_t enqueued_at;
 	int64_t finished_at;
 	int64_t uid;
+	char name[INSTALL_NAME_MAX + 1]; /* the install's name when it was asked for, or "" */
 };
 
 struct store;
@@ -90,9 +91,10 @@ int64_t store_job_insert(struct store *, const char *install, enum purge_type,
 int store_job_update(struct store *, const struct store_job *);
 /* A job taken over by another: finished as cancelled, with a message saying which. */
 int store_job_absorb(struct store *, int64_t id, const char *message, int64_t now);
+/* job 0 and install "": a request by a name not resolved yet (name required then). */
 int64_t store_request_insert(struct store *, int64_t job, const char *install,
     enum purge_type, const char *reason, int64_t uid, int64_t pid, int coalesced,
-    int64_t now);
+    int64_t now, const char *name);
 /* Move the unfinished requests of job from to job to. */
 int store_requests_move(struct store *, int64_t from, int64_t to);
 /* Finish the unfinished requests of a job with state. */
@@ -110,5 +112,26 @@ int store_limit_touch(struct store *, const char *install, int cls, int64_t last
 int store_prune(struct store *, int64_t before, int batch);
 /* When the oldest finished row finished (wall ms); 0 if there is none, -1 on error. */
 int64_t store_oldest_finished(struct store *);
+
+/* store-catalog.c: the installs catalog and the requests waiting for a name. */
+struct catalog;
+struct catalog_entry;
+/* Read the stored catalog into c (empty, fetched_at 0: never fetched). 0, or -1. */
+int store_catalog_load(struct store *, struct catalog *c);
+/*
+ * Replace the stored catalog by c in one transaction (the caller's): rows of installs no
+ * longer listed go, the others keep their last purge. 0, or -1.
+ */
+int store_catalog_replace(struct store *, const struct catalog *c);
+/* An install's purge was accepted at when (wall ms); inside the caller's transaction. */
+int store_catalog_purged(struct store *, const char *id, int64_t when);
+/* Call cb for every unfinished request by a name that has no job yet. 0, or -1. */
+int store_held_load(struct store *, void (*cb)(void *, int64_t id, const char *name,
+    enum purge_type, int64_t uid, int64_t pid, int64_t enqueued_at), void *arg);
+/* A held request resolved: now part of job, for install. */
+int store_held_resolve(struct store *, int64_t id, int64_t job, const char *install,
+    int coalesced);
+/* A held request whose name does not exist: failed, with error. */
+int store_held_fail(struct store *, int64_t id, const char *error, int64_t now);
 
 #endif

@@ -15,13 +15,15 @@ from harness import (CTL, DAEMON, I1, I2, I3, PASSWORD, Client, Env, EnvTest, Fr
 class Protocol(EnvTest):
     def test_ping_and_version(self):
         r = self.env.request({"op": "ping"})
-        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 2})
+        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 3})
 
     def test_errors_keep_connection_usable(self):
         bad = [
             ("not json", "bad_json"),
             ('{"op":"enqueue"}', "missing_field"),
-            ('{"op":"enqueue","install":"torquemag"}', "bad_install"),
+            ('{"op":"enqueue","install":"Torquemag"}', "bad_install"),
+            ('{"op":"enqueue","install":"tq"}', "bad_install"),
+            ('{"op":"enqueue","install":"a23456789012345"}', "bad_install"),
             ('{"op":"enqueue","install":"%s","type":"everything"}' % I1, "bad_type"),
             ('{"op":"enqueue","install":%s}' % json.dumps(I1 + "/../x"), "bad_install"),
             ('{"op":"status","id":"1"}', "bad_type"),
@@ -225,7 +227,7 @@ class Client_(EnvTest):
         rc, lines, err = self.env.ctl_json("enqueue", I2, "-t", "cdn", "--wait")
         self.assertEqual(rc, 0, err)
         self.assertEqual(len(lines), 2)
-        self.assertEqual(set(lines[0]), {"ok", "id", "job", "coalesced", "state"})
+        self.assertEqual(set(lines[0]), {"ok", "id", "job", "coalesced", "state", "install", "name"})
         self.assertEqual(lines[1]["state"], "done")
         for key in ("install", "type", "state", "job", "attempts", "http_status", "message",
                     "enqueued_at", "finished_at"):

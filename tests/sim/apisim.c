@@ -34,6 +34,8 @@
 #include <event2/keyvalq_struct.h>
 #include <json-c/json.h>
 
+#include "apisim.h"
+
 #define MAX_INSTALLS 256
 #define RL_MESSAGE_FMT "Object cache purges are rate-limited to one request every %d " \
 	"seconds for each install"
@@ -114,7 +116,7 @@ rnd_int(int lo, int hi)
 	return hi <= lo ? lo : lo + (int)(rnd_next() % (uint64_t)(hi - lo + 1));
 }
 
-static double
+double
 now_s(void)
 {
 	struct timeval tv;
@@ -170,7 +172,7 @@ log_call(const char *install, const char *type, int status, const char *ua,
 	log_call_info(&ci, install, type, status, ua, note);
 }
 
-static void
+void
 reply(struct evhttp_request *req, int status, const char *body, const char *retry_after)
 {
 	struct evbuffer *b = evbuffer_new();
@@ -186,7 +188,7 @@ reply(struct evhttp_request *req, int status, const char *body, const char *retr
 	evbuffer_free(b);
 }
 
-static void
+void
 reply_msg(struct evhttp_request *req, int status, const char *msg, const char *retry_after)
 {
 	json_object *o = json_object_new_object();
@@ -197,7 +199,7 @@ reply_msg(struct evhttp_request *req, int status, const char *msg, const char *r
 }
 
 /* Base64 of "user:password" compared against the Authorization header. */
-static int
+int
 auth_ok(struct evhttp_request *req)
 {
 	static const char tbl[] =
@@ -569,6 +571,7 @@ purge_cb(struct evhttp_request *req, const char *path)
 	}
 	snprintf(type, sizeof type, "%s", json_object_get_string(v));
 	json_object_put(o);
+	known = known || simcat_known(install);
 	for (i = 0; i < sim.ninstalls && !known; i++) {
 		if (strcmp(sim.installs[i], install) == 0)
 			known = 1;
@@ -671,8 +674,8 @@ request_cb(struct evhttp_request *req, void *arg)
 		}
 		rnd.on = 0;
 		reply(req, 200, "{\"ok\":true}", NULL);
-	} else if (strcmp(path, "/v1/status") == 0)
-		reply(req, 200, "{\"success\":true}", NULL);
+	} else if (simcat_handle(req, path))
+		;
 	else
 		purge_cb(req, path);
 	if (u != NULL)
@@ -692,7 +695,8 @@ usage(void)
 {
 	fprintf(stderr, "usage: apisim [--port N] [--port-file F] [--user U --password P]\n"
 	    "    [--install UUID ...] [--any-install] [--object-interval S]\n"
-	    "    [--retry-after none|seconds|date] [--log FILE] [--unknown-delay MS]\n");
+	    "    [--retry-after none|seconds|date] [--log FILE] [--unknown-delay MS]\n"
+	    "    [--installs N]\n");
 	exit(2);
 }
 
@@ -710,13 +714,14 @@ main(int argc, char **argv)
 		{ "retry-after", required_argument, NULL, 'r' },
 		{ "log", required_argument, NULL, 'l' },
 		{ "unknown-delay", required_argument, NULL, 'U' },
+		{ "installs", required_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct evhttp *http;
 	struct evhttp_bound_socket *bs;
 	struct event *sigs[2];
 	const char *portfile = NULL;
-	int ch, port = 0;
+	int ch, port = 0, ngen = 0, i;
 	FILE *pf;
 
 	sim.user = "user";
@@ -740,6 +745,7 @@ main(int argc, char **argv)
 		case 'r': sim.retry_after_mode = optarg; break;
 		case 'l': sim.logpath = optarg; break;
 		case 'U': sim.unknown_delay_ms = (int)strtol(optarg, NULL, 10); break;
+		case 'N': ngen = (int)strtol(optarg, NULL, 10); break;
 		default: usage();
 		}
 	}
@@ -777,6 +783,11 @@ main(int argc, char **argv)
 		fclose(pf);
 		rename(tmp, portfile);
 	}
+	/* The catalog: the --install ones first (install1, install2, ...), then --installs N. */
+	simcat_init(sim.base, port);
+	for (i = 0; i < sim.ninstalls; i++)
+		(void)simcat_add(sim.installs[i], NULL);
+	simcat_generate(ngen);
 	fprintf(stderr, "apisim: listening on 127.0.0.1:%d\n", port);
 	sigs[0] = evsignal_new(sim.base, SIGTERM, sig_cb, sim.base);
 	sigs[1] = evsignal_new(sim.base, SIGINT, sig_cb, sim.base);
@@ -786,6 +797,7 @@ main(int argc, char **argv)
 	event_free(sigs[0]);
 	event_free(sigs[1]);
 	evhttp_free(http);
+	simcat_free();
 	event_base_free(sim.base);
 	if (sim.log != NULL)
 		fclose(sim.log);

@@ -63,6 +63,22 @@ test_enqueue(void **state)
 	assert_string_equal(req.install, UUID);
 	assert_null(req.reason);
 	proto_request_free(&req);
+
+	/* A name instead of a UUID: kept as a name, the install left empty. */
+	assert_int_equal(parse("{\"op\":\"enqueue\",\"install\":\"torquemag\"}", &req,
+	    &code), 0);
+	assert_string_equal(req.install, "");
+	assert_string_equal(req.name, "torquemag");
+	proto_request_free(&req);
+	assert_int_equal(parse("{\"op\":\"enqueue\",\"install\":\"a2345678901234\"}", &req,
+	    &code), 0);
+	assert_string_equal(req.name, "a2345678901234");
+	assert_int_equal(parse("{\"op\":\"list\",\"install\":\"abc\"}", &req, &code), 0);
+	assert_true(req.has_install);
+	assert_string_equal(req.name, "abc");
+	assert_int_equal(parse("{\"op\":\"installs\",\"refresh\":true}", &req, &code), 0);
+	assert_int_equal(req.op, OP_INSTALLS);
+	assert_true(req.refresh);
 }
 
 static void
@@ -106,7 +122,13 @@ test_errors(void **state)
 	expect_error("{\"op\":\"ping\",\"extra\":1}", "unknown_field");
 	expect_error("{\"op\":\"enqueue\"}", "missing_field");
 	expect_error("{\"op\":\"enqueue\",\"install\":42}", "bad_type");
-	expect_error("{\"op\":\"enqueue\",\"install\":\"torquemag\"}", "bad_install");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"Torquemag\"}", "bad_install");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"tq\"}", "bad_install");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"a23456789012345\"}", "bad_install");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"9torque\"}", "bad_install");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"torque-mag\"}", "bad_install");
+	expect_error("{\"op\":\"list\",\"install\":\"x\"}", "bad_install");
+	expect_error("{\"op\":\"installs\",\"refresh\":1}", "bad_type");
 	expect_error("{\"op\":\"enqueue\",\"install\":\"../../etc/passwd\"}", "bad_install");
 	expect_error("{\"op\":\"enqueue\",\"install\":\"294deacc-d8b8-4005-82c4-0727ba8ddde0/x\"}",
 	    "bad_install");

@@ -93,8 +93,8 @@ test_enqueue_and_status(void **state)
 	assert_int_equal(store_begin(st), 0);
 	j = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1000);
 	assert_true(j > 0);
-	r1 = store_request_insert(st, j, A, PURGE_OBJECT, "deploy", 1000, 42, 0, 1000);
-	r2 = store_request_insert(st, j, A, PURGE_OBJECT, NULL, 1000, 43, 1, 1001);
+	r1 = store_request_insert(st, j, A, PURGE_OBJECT, "deploy", 1000, 42, 0, 1000, NULL);
+	r2 = store_request_insert(st, j, A, PURGE_OBJECT, NULL, 1000, 43, 1, 1001, NULL);
 	assert_int_equal(store_commit(st), 0);
 	assert_true(r2 > r1);
 
@@ -145,10 +145,10 @@ test_absorb(void **state)
 	store_begin(st);
 	jo = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1);
 	jp = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
-	ro = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 0, 1);
-	rp = store_request_insert(st, jp, A, PURGE_PAGE, NULL, 0, 0, 0, 1);
+	ro = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 0, 1, NULL);
+	rp = store_request_insert(st, jp, A, PURGE_PAGE, NULL, 0, 0, 0, 1, NULL);
 	/* A cancelled request stays with the absorbed job and must stay readable. */
-	rc = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 1, 1);
+	rc = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 1, 1, NULL);
 	assert_int_equal(store_request_cancel(st, rc, 1), 1);
 	ja = store_job_insert(st, A, PURGE_ALL, 0, 0, 2);
 	assert_int_equal(store_requests_move(st, jo, ja), 0);
@@ -182,7 +182,7 @@ test_rollback(void **state)
 	(void)state;
 	store_begin(st);
 	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
-	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1);
+	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL);
 	store_rollback(st);
 	assert_int_equal(store_request_get(st, r, &ss), 0);
 	store_close(st);
@@ -204,12 +204,12 @@ test_recover_and_load(void **state)
 	j2 = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
 	j3 = store_job_insert(st, A, PURGE_CDN, 0, 0, 1);
 	/* Two requests of uid 1000 and one of uid 1001 on j1; one of 1000 on j2 (sending). */
-	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 1, 0, 1);
-	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 2, 1, 1);
-	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1001, 3, 1, 1);
-	store_request_insert(st, j2, A, PURGE_PAGE, NULL, 1000, 4, 0, 1);
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 1, 0, 1, NULL);
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 2, 1, 1, NULL);
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1001, 3, 1, 1, NULL);
+	store_request_insert(st, j2, A, PURGE_PAGE, NULL, 1000, 4, 0, 1, NULL);
 	store_request_cancel(st, store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1002,
-	    5, 1, 1), 2);
+	    5, 1, 1, NULL), 2);
 	struct store_job row = { .id = j2, .state = JOB_SENDING, .attempts = 1 };
 	store_job_update(st, &row);
 	row.id = j3;
@@ -264,7 +264,7 @@ test_prune(void **state)
 	store_begin(st);
 	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
 	for (i = 0; i < 5; i++)
-		r[i] = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1);
+		r[i] = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL);
 	struct store_job row = { .id = j, .state = JOB_DONE, .finished_at = 100 };
 	store_job_update(st, &row);
 	store_requests_finish(st, j, JOB_DONE, 100);
@@ -309,7 +309,7 @@ test_prune_jobs_after_their_requests(void **state)
 	for (k = 0; k < 3; k++) {
 		j = store_job_insert(st, A, (enum purge_type)k, 0, 0, 1);
 		for (i = 0; i < 3; i++)
-			r = store_request_insert(st, j, A, (enum purge_type)k, NULL, 0, 0, 0, 1);
+			r = store_request_insert(st, j, A, (enum purge_type)k, NULL, 0, 0, 0, 1, NULL);
 		assert_int_equal(store_request_cancel(st, r, 90), 1);
 		struct store_job row = { .id = j, .state = JOB_DONE,
 		    .finished_at = 100 + 10 * k };
@@ -318,7 +318,7 @@ test_prune_jobs_after_their_requests(void **state)
 	}
 	/* A job still queued, with its request: never pruned. */
 	live = store_job_insert(st, A, PURGE_CDN, 0, 0, 1);
-	store_request_insert(st, live, A, PURGE_CDN, NULL, 0, 0, 0, 1);
+	store_request_insert(st, live, A, PURGE_CDN, NULL, 0, 0, 0, 1, NULL);
 	store_commit(st);
 
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
@@ -343,7 +343,7 @@ test_prune_jobs_after_their_requests(void **state)
 }
 
 /*
- * A schema-3 database gets schema 4: no index of every request by job, no AUTOINCREMENT,
+ * A schema-3 database gets schemas 4 and 5: no index of every request by job, no AUTOINCREMENT,
  * its rows kept, and the id high-water mark carried over (7 was given, then deleted).
  */
 static void
@@ -357,7 +357,7 @@ test_migrate_to_4(void **state)
 	(void)state;
 	store_close(st);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "DROP TABLE requests;"
+	assert_int_equal(sqlite3_exec(db, "DROP TABLE requests; DROP TABLE installs;"
 	    "CREATE TABLE requests (id INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL,"
 	    " install TEXT NOT NULL, type TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,"
 	    " uid INTEGER, pid INTEGER, coalesced INTEGER NOT NULL, enqueued_at INTEGER NOT"
@@ -379,7 +379,7 @@ test_migrate_to_4(void **state)
 		fail_msg("store_open: %s", cause);
 	store_begin(st);
 	j = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
-	r = store_request_insert(st, j, A, PURGE_PAGE, NULL, 0, 0, 0, 1);
+	r = store_request_insert(st, j, A, PURGE_PAGE, NULL, 0, 0, 0, 1, NULL);
 	store_commit(st);
 	assert_int_equal(j, 2);
 	assert_int_equal(r, 8);
@@ -391,7 +391,7 @@ test_migrate_to_4(void **state)
 	    " 'kept' AND uid = 1000"), 1);
 	assert_int_equal(count(db, "SELECT count(*) FROM requests WHERE state = 'queued'"
 	    " AND job = 1"), 1);
-	assert_int_equal(count(db, "PRAGMA user_version"), 4);
+	assert_int_equal(count(db, "PRAGMA user_version"), 5);
 	sqlite3_close(db);
 }
 
@@ -406,11 +406,11 @@ test_ids_survive_pruning(void **state)
 	(void)state;
 	store_begin(st);
 	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
-	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1);
+	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL);
 	/* A rolled-back id is not given again either. */
 	store_commit(st);
 	store_begin(st);
-	assert_int_equal(store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1), r + 1);
+	assert_int_equal(store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL), r + 1);
 	store_rollback(st);
 	store_begin(st);
 	struct store_job row = { .id = j, .state = JOB_DONE, .finished_at = 100 };
@@ -426,7 +426,7 @@ test_ids_survive_pruning(void **state)
 		fail_msg("store_open: %s", cause);
 	store_begin(st);
 	assert_int_equal(store_job_insert(st, A, PURGE_ALL, 0, 0, 1), j + 1);
-	assert_true(store_request_insert(st, j + 1, A, PURGE_ALL, NULL, 0, 0, 0, 1) > r);
+	assert_true(store_request_insert(st, j + 1, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL) > r);
 	store_commit(st);
 	store_close(st);
 }

@@ -1,0 +1,177 @@
+/* catalog.c: the installs catalog in memory: by id and by name, and "did you mean" names. */
+#include "compat.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog.h"
+
+#ifndef container_of
+#define container_of(p, type, field) \
+	((type *)(void *)((char *)(p) - offsetof(type, field)))
+#endif
+
+void
+catalog_init(struct catalog *c)
+{
+	memset(c, 0, sizeof *c);
+	htab_init(&c->by_id);
+	htab_init(&c->by_name);
+}
+
+void
+catalog_free(struct catalog *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n; i++) {
+		free(c->v[i]->domain);
+		free(c->v[i]);
+	}
+	free(c->v);
+	htab_free(&c->by_id);
+	htab_free(&c->by_name);
+	memset(c, 0, sizeof *c);
+}
+
+void
+catalog_clear(struct catalog *c)
+{
+	catalog_free(c);
+	catalog_init(c);
+}
+
+struct catalog_entry *
+catalog_by_name(const struct catalog *c, const char *name)
+{
+	struct hnode *n;
+	struct catalog_entry *e;
+
+	for (n = htab_first(&c->by_name, htab_hash_str(name)); n != NULL; n = htab_next(n)) {
+		e = container_of(n, struct catalog_entry, by_name);
+		if (strcmp(e->name, name) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+struct catalog_entry *
+catalog_by_id(const struct catalog *c, const char *id)
+{
+	struct hnode *n;
+	struct catalog_entry *e;
+
+	for (n = htab_first(&c->by_id, htab_hash_str(id)); n != NULL; n = htab_next(n)) {
+		e = container_of(n, struct catalog_entry, by_id);
+		if (strcmp(e->id, id) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+int
+catalog_add(struct catalog *c, const struct catalog_entry *src)
+{
+	struct catalog_entry *e;
+
+	if (catalog_by_id(c, src->id) != NULL || catalog_by_name(c, src->name) != NULL)
+		return -1;
+	e = xcalloc(1, sizeof *e);
+	*e = *src;
+	e->domain = src->domain != NULL ? xstrdup(src->domain) : NULL;
+	if (c->n == c->cap) {
+		c->cap = c->cap == 0 ? 256 : c->cap * 2;
+		c->v = xrealloc(c->v, c->cap * sizeof(struct catalog_entry *));
+	}
+	c->v[c->n++] = e;
+	htab_insert(&c->by_id, &e->by_id, htab_hash_str(e->id));
+	htab_insert(&c->by_name, &e->by_name, htab_hash_str(e->name));
+	return 0;
+}
+
+void
+catalog_move(struct catalog *dst, struct catalog *src)
+{
+	catalog_free(dst);
+	*dst = *src;
+	catalog_init(src);
+}
+
+int
+catalog_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i, j;
+	int row[64], prev, cur, best;
+
+	if (la > 63 || lb > 63)
+		return 255;
+	for (j = 0; j <= lb; j++)
+		row[j] = (int)j;
+	for (i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = (int)i;
+		for (j = 1; j <= lb; j++) {
+			cur = row[j];
+			best = prev + (a[i - 1] != b[j - 1]);
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			prev = cur;
+		}
+	}
+	return row[lb];
+}
+
+size_t
+catalog_suggest(const struct catalog *c, const char *name, const char *out[CATALOG_SUGGEST])
+{
+	int dist[CATALOG_SUGGEST], d, max = (int)strlen(name) / 3;
+	size_t i, n = 0, k;
+
+	if (max < 2)
+		max = 2;
+	for (i = 0; i < c->n; i++) {
+		const char *cand = c->v[i]->name;
+
+		d = catalog_distance(name, cand);
+		if (d > max && strncmp(cand, name, strlen(name)) != 0)
+			continue;
+		if (d > max)
+			d = max + 1;      /* a prefix match ranks after the close ones */
+		/* Insertion into the few best, nearest first, then by name. */
+		for (k = n; k > 0 && (dist[k - 1] > d ||
+		    (dist[k - 1] == d && strcmp(out[k - 1], cand) > 0)); k--) {
+			if (k < CATALOG_SUGGEST) {
+				dist[k] = dist[k - 1];
+				out[k] = out[k - 1];
+			}
+		}
+		if (k < CATALOG_SUGGEST) {
+			dist[k] = d;
+			out[k] = cand;
+			if (n < CATALOG_SUGGEST)
+				n++;
+		}
+	}
+	return n;
+}
+
+void
+catalog_suggest_text(const struct catalog *c, const char *name, char *buf, size_t len)
+{
+	const char *s[CATALOG_SUGGEST];
+	size_t n = catalog_suggest(c, name, s);
+
+	if (n == 0)
+		snprintf(buf, len, "%s", "");
+	else if (n == 1)
+		snprintf(buf, len, "did you mean %s?", s[0]);
+	else if (n == 2)
+		snprintf(buf, len, "did you mean %s or %s?", s[0], s[1]);
+	else
+		snprintf(buf, len, "did you mean %s, %s or %s?", s[0], s[1], s[2]);
+}

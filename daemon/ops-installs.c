@@ -1,0 +1,133 @@
+/* ops-installs.c: the installs catalog as JSON answers and name lookups, for every transport. */
+#include "compat.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "queue-int.h"
+#include "util.h"
+
+static void
+add_str(json_object *o, const char *key, const char *s)
+{
+	json_object_object_add(o, key, s == NULL || s[0] == '\0' ? NULL :
+	    json_object_new_string(s));
+}
+
+static void
+add_time(json_object *o, const char *key, int64_t wall)
+{
+	char buf[32];
+
+	json_object_object_add(o, key, wall == 0 ? NULL :
+	    json_object_new_string(fmt_rfc3339(wall, buf, sizeof buf)));
+}
+
+static int
+by_name(const void *a, const void *b)
+{
+	const struct catalog_entry *x = *(struct catalog_entry *const *)a;
+	const struct catalog_entry *y = *(struct catalog_entry *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
+json_object *
+ops_catalog_stats(struct queue *q)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "installs", json_object_new_int64((int64_t)catalog_len(&q->cat)));
+	add_time(o, "fetched_at", q->cat.fetched_at);
+	json_object_object_add(o, "refreshing", json_object_new_boolean(q->fetch.running));
+	add_str(o, "error", q->fetch.error);
+	json_object_object_add(o, "fetches", json_object_new_int64((int64_t)q->stats.catalog_fetches));
+	json_object_object_add(o, "api_calls", json_object_new_int64((int64_t)q->stats.catalog_calls));
+	json_object_object_add(o, "pages", json_object_new_int64((int64_t)q->stats.catalog_pages));
+	json_object_object_add(o, "failed_pages",
+	    json_object_new_int64((int64_t)q->stats.catalog_failed));
+	return o;
+}
+
+json_object *
+ops_installs_list(struct queue *q)
+{
+	json_object *o = json_object_new_object(), *arr, *e;
+	struct catalog_entry **v;
+	struct install *in;
+	size_t n = catalog_len(&q->cat), i;
+
+	json_object_object_add(o, "ok", json_object_new_boolean(1));
+	arr = json_object_new_array_ext((int)n);
+	v = xcalloc(n + 1, sizeof(struct catalog_entry *));
+	for (i = 0; i < n; i++)
+		v[i] = catalog_at(&q->cat, i);
+	qsort(v, n, sizeof(struct catalog_entry *), by_name);
+	for (i = 0; i < n; i++) {
+		e = json_object_new_object();
+		add_str(e, "name", v[i]->name);
+		add_str(e, "environment", v[i]->environment);
+		add_str(e, "domain", v[i]->domain);
+		add_str(e, "id", v[i]->id);
+		add_str(e, "account", v[i]->account);
+		add_time(e, "last_purge", v[i]->last_purge);
+		in = install_get(q, v[i]->id, 0);
+		json_object_object_add(e, "queued_jobs", json_object_new_int(in != NULL ?
+		    in->njobs : 0));
+		json_object_array_add(arr, e);
+	}
+	free(v);
+	json_object_object_add(o, "installs", arr);
+	json_object_object_add(o, "count", json_object_new_int64((int64_t)n));
+	add_time(o, "fetched_at", q->cat.fetched_at);
+	json_object_object_add(o, "refreshing", json_object_new_boolean(q->fetch.running));
+	add_str(o, "refresh_error", q->fetch.error);
+	json_object_object_add(o, "unresolved_requests", json_object_new_int64(
+	    (int64_t)q->nheld));
+	return o;
+}
+
+struct waiter *
+ops_installs(struct queue *q, const struct proto_request *req, const struct ops_caller *c,
+    queue_answer_cb cb, void *arg)
+{
+	if (req->refresh && !q->stopping) {
+		if (!q->fetch.running && (c->admin ||
+		    sched_catalog_unknown_allowed(q->fetch.last_unknown, queue_now())))
+			catalog_want(q, !c->admin);
+		if (q->fetch.running)
+			return waiter_catalog_new(q, c->requester, c->admin, cb, arg);
+	}
+	cb(arg, ops_installs_list(q));
+	return NULL;
+}
+
+int
+ops_install_resolve(struct queue *q, const char *what, char id[37],
+    char name[INSTALL_NAME_MAX + 1])
+{
+	const struct catalog_entry *e;
+	size_t i;
+
+	if (strlen(what) == 36 && uuid_valid(what)) {
+		for (i = 0; i < 36; i++)
+			id[i] = (char)(what[i] >= 'A' && what[i] <= 'F' ? what[i] + 32 : what[i]);
+		id[36] = '\0';
+		snprintf(name, INSTALL_NAME_MAX + 1, "%s", names_of(q, id));
+		return 1;
+	}
+	if (strlen(what) > INSTALL_NAME_MAX || !install_name_valid(what) ||
+	    (e = catalog_by_name(&q->cat, what)) == NULL)
+		return 0;
+	memcpy(id, e->id, 37);
+	memcpy(name, e->name, INSTALL_NAME_MAX + 1);
+	return 1;
+}
+
+const struct catalog *
+ops_catalog(struct queue *q)
+{
+	return &q->cat;
+}

@@ -1,0 +1,34 @@
+/* store-int.h: the store's handle, shared by its files (store.c, store-catalog.c) only. */
+#ifndef WPE_STORE_INT_H
+#define WPE_STORE_INT_H
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+#define STORE_CAT_STMTS 12
+
+/* store.c's prepared statements. */
+enum stmt {
+	S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_REQUEUE_JOB, S_LOAD_SENDING, S_LOAD_JOBS, S_LOAD_LIMITS, S_LOAD_MEMBERS,
+	S_JOB_INSERT, S_JOB_UPDATE, S_JOB_ABSORB, S_PROBE,
+	S_REQ_INSERT, S_REQ_MOVE, S_REQ_FINISH, S_REQ_LIVE, S_REQ_GET, S_REQ_CANCEL,
+	S_LIMIT_PUT, S_LIMIT_TOUCH, S_PRUNE_REQ, S_PRUNE_JOB, S_OLDEST_FINISHED, S_SEQ_GET,
+	S_SEQ_PUT, S_COUNT
+};
+
+
+struct store {
+	int lockfd;     /* flock()ed for the daemon's lifetime: one daemon per database */
+	sqlite3 *db;
+	struct durable *dur; /* syncs the WAL after commits (NULL: synchronous=FULL does) */
+	sqlite3_stmt *st[S_COUNT];
+	sqlite3_stmt *cst[STORE_CAT_STMTS]; /* store-catalog.c's */
+	int64_t last_job, last_request; /* the highest ids given */
+};
+
+/* Prepare store-catalog.c's statements at open. 0, or -1 with *cause. */
+int store_catalog_prepare(struct store *, const char *path, char **cause);
+
+#endif

@@ -1,0 +1,197 @@
+"""test_catalog.py: the installs catalog and install names, against the real daemon and simulator."""
+import json
+import os
+import unittest
+import urllib.request
+
+from harness import Env, I1, I2, wait_for
+
+
+def sim(env, body=None):
+    """POST (or GET, without a body) /_sim/installs on env's simulator."""
+    url = "http://127.0.0.1:%d/_sim/installs" % env.port
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
+                                 method="POST" if body else "GET")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def stats(env):
+    rc, out, _ = env.ctl_json("stats")
+    return out[0]
+
+
+def catalog(env):
+    return stats(env)["catalog"]
+
+
+class CatalogBase(unittest.TestCase):
+    sim_args = ()
+    start_daemon = True
+
+    def setUp(self):
+        self.env = Env(sim_args=self.sim_args)
+        if self.start_daemon:
+            self.env.start()
+
+    def tearDown(self):
+        self.env.close()
+
+    def loaded(self, n, timeout=20):
+        wait_for(lambda: catalog(self.env)["installs"] == n and
+                 not catalog(self.env)["refreshing"], timeout=timeout, what="%d installs" % n)
+
+    def enqueue(self, install, type="object"):
+        return self.env.request({"op": "enqueue", "install": install, "type": type})
+
+
+class Paging(CatalogBase):
+    sim_args = ("--installs", "2500")
+
+    def test_every_page_is_read_and_names_resolve(self):
+        self.loaded(2503)
+        pages = sim(self.env)["pages"]
+        self.assertEqual(pages, list(range(0, 2600, 100)))     # 26 pages, each once
+        a = self.enqueue("site02499")
+        self.assertTrue(a["ok"], a)
+        self.assertEqual(a["install"], "000009c3-0000-4000-8000-0000000009c3")
+        self.assertEqual(a["name"], "site02499")
+        st = self.env.request({"op": "status", "id": a["id"]})
+        self.assertEqual((st["install"], st["name"]), (a["install"], "site02499"))
+        self.env.wait_state(a["id"])
+        # A purge by UUID shows the name too; list and installs show both.
+        b = self.enqueue(I1, "page")
+        self.assertEqual(b["name"], "install1")
+        rc, out, _ = self.env.ctl_json("installs")
+        inst = {i["name"]: i for i in out[0]["installs"]}
+        self.assertEqual(len(inst), 2503)
+        self.assertEqual(inst["site02499"]["id"], a["install"])
+        self.assertIsNotNone(inst["site02499"]["last_purge"])
+        self.assertIn(inst["install1"]["environment"], ("production", "staging", "development"))
+        self.assertIn("site02499", self.env.log())
+        rc, out, _ = self.env.ctl("installs")
+        self.assertEqual(rc, 0)
+        self.assertIn("2503 installs", out)
+
+
+class Failures(CatalogBase):
+    sim_args = ("--installs", "1000")
+    start_daemon = False
+
+    def test_429_and_503_mid_paging_are_retried(self):
+        sim(self.env, {"fault": {"status": 503, "page": 4, "count": 2}})
+        self.env.start()
+        self.loaded(1003)
+        c = catalog(self.env)
+        self.assertGreaterEqual(c["failed_pages"], 2)
+        self.assertEqual(c["fetches"], 1)
+        # Loaded: a refresh meeting 429s keeps the old catalog; a name added meanwhile
+        # is unknown (one fetch, then unknown_install with close names).
+        sim(self.env, {"add": [{"id": "11111111-2222-4333-8444-555555555555",
+                                "name": "newsite"}],
+                       "fault": {"status": 429, "page": 2, "count": 1000, "retry_after": "1"}})
+        a = self.enqueue("newsite")
+        self.assertEqual(a["error"], "unknown_install", a)
+        self.assertIn("HTTP 429", a["message"])
+        self.assertEqual(catalog(self.env)["installs"], 1003)
+        b = self.enqueue("site0099")
+        self.assertEqual(b["error"], "unknown_install")
+        self.assertIn("did you mean site00099", b["message"])
+        # The API recovers: the fetch under way finishes with backoff, the name resolves.
+        sim(self.env, {"fault": {"count": 0}})
+        self.loaded(1004, timeout=30)
+        self.assertTrue(self.enqueue("newsite")["ok"])
+
+    def test_hostile_next_is_refused_and_the_catalog_kept(self):
+        self.env.start()
+        self.loaded(1003)
+        for mode in ("next_host", "not_json", "bad_types", "huge", "loop", "endless"):
+            sim(self.env, {"fault": {"mode": mode, "page": 1, "count": 1}})
+            rc, out, _ = self.env.ctl_json("installs", "--refresh")
+            self.assertEqual(rc, 0)
+            self.assertEqual(out[0]["count"], 1003, mode)
+            self.assertIsNotNone(out[0]["refresh_error"], mode)
+            if mode == "next_host":
+                self.assertIn("another host", out[0]["refresh_error"])
+            wait_for(lambda: not catalog(self.env)["refreshing"], timeout=20)
+        self.assertIsNone(self.env.daemon.poll())
+        self.assertEqual(self.enqueue("site00001")["name"], "site00001")
+
+    def test_removed_install_and_unknown_name(self):
+        self.env.start()
+        self.loaded(1003)
+        sim(self.env, {"remove": ["site00500"]})
+        # The stale catalog still knows it: resolved at once, and the API says 404.
+        a = self.enqueue("site00500")
+        self.assertEqual(a["install"], "000001f4-0000-4000-8000-0000000001f4")
+        self.assertEqual(self.env.wait_state(a["id"], ("failed",))["http_status"], 404)
+        rc, out, _ = self.env.ctl_json("installs", "--refresh")
+        self.assertEqual(out[0]["count"], 1002)
+        self.assertNotIn("site00500", [i["name"] for i in out[0]["installs"]])
+        a = self.enqueue("site00500")
+        self.assertEqual(a["error"], "unknown_install", a)
+        self.assertIn("did you mean site00100, site00200 or site00300?", a["message"])
+        self.assertTrue(self.enqueue(I2)["ok"])     # a UUID is always accepted
+        rc, out, err = self.env.ctl("enqueue", "site00500")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("no install named", err)
+
+
+class BeforeTheCatalog(CatalogBase):
+    start_daemon = False
+
+    def test_names_held_until_the_catalog_arrives(self):
+        sim(self.env, {"fault": {"status": 503, "count": 100000}})
+        self.env.start()
+        self.assertEqual(self.env.request({"op": "pause"})["paused"], True)
+        u = self.enqueue(I1, "all")
+        h = self.enqueue("install1", "object")        # joins u's job once resolved
+        x = self.enqueue("nosuchsite", "page")
+        for a in (h, x):
+            self.assertTrue(a["ok"], a)
+            self.assertIsNone(a["job"])
+            self.assertIsNone(a["install"])
+        self.assertEqual(self.env.request({"op": "status", "id": h["id"]})["state"], "queued")
+        self.assertEqual(stats(self.env)["held_requests"], 2)
+        # Waiters on a held request are answered when it resolves and finishes.
+        c = self.env.connect()
+        c.send(json.dumps({"op": "wait", "id": x["id"], "timeout": 30}) + "\n")
+        sim(self.env, {"fault": {"count": 0}})
+        self.loaded(3, timeout=30)
+        wx = c.recv()
+        c.s.close()
+        self.assertEqual(wx["state"], "failed")
+        self.assertIn("unknown_install", wx["message"])
+        sh = self.env.request({"op": "status", "id": h["id"]})
+        self.assertEqual((sh["install"], sh["job"]), (I1, u["job"]))
+        self.assertEqual(stats(self.env)["held_requests"], 0)
+        self.env.request({"op": "resume"})
+        self.env.wait_state(h["id"])
+        self.assertEqual(len(self.env.purges(I1)), 1)
+
+    def test_held_requests_survive_a_restart(self):
+        sim(self.env, {"fault": {"status": 503, "count": 100000}})
+        self.env.start()
+        h = self.enqueue("install2", "page")
+        self.assertIsNone(h["job"])
+        self.env.kill9()
+        self.env.start()
+        self.assertEqual(stats(self.env)["held_requests"], 1)
+        sim(self.env, {"fault": {"count": 0}})
+        self.env.wait_state(h["id"], timeout=30)
+        self.assertEqual(len(self.env.purges(I2)), 1)
+
+
+class Restart(CatalogBase):
+    def test_restart_keeps_the_catalog(self):
+        self.loaded(3)
+        self.env.stop()
+        sim(self.env, {"fault": {"status": 503, "count": 100000}, "reset_stats": True})
+        self.env.start()
+        self.assertEqual(catalog(self.env)["installs"], 3)
+        self.assertEqual(self.enqueue("install3")["name"], "install3")
+        self.assertEqual(sim(self.env)["gets"], 0)    # younger than catalog_refresh
+
+
+if __name__ == "__main__":
+    unittest.main()
