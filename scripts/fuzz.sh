@@ -7,7 +7,7 @@ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DWPE
 	>/dev/null
 cmake --build build-fuzz -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 export ASAN_OPTIONS=detect_leaks=1
-for f in proto config retry_after response tokens; do
+for f in proto config retry_after response tokens catalog; do
 	work=$(mktemp -d /tmp/wpe-fuzz-$f.XXXXXX)
 	# New inputs go to a scratch corpus; the seeds in the tree are only read.
 	if ! build-fuzz/tests/fuzz/fuzz_$f -max_total_time="$SECONDS_EACH" -max_len=4096 \
