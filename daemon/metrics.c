@@ -161,6 +161,21 @@ metrics_render(struct queue *q, int connections, int om, size_t *len)
 	gauge(f, om, "outage", "1 while the API is treated as down (probing).",
 	    sched_outage_next(&q->outage) != 0);
 	gauge(f, om, "storage_failing", "1 while the database refuses writes.", q->broken);
+	gauge(f, om, "held_requests", "Requests by a name waiting for the first installs "
+	    "catalog.", (double)q->nheld);
+	counter(f, om, "unknown_installs", "Enqueues refused: a name the catalog does not "
+	    "have.", s->unknown_installs);
+	gauge(f, om, "catalog_installs", "Installs in the catalog.",
+	    (double)catalog_len(&q->cat));
+	gauge(f, om, "catalog_age_seconds", "Age of the installs catalog (-1: never read).",
+	    q->cat.fetched_at == 0 ? -1 : (double)(clock_wall_ms() - q->cat.fetched_at) / 1000);
+	gauge(f, om, "catalog_refreshing", "1 while the installs catalog is being read.",
+	    q->fetch.running);
+	counter(f, om, "catalog_fetches", "Reads of the installs catalog started.",
+	    s->catalog_fetches);
+	counter(f, om, "catalog_api_calls", "GET /installs calls to the API.", s->catalog_calls);
+	counter(f, om, "catalog_failed_pages", "Catalog pages that failed or were refused.",
+	    s->catalog_failed);
 	histogram(f, om, "api_call_duration_seconds", "Duration of API purge calls.",
 	    &s->api_seconds, api_bounds);
 	histogram(f, om, "job_latency_seconds", "From a job's first request to the API "

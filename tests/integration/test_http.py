@@ -486,6 +486,10 @@ class Metrics(HttpTest):
         self.assertIn('wpe_purged_api_call_duration_seconds_count 1\n', text)
         self.assertIn('wpe_purged_job_latency_seconds_bucket{le="+Inf"} 1\n', text)
         self.assertIn("wpe_purged_queued_jobs 0\n", text)
+        # the installs catalog the simulator holds, read once at start
+        self.assertRegex(text, r"wpe_purged_catalog_installs [1-9]\d*\n")
+        self.assertIn("wpe_purged_catalog_fetches_total 1\n", text)
+        self.assertRegex(text, r"wpe_purged_catalog_age_seconds \d")
         if shutil.which("promtool"):
             p = subprocess.run(["promtool", "check", "metrics"], input=text,
                                capture_output=True, text=True, timeout=30)
