@@ -15,7 +15,7 @@ from harness import (CTL, DAEMON, I1, I2, I3, PASSWORD, Client, Env, EnvTest, Fr
 class Protocol(EnvTest):
     def test_ping_and_version(self):
         r = self.env.request({"op": "ping"})
-        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 3})
+        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 4})
 
     def test_errors_keep_connection_usable(self):
         bad = [
