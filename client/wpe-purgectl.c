@@ -1,5 +1,4 @@
 /* wpe-purgectl.c: command-line client for wpe-purged: enqueue, wait, inspect, control. */
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,6 +18,7 @@
 
 #include <json-c/json.h>
 
+#include "ci.h"
 #include "http.h"
 #include "proto.h"
 #include "util.h"
@@ -648,76 +648,6 @@ sub_help(const char *text)
 	exit(EXIT_OK);
 }
 
-static const char *
-env_get(const char *name, void *arg)
-{
-	(void)arg;
-	return getenv(name);
-}
-
-/*
- * Who asks: the CI job's environment (untrusted: a value that does not pass is dropped,
- * never failing the enqueue), then each --source KEY=VALUE (checked: exit 2; an empty
- * VALUE removes the field). NULL for --no-source or when nothing is known.
- */
-static json_object *
-enqueue_source(int none, char **overrides, int noverrides)
-{
-	struct source src;
-	const char *why, *eq;
-	json_object *o;
-	unsigned dropped;
-	int i, f;
-
-	if (none)
-		return NULL;
-	source_from_env(env_get, NULL, &src, &dropped);
-	for (f = 0; f < SOURCE_NFIELDS; f++) {
-		if (dropped & (1u << f))
-			fprintf(stderr, "wpe-purgectl: note: the CI environment's %s was left "
-			    "out of the source: it %s\n", source_field_name((enum source_field)f),
-			    f == SF_JOB_URL ? "is not a usable http(s) URL" : "is not valid text");
-	}
-	for (i = 0; i < noverrides; i++) {
-		if ((eq = strchr(overrides[i], '=')) == NULL)
-			die(EXIT_USAGE, "--source takes KEY=VALUE, not %s", overrides[i]);
-		for (f = 0; f < SOURCE_NFIELDS; f++) {
-			if (strlen(source_field_name((enum source_field)f)) ==
-			    (size_t)(eq - overrides[i]) && strncmp(overrides[i],
-			    source_field_name((enum source_field)f), (size_t)(eq - overrides[i])) == 0)
-				break;
-		}
-		if (f == SOURCE_NFIELDS)
-			die(EXIT_USAGE, "--source KEY is one of ci, job_url, commit, ref, actor, "
-			    "pipeline, not %.*s", (int)(eq - overrides[i]), overrides[i]);
-		free(src.f[f]);
-		src.f[f] = NULL;
-		if (eq[1] == '\0')
-			continue;
-		if (source_check((enum source_field)f, eq + 1, strlen(eq + 1), &why) != 0)
-			die(EXIT_USAGE, "--source %s %s", source_field_name((enum source_field)f),
-			    why);
-		src.f[f] = xstrdup(eq + 1);
-	}
-	o = source_empty(&src) ? NULL : source_to_json(&src);
-	source_free(&src);
-	return o;
-}
-
-/* A key nobody else will pick: "wpe-" and 128 random bits in hex. */
-static void
-idem_key_new(char *buf, size_t len)
-{
-	unsigned char r[16];
-	size_t i;
-
-	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
-		die(EXIT_USAGE, "getrandom: %s", strerror(errno));
-	snprintf(buf, len, "wpe-");
-	for (i = 0; i < sizeof r && 4 + 2 * i + 2 < len; i++)
-		snprintf(buf + 4 + 2 * i, len - 4 - 2 * i, "%02x", r[i]);
-}
-
 /*
  * Send an enqueue that carries an idempotency key: when its answer is lost (the daemon
  * restarted or was killed, the connection or network dropped), send it again with the
@@ -792,10 +722,10 @@ cmd_enqueue(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *type = "all", *reason = NULL, *install = NULL, *key = NULL;
-	char keybuf[64], **overrides = xcalloc((size_t)argc + 1, sizeof(char *));
+	char keybuf[64], *cause = NULL, **overrides = xcalloc((size_t)argc + 1, sizeof(char *));
 	double timeout = -1;
 	int ch, wait = 0, nosource = 0, noverrides = 0;
-	json_object *req, *o, *src;
+	json_object *req, *o, *src = NULL;
 	enum purge_type t;
 
 	optind = 0; /* glibc: re-initialise after the "+" pass */
@@ -833,7 +763,8 @@ cmd_enqueue(int argc, char **argv)
 		die(EXIT_USAGE, "--no-source and --source do not go together");
 	/* --wait survives a lost answer: with a key, sending again never queues twice. */
 	if (key == NULL && wait) {
-		idem_key_new(keybuf, sizeof keybuf);
+		if (ci_idem_key_new(keybuf, sizeof keybuf) != 0)
+			die(EXIT_USAGE, "getrandom: %s", strerror(errno));
 		key = keybuf;
 	}
 	req = op("enqueue");
@@ -841,7 +772,9 @@ cmd_enqueue(int argc, char **argv)
 	json_object_object_add(req, "type", json_object_new_string(type));
 	if (reason != NULL)
 		json_object_object_add(req, "reason", json_object_new_string(reason));
-	if ((src = enqueue_source(nosource, overrides, noverrides)) != NULL)
+	if (!nosource && ci_source(overrides, noverrides, &src, &cause) != 0)
+		die(EXIT_USAGE, "%s", cause);
+	if (src != NULL)
 		json_object_object_add(req, "source", src);
 	free(overrides);
 	if (key != NULL)

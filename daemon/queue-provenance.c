@@ -200,13 +200,13 @@ top_cmp(const void *a, const void *b)
 json_object *
 top_json(struct queue *q)
 {
-	struct top_slot *v[TOP_SLOTS];
+	struct top_slot *v[TOP_SLOTS] = { NULL };
 	json_object *arr = json_object_new_array(), *e;
 	size_t i, n = q->top != NULL ? q->top->n : 0;
 
 	for (i = 0; i < n; i++)
 		v[i] = &q->top->slot[i];
-	qsort(v, n, sizeof v[0], top_cmp);
+	qsort(v, n, sizeof(struct top_slot *), top_cmp);
 	for (i = 0; i < n && i < TOP_SHOWN; i++) {
 		e = json_object_new_object();
 		json_object_object_add(e, "requester", json_object_new_string(v[i]->label));

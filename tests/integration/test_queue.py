@@ -227,7 +227,8 @@ class Client_(EnvTest):
         rc, lines, err = self.env.ctl_json("enqueue", I2, "-t", "cdn", "--wait")
         self.assertEqual(rc, 0, err)
         self.assertEqual(len(lines), 2)
-        self.assertEqual(set(lines[0]), {"ok", "id", "job", "coalesced", "state", "install", "name"})
+        self.assertEqual(set(lines[0]), {"ok", "id", "job", "coalesced", "state", "replayed",
+                                         "install", "name"})
         self.assertEqual(lines[1]["state"], "done")
         for key in ("install", "type", "state", "job", "attempts", "http_status", "message",
                     "enqueued_at", "finished_at"):
