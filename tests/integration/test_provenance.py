@@ -190,6 +190,43 @@ class Idempotency(EnvTest):
         self.assertRegex(keys[0][0], r"^wpe-[0-9a-f]{32}$")
 
 
+class FailedCommit(unittest.TestCase):
+    """A key whose request's commit failed is not remembered: the retry makes it."""
+
+    def test_failed_commit_forgets_the_key(self):
+        env = erofs_env()
+        try:
+            env.readonly(True)
+            r = env.request({"op": "enqueue", "install": I1, "type": "page",
+                             "idempotency_key": "f"})
+            self.assertEqual(r.get("error"), "storage", r)
+            env.readonly(False)
+            r = wait_for(lambda: (lambda a: a if a.get("ok") else None)(env.request(
+                {"op": "enqueue", "install": I1, "type": "page", "idempotency_key": "f"})),
+                what="the store healed")
+            self.assertEqual(r["replayed"], False)
+            self.assertEqual(rows(env, "SELECT count(*) FROM requests"), [(1,)])
+        finally:
+            env.close()
+
+
+class TopRequesters(EnvTest):
+    def test_bounded(self):
+        self.env.request({"op": "pause"})
+        with self.env.connect() as c:
+            for i in range(70):
+                for _ in range(2 if i == 69 else 1):
+                    src = {"ci": "gitlab", "job_url": "https://gitlab.com/g/p%d/-/jobs/1" % i}
+                    self.assertTrue(c.call({"op": "enqueue", "install": I1, "type": "page",
+                                            "source": src})["ok"])
+        top = self.env.request({"op": "stats"})["top_requesters"]
+        self.assertEqual(len(top), 10)
+        self.assertTrue(all(e.get("approximate") for e in top), top)
+        # The newest requester took the smallest counter and counts on from it.
+        self.assertEqual(top[0], {"requester": "gitlab:g/p69", "requests": 3,
+                                  "approximate": True})
+
+
 class Held(unittest.TestCase):
     """A request by a name before any catalog was read: held, and its key replays."""
 
