@@ -240,6 +240,8 @@ map_request(json_object *req, const char **method, char **url, char **body, char
 		}
 		if (json_object_object_get_ex(req, "reason", &v))
 			json_object_object_add(b, "reason", json_object_get(v));
+		if (json_object_object_get_ex(req, "source", &v))
+			json_object_object_add(b, "source", json_object_get(v));
 		*body = xstrdup(json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN));
 		json_object_put(b);
 	} else if (strcmp(op, "status") == 0 || strcmp(op, "wait") == 0 ||
@@ -324,6 +326,14 @@ chttp_call(json_object *req, long timeout_ms, char **cause, int *retry,
 		return NULL;
 	hdrs = lc.slist_append(hdrs, ch.auth);
 	hdrs = lc.slist_append(hdrs, "Accept: application/json");
+	if (jstr(req, "idempotency_key") != NULL) {
+		/* Checked by the caller: printable ASCII without blanks, safe in a header. */
+		char *idem;
+
+		xasprintf(&idem, "Idempotency-Key: %s", jstr(req, "idempotency_key"));
+		hdrs = lc.slist_append(hdrs, idem);
+		free(idem);
+	}
 	if (body != NULL)
 		hdrs = lc.slist_append(hdrs, "Content-Type: application/json");
 	lc.easy_reset(ch.curl);

@@ -18,6 +18,7 @@
 
 #include <json-c/json.h>
 
+#include "ci.h"
 #include "http.h"
 #include "proto.h"
 #include "util.h"
@@ -71,8 +72,10 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  enqueue INSTALL [-t TYPE] [--reason TEXT] [--wait [--timeout SECONDS]]\n"
+    "          [--idempotency-key KEY] [--source KEY=VALUE]... [--no-source]\n"
     "                     queue a purge of INSTALL (a UUID or an install name); TYPE\n"
-    "                     is object, page, cdn or all (the default)\n"
+    "                     is object, page, cdn or all (the default); who asked is\n"
+    "                     taken from the CI job's environment\n"
     "  status ID          show a request\n"
     "  wait ID [--timeout SECONDS]\n"
     "                     wait until a request is done, failed or cancelled\n"
@@ -447,7 +450,7 @@ static void
 print_status(json_object *o)
 {
 	static const char *keys[] = { "id", "install", "type", "state", "job", "job_type",
-		"attempts", "http_status", "message", "reason", "enqueued_at",
+		"attempts", "http_status", "message", "reason", "requested_by", "enqueued_at",
 		"next_attempt_at", "finished_at", NULL };
 	json_object *v;
 	int i;
@@ -455,6 +458,10 @@ print_status(json_object *o)
 	for (i = 0; keys[i] != NULL; i++) {
 		if (json_object_object_get_ex(o, keys[i], &v) && v != NULL)
 			printf("%-16s %s\n", keys[i], json_object_get_string(v));
+	}
+	if (json_object_object_get_ex(o, "source", &v) && v != NULL) {
+		json_object_object_foreach(v, k, sv)
+			printf("source.%-9s %s\n", k, json_object_get_string(sv));
 	}
 }
 
@@ -641,6 +648,65 @@ sub_help(const char *text)
 	exit(EXIT_OK);
 }
 
+/*
+ * Send an enqueue that carries an idempotency key: when its answer is lost (the daemon
+ * restarted or was killed, the connection or network dropped), send it again with the
+ * same key for up to RECONNECT_FOR_MS: the daemon answers a request it already queued
+ * with that request ("replayed"), so a retry never makes a second one.
+ */
+static json_object *
+enqueue_retrying(json_object *req, const char *key)
+{
+	int64_t away_since = 0, now, delay = 100;
+	struct conn c;
+	json_object *o = NULL;
+	char *cause = NULL, why[256];
+	long after;
+	int retry, told = 0;
+
+	for (;;) {
+		now = clock_mono_ms();
+		if (use_http) {
+			o = chttp_call(req, IO_TIMEOUT_MS, &cause, &retry, &after);
+			if (o != NULL && retry == 0)
+				break;
+			snprintf(why, sizeof why, "%s", o != NULL && sget(o, "message") != NULL ?
+			    sget(o, "message") : cause != NULL ? cause : "no answer");
+			json_object_put(o);
+			o = NULL;
+			free(cause);
+			cause = NULL;
+			if (!retry)
+				die(EXIT_UNREACHABLE, "no answer from wpe-purged at %s: %s",
+				    chttp_url(), why);
+			if (after > delay)
+				delay = after;
+		} else if (conn_open(&c, 1) == 0) {
+			o = request(&c, req, IO_TIMEOUT_MS);
+			conn_close(&c);
+			if (o != NULL)
+				break;
+			snprintf(why, sizeof why, "%s", errno == ETIMEDOUT ? "timed out" :
+			    "connection closed");
+		} else
+			snprintf(why, sizeof why, "%s", strerror(errno));
+		if (away_since == 0)
+			away_since = now;
+		if (now - away_since > RECONNECT_FOR_MS)
+			die(EXIT_UNREACHABLE, "no answer from wpe-purged at %s to the enqueue (%s); "
+			    "it may have been queued: run the same command again with "
+			    "--idempotency-key %s", use_http ? chttp_url() : sock_path, why, key);
+		if (!told++)
+			fprintf(stderr, "wpe-purgectl: no answer to the enqueue (%s); sending it "
+			    "again with the same idempotency key\n", why);
+		usleep((useconds_t)delay * 1000);
+		delay = delay * 2 > 2000 ? 2000 : delay * 2;
+	}
+	free(cause);
+	json_object_put(req);
+	return o;
+}
+
 static int
 cmd_enqueue(int argc, char **argv)
 {
@@ -649,13 +715,17 @@ cmd_enqueue(int argc, char **argv)
 		{ "reason", required_argument, NULL, 'r' },
 		{ "wait", no_argument, NULL, 'w' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "idempotency-key", required_argument, NULL, 'k' },
+		{ "source", required_argument, NULL, 'S' },
+		{ "no-source", no_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *type = "all", *reason = NULL, *install = NULL;
+	const char *type = "all", *reason = NULL, *install = NULL, *key = NULL;
+	char keybuf[64], *cause = NULL, **overrides = xcalloc((size_t)argc + 1, sizeof(char *));
 	double timeout = -1;
-	int ch, wait = 0;
-	json_object *req, *o;
+	int ch, wait = 0, nosource = 0, noverrides = 0;
+	json_object *req, *o, *src = NULL;
 	enum purge_type t;
 
 	optind = 0; /* glibc: re-initialise after the "+" pass */
@@ -665,9 +735,13 @@ cmd_enqueue(int argc, char **argv)
 		case 'r': reason = optarg; break;
 		case 'w': wait = 1; break;
 		case 'T': timeout = parse_timeout(optarg); break;
+		case 'k': key = optarg; break;
+		case 'S': overrides[noverrides++] = optarg; break;
+		case 'N': nosource = 1; break;
 		case 'h':
 			sub_help("enqueue INSTALL [-t|--type object|page|cdn|all] "
-			    "[--reason TEXT] [--wait [--timeout SECONDS]]");
+			    "[--reason TEXT] [--wait [--timeout SECONDS]] [--idempotency-key KEY] "
+			    "[--source KEY=VALUE]... [--no-source]");
 		default: exit(EXIT_USAGE);
 		}
 	}
@@ -682,12 +756,30 @@ cmd_enqueue(int argc, char **argv)
 		    "lower-case letters and digits, starting with a letter), not %s", install);
 	if (timeout >= 0 && !wait)
 		die(EXIT_USAGE, "--timeout goes with --wait");
+	if (key != NULL && !proto_idem_key_valid(key, strlen(key)))
+		die(EXIT_USAGE, "--idempotency-key takes 1 to %d printable ASCII characters "
+		    "without blanks", PROTO_MAX_IDEM_KEY);
+	if (nosource && noverrides > 0)
+		die(EXIT_USAGE, "--no-source and --source do not go together");
+	/* --wait survives a lost answer: with a key, sending again never queues twice. */
+	if (key == NULL && wait) {
+		if (ci_idem_key_new(keybuf, sizeof keybuf) != 0)
+			die(EXIT_USAGE, "getrandom: %s", strerror(errno));
+		key = keybuf;
+	}
 	req = op("enqueue");
 	json_object_object_add(req, "install", json_object_new_string(install));
 	json_object_object_add(req, "type", json_object_new_string(type));
 	if (reason != NULL)
 		json_object_object_add(req, "reason", json_object_new_string(reason));
-	o = simple(req);
+	if (!nosource && ci_source(overrides, noverrides, &src, &cause) != 0)
+		die(EXIT_USAGE, "%s", cause);
+	if (src != NULL)
+		json_object_object_add(req, "source", src);
+	free(overrides);
+	if (key != NULL)
+		json_object_object_add(req, "idempotency_key", json_object_new_string(key));
+	o = key != NULL ? enqueue_retrying(req, key) : simple(req);
 	check_answer(o);
 	if (json_out)
 		print_json(o);
@@ -695,7 +787,9 @@ cmd_enqueue(int argc, char **argv)
 		printf("request %lld queued for %s: held until the installs catalog is read\n",
 		    (long long)iget(o, "id"), install);
 	else
-		printf("request %lld queued%s%s%s: %s job %lld\n", (long long)iget(o, "id"),
+		printf("request %lld %s%s%s%s: %s job %lld\n", (long long)iget(o, "id"),
+		    json_object_get_boolean(json_object_object_get(o, "replayed")) ?
+		    "was queued before (the same idempotency key)" : "queued",
 		    sget(o, "name") != NULL && !uuid_valid(install) ? " (" : "",
 		    sget(o, "name") != NULL && !uuid_valid(install) ? sget(o, "install") : "",
 		    sget(o, "name") != NULL && !uuid_valid(install) ? ")" : "",
@@ -778,19 +872,21 @@ print_list(json_object *o)
 		    json_object_object_get(o, "paused")) ? " (sending is paused)" : "");
 		return;
 	}
-	printf("%-6s %-36s %-14s %-6s %-8s %4s %4s %-24s %s\n", "JOB", "INSTALL", "NAME",
-	    "TYPE", "STATE", "REQS", "TRY", "NEXT/STARTED", "WAITING FOR");
+	printf("%-6s %-36s %-14s %-6s %-8s %4s %4s %-24s %-24s %s\n", "JOB", "INSTALL",
+	    "NAME", "TYPE", "STATE", "REQS", "TRY", "NEXT/STARTED", "REQUESTED BY",
+	    "WAITING FOR");
 	for (i = 0; i < n; i++) {
 		e = json_object_array_get_idx(jobs, i);
 		next = sget(e, "next_attempt_at");
 		if (next == NULL)
 			next = sget(e, "started_at");
-		printf("%-6lld %-36s %-14s %-6s %-8s %4lld %4lld %-24s %s",
+		printf("%-6lld %-36s %-14s %-6s %-8s %4lld %4lld %-24s %-24s %s",
 		    (long long)iget(e, "job"), sget(e, "install"),
 		    sget(e, "name") != NULL ? sget(e, "name") : "-", sget(e, "type"),
 		    sget(e, "state"),
 		    (long long)iget(e, "requests"), (long long)iget(e, "attempts"),
-		    next ? next : "-", sget(e, "waiting_for") ? sget(e, "waiting_for") : "");
+		    next ? next : "-", sget(e, "requested_by") ? sget(e, "requested_by") : "-",
+		    sget(e, "waiting_for") ? sget(e, "waiting_for") : "");
 		if (sget(e, "message") != NULL)
 			printf(" (last: %s)", sget(e, "message"));
 		putchar('\n');

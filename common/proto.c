@@ -18,7 +18,8 @@ static const struct {
 	enum proto_op op;
 	const char *fields[6]; /* allowed besides "op" */
 } ops[] = {
-	{ "enqueue", OP_ENQUEUE, { "install", "type", "reason", NULL } },
+	{ "enqueue", OP_ENQUEUE, { "install", "type", "reason", "source", "idempotency_key",
+	    NULL } },
 	{ "status", OP_STATUS, { "id", NULL } },
 	{ "wait", OP_WAIT, { "id", "timeout", NULL } },
 	{ "list", OP_LIST, { "install", "type", "state", "after", "limit", NULL } },
@@ -79,47 +80,12 @@ fail(const char **code, char **cause, const char *c, const char *fmt, ...)
 	return -1;
 }
 
-/* A JSON string that holds valid UTF-8 with no control characters. */
-static int
-text_valid(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)s, *end = p + len;
-	unsigned int c, need;
-
-	while (p < end) {
-		c = *p++;
-		if (c < 0x20 || c == 0x7f)
-			return 0;
-		if (c < 0x80)
-			continue;
-		if (c >= 0xc2 && c <= 0xdf)
-			need = 1;
-		else if (c >= 0xe0 && c <= 0xef)
-			need = 2;
-		else if (c >= 0xf0 && c <= 0xf4)
-			need = 3;
-		else
-			return 0;
-		if ((size_t)(end - p) < need)
-			return 0;
-		/* reject overlongs and surrogates */
-		if ((c == 0xe0 && p[0] < 0xa0) || (c == 0xed && p[0] > 0x9f) ||
-		    (c == 0xf0 && p[0] < 0x90) || (c == 0xf4 && p[0] > 0x8f))
-			return 0;
-		while (need-- > 0) {
-			if ((*p++ & 0xc0) != 0x80)
-				return 0;
-		}
-	}
-	return 1;
-}
-
 /*
  * json-c keeps the last of duplicate keys silently. In a valid JSON object every member
  * has exactly one ':' at depth 1 outside strings: count them against the keys kept.
  */
 static size_t
-top_level_members(const char *p, size_t len)
+members_at(const char *p, size_t len, int at)
 {
 	size_t i, n = 0;
 	int depth = 0, in_str = 0;
@@ -136,7 +102,7 @@ top_level_members(const char *p, size_t len)
 		case '"': in_str = 1; break;
 		case '{': case '[': depth++; break;
 		case '}': case ']': depth--; break;
-		case ':': if (depth == 1) n++; break;
+		case ':': if (depth == at) n++; break;
 		default: break;
 		}
 	}
@@ -199,6 +165,59 @@ get_string(json_object *obj, const char *key, int required, const char **out,
 	if (strlen(*out) != *len || !text_valid(*out, *len))
 		return fail(code, cause, "bad_value",
 		    "field \"%s\" holds control characters or invalid UTF-8", key);
+	return 0;
+}
+
+int
+proto_idem_key_valid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > PROTO_MAX_IDEM_KEY)
+		return 0;
+	for (i = 0; i < len; i++) {
+		if (s[i] <= 0x20 || s[i] >= 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * The optional "source" object: known string fields only, each checked (source.h). The
+ * other fields are scalars, checked before: the members at depth 2 are source's alone.
+ */
+static int
+get_source(json_object *obj, const char *line, size_t len, struct proto_request *req,
+    const char **code, char **cause)
+{
+	json_object *v;
+	const char *why;
+	int f;
+
+	if (!json_object_object_get_ex(obj, "source", &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_object))
+		return fail(code, cause, "bad_type", "field \"%s\" must be an object", "source");
+	if (members_at(line, len, 2) != (size_t)json_object_object_length(v))
+		return fail(code, cause, "duplicate_field", "a field of \"source\" appears more "
+		    "than once");
+	req->source = xcalloc(1, sizeof *req->source);
+	json_object_object_foreach(v, key, val) {
+		if ((f = source_field_parse(key)) < 0)
+			return fail(code, cause, "unknown_field", "unknown field \"source.%.*s\"",
+			    (int)utf8_prefix(key, 64), key);
+		if (!json_object_is_type(val, json_type_string))
+			return fail(code, cause, "bad_type", "field \"source.%s\" must be a "
+			    "string", key);
+		if (source_check((enum source_field)f, json_object_get_string(val),
+		    (size_t)json_object_get_string_len(val), &why) != 0)
+			return fail(code, cause, "bad_value", "source.%s %s", key, why);
+		req->source->f[f] = xstrdup(json_object_get_string(val));
+	}
+	if (source_empty(req->source)) {
+		free(req->source);
+		req->source = NULL;
+	}
 	return 0;
 }
 
@@ -274,7 +293,7 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 		fail(code, cause, "bad_json", "request must be a JSON object");
 		goto out;
 	}
-	if (top_level_members(line, len) != (size_t)json_object_object_length(obj)) {
+	if (members_at(line, len, 1) != (size_t)json_object_object_length(obj)) {
 		fail(code, cause, "duplicate_field", "a field appears more than once");
 		goto out;
 	}
@@ -386,6 +405,19 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 			}
 			req->reason = xstrdup(s);
 		}
+		if (get_string(obj, "idempotency_key", 0, &s, &slen, code, cause) != 0)
+			goto out;
+		if (s != NULL) {
+			if (!proto_idem_key_valid(s, slen)) {
+				fail(code, cause, "bad_value", "idempotency_key must be 1 to %d "
+				    "printable ASCII characters without blanks",
+				    PROTO_MAX_IDEM_KEY);
+				goto out;
+			}
+			memcpy(req->idem_key, s, slen + 1);
+		}
+		if (get_source(obj, line, len, req, code, cause) != 0)
+			goto out;
 		break;
 	case OP_STATUS:
 	case OP_CANCEL:
@@ -453,6 +485,9 @@ proto_request_free(struct proto_request *req)
 {
 	free(req->reason);
 	req->reason = NULL;
+	source_free(req->source);
+	free(req->source);
+	req->source = NULL;
 }
 
 json_object *

@@ -4,20 +4,23 @@
 
 #include <stdint.h>
 
+#include "source.h"
 #include "util.h"
 
 struct json_object;
 
 /*
  * Bump PROTO_VERSION if any of these change: the ops, their fields, the answers'
- * fields or the error codes. docs/protocol.md describes version 3 (3: install names,
- * the "installs" op, "name" in answers, the unknown_install error).
+ * fields or the error codes. docs/protocol.md describes version 4 (3: install names,
+ * the "installs" op, "name" in answers, the unknown_install error; 4: "source" and
+ * "idempotency_key" of enqueue, "replayed", the idempotency_conflict error).
  */
-#define PROTO_VERSION 3
+#define PROTO_VERSION 4
 
 #define PROTO_MAX_LINE (64 * 1024)   /* longer unterminated line: error, then close */
 #define PROTO_MAX_DEPTH 4            /* JSON nesting allowed in a request */
 #define PROTO_MAX_REASON 1024        /* bytes of "reason" text kept */
+#define PROTO_MAX_IDEM_KEY 128       /* "idempotency_key": printable ASCII, no blanks */
 #define PROTO_MAX_WAIT (7 * 86400)   /* longest "timeout" of a wait, seconds */
 #define PROTO_DEFAULT_SOCKET "/run/wpe-purged/wpe-purged.sock"
 #define PROTO_LIST_DEFAULT 100       /* jobs in one "list" answer unless "limit" says */
@@ -37,6 +40,8 @@ struct proto_request {
 	char name[INSTALL_NAME_MAX + 1]; /* enqueue, list: an install name instead, or "" */
 	enum purge_type type;   /* enqueue */
 	char *reason;           /* enqueue: optional, NULL if absent */
+	struct source *source;  /* enqueue: who asked (source.h), NULL if absent */
+	char idem_key[PROTO_MAX_IDEM_KEY + 1]; /* enqueue: "" if absent */
 	int64_t id;             /* status, wait, cancel */
 	int64_t timeout_ms;     /* wait: -1 for none */
 	/* list: filters (install and type above) and paging */
@@ -65,6 +70,8 @@ int proto_request_parse(const char *line, size_t len, struct proto_request *req,
 int proto_body_parse(const char *body, size_t len, enum proto_op, struct proto_request *req,
     const char **code, char **cause);
 void proto_request_free(struct proto_request *);
+/* Is s (len bytes) an acceptable idempotency key? For the HTTP header too. */
+int proto_idem_key_valid(const char *s, size_t len);
 
 /* An error answer object {"ok":false,"error":code,"message":message}. */
 struct json_object *proto_error(const char *code, const char *message);

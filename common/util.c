@@ -332,3 +332,37 @@ install_name_valid(const char *s)
 	}
 	return i >= 3;
 }
+
+int
+text_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	unsigned int c, need;
+
+	while (p < end) {
+		c = *p++;
+		if (c < 0x20 || c == 0x7f)
+			return 0;
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3;
+		else
+			return 0;
+		if ((size_t)(end - p) < need)
+			return 0;
+		/* reject overlongs and surrogates */
+		if ((c == 0xe0 && p[0] < 0xa0) || (c == 0xed && p[0] > 0x9f) ||
+		    (c == 0xf0 && p[0] < 0x90) || (c == 0xf4 && p[0] > 0x8f))
+			return 0;
+		while (need-- > 0) {
+			if ((*p++ & 0xc0) != 0x80)
+				return 0;
+		}
+	}
+	return 1;
+}

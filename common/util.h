@@ -58,6 +58,8 @@ int parse_int64(const char *, int64_t min, int64_t max, int64_t *out);
  * UTF-8 character: for quoting a bounded part of text with "%.*s".
  */
 size_t utf8_prefix(const char *s, size_t max);
+/* len bytes of valid UTF-8 (no overlongs, surrogates) without control characters? */
+int text_valid(const char *s, size_t len);
 /* Is s a canonical UUID (8-4-4-4-12 hex digits)? Upper case is accepted. */
 int uuid_valid(const char *s);
 /* Is s a WP Engine install name (^[a-z][a-z0-9]{2,13}$)? */

@@ -61,6 +61,24 @@ state_final(enum job_state s)
 	return s == JOB_DONE || s == JOB_FAILED || s == JOB_CANCELLED;
 }
 
+/*
+ * Who asked: "requested_by" (a label) for everyone, "source" (the job URL, commit, ref,
+ * actor...) like the reason, to its owner and administrators only.
+ */
+static void
+ops_add_source(json_object *o, const struct store_status *ss, int mine)
+{
+	json_object *src = NULL;
+	struct source s;
+
+	add_str(o, "requested_by", ss->who);
+	if (mine && ss->source != NULL && source_from_json(ss->source, &s) == 0) {
+		src = source_to_json(&s);
+		source_free(&s);
+	}
+	json_object_object_add(o, "source", src);
+}
+
 json_object *
 ops_enqueue_answer(const struct queue_placed *pl)
 {
@@ -69,10 +87,13 @@ ops_enqueue_answer(const struct queue_placed *pl)
 	json_object_object_add(o, "id", json_object_new_int64(pl->request_id));
 	json_object_object_add(o, "job", pl->held ? NULL : json_object_new_int64(pl->job_id));
 	json_object_object_add(o, "coalesced", json_object_new_boolean(pl->coalesced));
-	json_object_object_add(o, "state", json_object_new_string("queued"));
+	/* A replay says what became of the request since. */
+	json_object_object_add(o, "state", json_object_new_string(pl->replayed ?
+	    job_state_name(pl->state) : "queued"));
+	json_object_object_add(o, "replayed", json_object_new_boolean(pl->replayed));
 	add_str(o, "install", pl->install[0] != '\0' ? pl->install : NULL);
 	add_str(o, "name", pl->name[0] != '\0' ? pl->name : NULL);
-	if (pl->held)
+	if (pl->held && !state_final(pl->state))
 		add_str(o, "waiting_for", "the installs catalog (the name is resolved once it "
 		    "is read)");
 	return o;
@@ -114,6 +135,7 @@ ops_status_object(const struct store_status *ss, int64_t requester, int admin)
 	    json_object_new_int((int)ss->http_status));
 	add_str(o, "message", ss->message);
 	add_str(o, "reason", mine ? ss->reason : NULL);
+	ops_add_source(o, ss, mine);
 	add_time(o, "enqueued_at", ss->enqueued_at);
 	add_time(o, "finished_at", ss->finished_at);
 	return o;
@@ -305,7 +327,7 @@ list_entry(struct queue *q, const struct job *j, int64_t now)
 {
 	json_object *e = json_object_new_object();
 	int64_t ready = sched_ready_at(j->install->cls, &q->limits, j->type, j->not_before);
-	char buf[64];
+	char buf[64], who[SOURCE_LABEL_MAX];
 
 	json_object_object_add(e, "job", json_object_new_int64(j->id));
 	add_str(e, "install", j->install->id);
@@ -320,6 +342,9 @@ list_entry(struct queue *q, const struct job *j, int64_t now)
 	else
 		add_time(e, "started_at", j->started_at);
 	add_str(e, "waiting_for", job_waiting_for(q, j, now, ready, buf, sizeof buf));
+	/* Who asked for it first (a key lookup in the store: a page is at most 1000). */
+	if (store_job_who(q->store, j->id, who, sizeof who) == 0)
+		add_str(e, "requested_by", who[0] != '\0' ? who : NULL);
 	json_object_object_add(e, "http_status", j->http_status == 0 ? NULL :
 	    json_object_new_int((int)j->http_status));
 	add_str(e, "message", j->message);
@@ -463,6 +488,8 @@ ops_stats(struct queue *q, int connections)
 	ADD(o, "cancelled", s->cancelled);
 	ADD(o, "retries", s->retries);
 	ADD(o, "rejected_full", s->rejected_full);
+	ADD(o, "replayed", s->replayed);
+	ADD(o, "idempotency_conflicts", s->idempotency_conflicts);
 	ADD(o, "rate_limited", s->api_429);
 	ADD(o, "api_calls", s->api_calls);
 	ADD(api, "2xx", s->api_2xx);
@@ -487,6 +514,7 @@ ops_stats(struct queue *q, int connections)
 	ADD(o, "unknown_installs", s->unknown_installs);
 	ADD(o, "held_requests", q->nheld);
 	json_object_object_add(o, "catalog", ops_catalog_stats(q));
+	json_object_object_add(o, "top_requesters", top_json(q));
 #undef ADD
 	json_object_object_add(o, "paused", json_object_new_boolean(q->paused));
 	json_object_object_add(o, "storage_failing", json_object_new_boolean(q->broken));

@@ -30,6 +30,12 @@ struct ops_caller {
  * Enqueue: committed with the other requests of this loop turn, then answered through
  * cb(arg, ...). If the asker goes away first, ops_forget(arg) drops every answer still
  * owed to it (the requests themselves stay queued).
+ * req->source (who asked, may be NULL) is stored with the request. req->idem_key ("" for
+ * none) is scoped to c->requester: a request that requester made with the same key is
+ * answered again ("replayed": true, nothing created), or refused with
+ * idempotency_conflict if it was for another install or type. A transport only fills
+ * the two fields (HTTP: the body's "source", the Idempotency-Key header checked with
+ * proto_idem_key_valid).
  */
 void ops_enqueue(struct queue *, const struct proto_request *, const struct ops_caller *,
     queue_answer_cb, void *arg);

@@ -30,9 +30,11 @@ queue_enqueue(struct queue *q, const struct proto_request *req, int64_t requeste
 
 	p->req = *req;
 	p->req.reason = req->reason != NULL ? xstrdup(req->reason) : NULL;
+	p->req.source = source_dup(req->source);
 	p->requester = requester;
 	p->pid = pid;
 	p->name = name != NULL ? xstrdup(name) : NULL;
+	pending_provenance(p);
 	p->cb = cb;
 	p->arg = arg;
 	p->seq = ++q->seq;
@@ -76,6 +78,7 @@ pending_free(struct pending *p)
 {
 	proto_request_free(&p->req);
 	free(p->name);
+	free(p->source_json);
 	free(p);
 }
 
@@ -193,11 +196,15 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 	enum purge_type types[PURGE_NTYPES * 2];
 	struct job *queued[PURGE_NTYPES * 2], *j, *t;
 	struct held *h;
+	struct store_prov prov;
 	int64_t uid = p->requester;
 	char msg[64];
 	size_t n = 0, i;
 	int idx = -1, rc;
 
+	/* A key seen before: answered again (or refused), nothing placed. */
+	if ((rc = idem_check(q, p)) != 0)
+		return rc;
 	if (p->req.install[0] == '\0') {
 		/* A name: resolved at once, held for a first catalog, or waiting for a fetch. */
 		switch (names_resolve(q, p)) {
@@ -257,7 +264,7 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 				attempts = queued[i]->attempts;
 		}
 		id = store_job_insert(q->store, in->id, p->req.type, queue_to_wall(nb), attempts,
-		    now_wall);
+		    now_wall, p->who);
 		if (id < 0)
 			return -1;
 		j = job_new(q, id, in, p->req.type);
@@ -281,10 +288,12 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 		p->out.request_id = p->held_id;
 		if (store_held_resolve(q->store, p->held_id, j->id, in->id, p->out.coalesced) != 0)
 			return -1;
-	} else
+	} else {
+		pending_prov(p, &prov);
 		p->out.request_id = store_request_insert(q->store, j->id, in->id, p->req.type,
 		    p->req.reason, uid, (int64_t)p->pid, p->out.coalesced, now_wall,
-		    p->out.name);
+		    p->out.name, &prov);
+	}
 	if (p->out.request_id < 0)
 		return -1;
 	member_add(q, j, uid, 1);
@@ -352,7 +361,7 @@ queue_flush(struct queue *q)
 	json_object *o;
 	int64_t now_wall = clock_wall_ms();
 	int failed = 0, n = 0;
-	char err[256] = "", what[128];
+	char err[256] = "", what[128], via[SOURCE_LABEL_MAX + SOURCE_MAX_JOB_URL + 16];
 	uint64_t gen = 0;
 
 	q->flush_armed = 0;
@@ -412,9 +421,16 @@ queue_flush(struct queue *q)
 		if (failed)
 			o = ops_error("storage", "the request was not queued: the queue database "
 			    "failed (%s); try again", err);
-		else if (p->out.error != NULL) {
+		else if (p->out.replayed) {
+			q->stats.replayed++;
+			log_info("request %lld: answered again to %s (the same idempotency key)",
+			    (long long)p->out.request_id, p->requester_label);
+			o = ops_enqueue_answer(&p->out);
+		} else if (p->out.error != NULL) {
 			if (strcmp(p->out.error, "queue_full") == 0)
 				q->stats.rejected_full++;
+			else if (strcmp(p->out.error, "idempotency_conflict") == 0)
+				q->stats.idempotency_conflicts++;
 			else
 				q->stats.unknown_installs++;
 			o = ops_error(p->out.error, "%s", p->out.message);
@@ -423,6 +439,8 @@ queue_flush(struct queue *q)
 			q->stats.requests_type[p->req.type]++;
 			if (p->out.coalesced)
 				q->stats.coalesced++;
+			top_add(q, p->requester_label);
+			pending_via(p, via, sizeof via);
 			if (p->out.held)
 				snprintf(what, sizeof what, "%s (held until the installs catalog "
 				    "is read)", p->req.name);
@@ -431,15 +449,15 @@ queue_flush(struct queue *q)
 			else
 				snprintf(what, sizeof what, "%s", p->out.install);
 			if (p->name != NULL)
-				log_info("request %lld: %s purge of %s from %s, %s job %lld",
+				log_info("request %lld: %s purge of %s from %s%s, %s job %lld",
 				    (long long)p->out.request_id, purge_type_name(p->req.type),
-				    what, p->name, p->out.coalesced ? "joined" : "new",
+				    what, p->name, via, p->out.coalesced ? "joined" : "new",
 				    (long long)p->out.job_id);
 			else
-				log_info("request %lld: %s purge of %s from uid %ld pid %ld, %s "
+				log_info("request %lld: %s purge of %s from uid %ld pid %ld%s, %s "
 				    "job %lld", (long long)p->out.request_id,
 				    purge_type_name(p->req.type), what,
-				    (long)p->requester, (long)p->pid,
+				    (long)p->requester, (long)p->pid, via,
 				    p->out.coalesced ? "joined" : "new", (long long)p->out.job_id);
 			o = ops_enqueue_answer(&p->out);
 		}

@@ -116,6 +116,9 @@ struct pending {
 	int64_t requester;
 	pid_t pid;
 	char *name;              /* NULL: a Unix-socket peer, logged as uid and pid */
+	char who[SOURCE_LABEL_MAX];             /* who asked, for people (queue-provenance.c) */
+	char requester_label[SOURCE_LABEL_MAX]; /* the same without the pipeline: for stats */
+	char *source_json;       /* req.source as stored, or NULL */
 	queue_answer_cb cb;      /* NULL once forgotten */
 	void *arg;
 	struct queue_placed out;
@@ -213,6 +216,7 @@ struct queue {
 	struct event *grace_ev;
 	struct outage outage;
 	struct queue_stats stats;
+	struct top *top;         /* who asked most (queue-provenance.c), NULL until someone did */
 	int paused;
 	int stopping;
 	int broken;              /* memory may differ from the store: see above */
@@ -309,6 +313,15 @@ void resolving_forget(struct queue *, void *arg);
 void resolving_free_all(struct queue *);
 void pending_free(struct pending *);
 const char *names_of(struct queue *, const char *install);
+
+/* queue-provenance.c: who asked, idempotency keys, top requesters */
+void pending_provenance(struct pending *);
+void pending_prov(const struct pending *, struct store_prov *);
+int idem_check(struct queue *, struct pending *);
+void pending_via(const struct pending *, char *buf, size_t len);
+void top_add(struct queue *, const char *label);
+json_object *top_json(struct queue *);
+void top_free(struct queue *);
 
 /* queue-catalog.c: fetching the catalog */
 void catalog_start(struct queue *);

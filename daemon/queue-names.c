@@ -65,6 +65,7 @@ int
 held_place(struct queue *q, struct pending *p, int64_t now_wall, struct held **hp)
 {
 	struct held *h;
+	struct store_prov prov;
 	int64_t id;
 
 	if ((int64_t)q->nheld >= held_max(q)) {
@@ -74,8 +75,9 @@ held_place(struct queue *q, struct pending *p, int64_t now_wall, struct held **h
 		    "use the install's id", q->nheld);
 		return 1;
 	}
+	pending_prov(p, &prov);
 	id = store_request_insert(q->store, 0, "", p->req.type, p->req.reason, p->requester,
-	    (int64_t)p->pid, 0, now_wall, p->req.name);
+	    (int64_t)p->pid, 0, now_wall, p->req.name, &prov);
 	if (id < 0)
 		return -1;
 	h = xcalloc(1, sizeof *h);
@@ -167,6 +169,7 @@ held_resolve(struct queue *q)
 		p->requester = h->requester;
 		p->pid = h->pid;
 		p->resolved_once = 1;
+		pending_provenance(p);
 		TAILQ_INIT(&p->followers);
 		v[n++] = p;
 	}

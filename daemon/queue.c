@@ -605,6 +605,7 @@ queue_free(struct queue *q)
 	waiters_free_all(q);
 	sender_free(q->sender);
 	catalog_free_all(q);
+	top_free(q);
 	v = queue_jobs(q, &n);
 	for (i = 0; i < n; i++)
 		job_free(q, v[i]);

@@ -37,6 +37,7 @@ struct queue_stats {
 	/* The installs catalog: fetches begun, pages read, fetches failed, its API calls. */
 	uint64_t catalog_fetches, catalog_pages, catalog_failed, catalog_calls;
 	uint64_t unknown_installs;       /* enqueues refused: a name that does not exist */
+	uint64_t replayed, idempotency_conflicts; /* enqueues answered from an earlier one */
 	/* For /metrics (daemon/metrics.c). */
 	uint64_t requests_type[PURGE_NTYPES];
 	struct histogram api_seconds;    /* API call durations */
@@ -53,6 +54,8 @@ struct queue_placed {
 	char name[INSTALL_NAME_MAX + 1]; /* "" when the catalog does not know the install */
 	int held;                /* by a name, waiting for a first catalog (no job yet) */
 	int resolving;           /* waiting for a catalog fetch: not answered yet */
+	int replayed;            /* an earlier request with the same idempotency key */
+	enum job_state state;    /* of that request, when replayed */
 };
 
 struct queue *queue_create(struct event_base *, struct config *, struct store *);

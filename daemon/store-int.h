@@ -7,6 +7,7 @@
 #include "store.h"
 
 #define STORE_CAT_STMTS 12
+#define STORE_PROV_STMTS 2
 
 /* store.c's prepared statements. */
 enum stmt {
@@ -25,10 +26,15 @@ struct store {
 	struct durable *dur; /* syncs the WAL after commits (NULL: synchronous=FULL does) */
 	sqlite3_stmt *st[S_COUNT];
 	sqlite3_stmt *cst[STORE_CAT_STMTS]; /* store-catalog.c's */
+	sqlite3_stmt *pst[STORE_PROV_STMTS]; /* store-provenance.c's */
 	int64_t last_job, last_request; /* the highest ids given */
 };
 
 /* Prepare store-catalog.c's statements at open. 0, or -1 with *cause. */
 int store_catalog_prepare(struct store *, const char *path, char **cause);
+/* The same for store-provenance.c. */
+int store_prov_prepare(struct store *, const char *path, char **cause);
+/* Bind prov's source, idempotency key and label from parameter first on (NULL: none). */
+void store_prov_bind(sqlite3_stmt *, int first, const struct store_prov *prov);
 
 #endif

@@ -14,7 +14,7 @@
 #include "util.h"
 
 #define STORE_APP_ID 0x57504550 /* "WPEP": refuse databases that are not ours */
-#define STORE_SCHEMA 5
+#define STORE_SCHEMA 6
 
 static const char *state_names[JOB_NSTATES] = { "queued", "sending", "done", "failed",
 	"cancelled" };
@@ -33,22 +33,23 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_LOAD_MEMBERS] = "SELECT job, uid, count(*) FROM requests WHERE state = 'queued'"
 	    " GROUP BY job, uid",
 	[S_JOB_INSERT] = "INSERT INTO jobs (install, type, state, attempts, not_before,"
-	    " created_at, id) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
+	    " created_at, id, who) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7)",
 	[S_JOB_UPDATE] = "UPDATE jobs SET state = ?2, attempts = ?3, not_before = ?4,"
 	    " http_status = ?5, message = ?6, started_at = ?7, finished_at = ?8 WHERE id = ?1",
 	[S_JOB_ABSORB] = "UPDATE jobs SET state = 'cancelled', message = ?2, finished_at = ?3"
 	    " WHERE id = ?1",
 	[S_PROBE] = "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)",
 	[S_REQ_INSERT] = "INSERT INTO requests (job, install, type, state, reason, uid, pid,"
-	    " coalesced, enqueued_at, name, id) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7,"
-	    " ?8, ?9, ?10)",
+	    " coalesced, enqueued_at, name, id, source, idem_key, who) VALUES (?1, ?2, ?3,"
+	    " 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 	[S_REQ_MOVE] = "UPDATE requests SET job = ?2 WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_FINISH] = "UPDATE requests SET state = ?2, finished_at = ?3"
 	    " WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_LIVE] = "SELECT count(*) FROM requests WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_GET] = "SELECT r.id, r.install, r.type, r.state, r.job, j.type, j.state,"
 	    " j.attempts, j.http_status, j.message, r.reason, r.enqueued_at, r.finished_at,"
-	    " r.uid, r.name, r.error FROM requests r LEFT JOIN jobs j ON j.id = r.job"
+	    " r.uid, r.name, r.error, r.source, r.who FROM requests r"
+	    " LEFT JOIN jobs j ON j.id = r.job"
 	    " WHERE r.id = ?1",
 	[S_REQ_CANCEL] = "UPDATE requests SET state = 'cancelled', finished_at = ?2"
 	    " WHERE id = ?1 AND state = 'queued'",
@@ -175,9 +176,21 @@ static const char schema_v5[] =
     "ALTER TABLE requests ADD COLUMN error TEXT;"
     "CREATE INDEX requests_held ON requests(id) WHERE state = 'queued' AND job = 0;";
 
+/*
+ * Schema 6: who asked (store-provenance.c): a request's "source" (JSON) and its label,
+ * a job's label (its first request's), and idempotency keys, unique per requester.
+ */
+static const char schema_v6[] =
+    "ALTER TABLE requests ADD COLUMN source TEXT;"
+    "ALTER TABLE requests ADD COLUMN idem_key TEXT;"
+    "ALTER TABLE requests ADD COLUMN who TEXT;"
+    "ALTER TABLE jobs ADD COLUMN who TEXT;"
+    "CREATE UNIQUE INDEX requests_idem ON requests(uid, idem_key)"
+    " WHERE idem_key IS NOT NULL;";
+
 /* migrations[v] takes schema v to v + 1; a new database runs them all after schema 1. */
 static const char *const migrations[STORE_SCHEMA] = {
-	[1] = schema_v2, [2] = schema_v3, [3] = schema_v4, [4] = schema_v5,
+	[1] = schema_v2, [2] = schema_v3, [3] = schema_v4, [4] = schema_v5, [5] = schema_v6,
 };
 
 const char *
@@ -410,7 +423,8 @@ store_open(const char *path, char **cause)
 	st->last_job = sqlite3_column_int64(st->st[S_SEQ_GET], 0);
 	st->last_request = sqlite3_column_int64(st->st[S_SEQ_GET], 1);
 	sqlite3_reset(st->st[S_SEQ_GET]);
-	if (store_catalog_prepare(st, path, cause) != 0)
+	if (store_catalog_prepare(st, path, cause) != 0 ||
+	    store_prov_prepare(st, path, cause) != 0)
 		goto fail;
 	return st;
 fail:
@@ -430,6 +444,8 @@ store_close(struct store *st)
 		sqlite3_finalize(st->st[i]);
 	for (i = 0; i < STORE_CAT_STMTS; i++)
 		sqlite3_finalize(st->cst[i]);
+	for (i = 0; i < STORE_PROV_STMTS; i++)
+		sqlite3_finalize(st->pst[i]);
 	sqlite3_close(st->db);
 	if (st->lockfd != -1)
 		close(st->lockfd);
@@ -635,7 +651,7 @@ fail:
 
 int64_t
 store_job_insert(struct store *st, const char *install, enum purge_type type,
-    int64_t not_before, int attempts, int64_t now)
+    int64_t not_before, int attempts, int64_t now, const char *who)
 {
 	sqlite3_stmt *s = stmt(st, S_JOB_INSERT);
 
@@ -645,6 +661,8 @@ store_job_insert(struct store *st, const char *install, enum purge_type type,
 	sqlite3_bind_int64(s, 4, not_before);
 	sqlite3_bind_int64(s, 5, now);
 	sqlite3_bind_int64(s, 6, st->last_job + 1);
+	if (who != NULL && who[0] != '\0')
+		sqlite3_bind_text(s, 7, who, -1, SQLITE_STATIC);
 	if (run(st, s) != 0)
 		return -1;
 	return ++st->last_job;   /* an id of a rolled-back row is not given again either */
@@ -690,7 +708,7 @@ store_job_absorb(struct store *st, int64_t id, const char *message, int64_t now)
 int64_t
 store_request_insert(struct store *st, int64_t job, const char *install,
     enum purge_type type, const char *reason, int64_t uid, int64_t pid, int coalesced,
-    int64_t now, const char *name)
+    int64_t now, const char *name, const struct store_prov *prov)
 {
 	sqlite3_stmt *s = stmt(st, S_REQ_INSERT);
 
@@ -708,6 +726,7 @@ store_request_insert(struct store *st, int64_t job, const char *install,
 	if (name != NULL && name[0] != '\0')
 		sqlite3_bind_text(s, 9, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 10, st->last_request + 1);
+	store_prov_bind(s, 11, prov);
 	if (run(st, s) != 0)
 		return -1;
 	return ++st->last_request;
@@ -806,6 +825,8 @@ store_request_get(struct store *st, int64_t id, struct store_status *out)
 	/* A request that never had a job (an unknown name) keeps its own reason. */
 	if (out->message == NULL)
 		out->message = dup_text(sqlite3_column_text(s, 15));
+	out->source = dup_text(sqlite3_column_text(s, 16));
+	out->who = dup_text(sqlite3_column_text(s, 17));
 	sqlite3_reset(s);
 	return 1;
 }
@@ -815,7 +836,9 @@ store_status_free(struct store_status *ss)
 {
 	free(ss->message);
 	free(ss->reason);
-	ss->message = ss->reason = NULL;
+	free(ss->source);
+	free(ss->who);
+	ss->message = ss->reason = ss->source = ss->who = NULL;
 }
 
 int

@@ -2,6 +2,7 @@
 #ifndef WPE_STORE_H
 #define WPE_STORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "proto.h"
@@ -42,6 +43,25 @@ struct store_status {
 	int64_t finished_at;
 	int64_t uid;
 	char name[INSTALL_NAME_MAX + 1]; /* the install's name when it was asked for, or "" */
+	char *source;           /* the "source" object as JSON text, or NULL */
+	char *who;              /* who asked, as a label ("github:org/repo#12", "uid 1000") */
+};
+
+/* Who asked, as stored with a request (store-provenance.c); any field may be NULL. */
+struct store_prov {
+	const char *source;     /* the "source" object as JSON text */
+	const char *idem_key;   /* idempotency key, unique per requester (uid) */
+	const char *who;        /* a label for people */
+};
+
+/* A request found by its idempotency key, as an enqueue's answer repeats it. */
+struct store_idem {
+	int64_t id, job;
+	char install[37];
+	char name[INSTALL_NAME_MAX + 1];
+	enum purge_type type;
+	enum job_state state;   /* as "status" says it */
+	int coalesced;
 };
 
 struct store;
@@ -86,15 +106,16 @@ int store_load(struct store *, void (*job_cb)(void *, const struct store_job *),
     void (*limit_cb)(void *, const char *, int, const struct class_state *),
     void (*member_cb)(void *, int64_t, int64_t, int), void *arg);
 
+/* who: a label of who asked for it (NULL: none). */
 int64_t store_job_insert(struct store *, const char *install, enum purge_type,
-    int64_t not_before, int attempts, int64_t now);
+    int64_t not_before, int attempts, int64_t now, const char *who);
 int store_job_update(struct store *, const struct store_job *);
 /* A job taken over by another: finished as cancelled, with a message saying which. */
 int store_job_absorb(struct store *, int64_t id, const char *message, int64_t now);
 /* job 0 and install "": a request by a name not resolved yet (name required then). */
 int64_t store_request_insert(struct store *, int64_t job, const char *install,
     enum purge_type, const char *reason, int64_t uid, int64_t pid, int coalesced,
-    int64_t now, const char *name);
+    int64_t now, const char *name, const struct store_prov *);
 /* Move the unfinished requests of job from to job to. */
 int store_requests_move(struct store *, int64_t from, int64_t to);
 /* Finish the unfinished requests of a job with state. */
@@ -112,6 +133,15 @@ int store_limit_touch(struct store *, const char *install, int cls, int64_t last
 int store_prune(struct store *, int64_t before, int batch);
 /* When the oldest finished row finished (wall ms); 0 if there is none, -1 on error. */
 int64_t store_oldest_finished(struct store *);
+
+/* store-provenance.c: idempotency keys and who asked. */
+/*
+ * The request requester uid made with key: 1 and *out filled, 0 if none (or pruned),
+ * -1. Sees the caller's transaction (a key used earlier in the same group commit).
+ */
+int store_idem_find(struct store *, int64_t uid, const char *key, struct store_idem *out);
+/* The label of who asked for job (buf "" if none): 0, or -1. */
+int store_job_who(struct store *, int64_t job, char *buf, size_t len);
 
 /* store-catalog.c: the installs catalog and the requests waiting for a name. */
 struct catalog;

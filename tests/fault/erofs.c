@@ -2,13 +2,16 @@
  * erofs.c: LD_PRELOAD fault injector: while the file named by $WPE_EROFS_FLAG exists,
  * writes to files whose path contains $WPE_EROFS_MATCH fail with EROFS, as they would on
  * a file system remounted read-only under a running process; while $WPE_EIO_FLAG exists,
- * fdatasync of such files fails with EIO (a disk losing writes).
+ * fdatasync of such files fails with EIO (a disk losing writes); while $WPE_KILL_FLAG
+ * exists, fdatasync of such files kills the process with SIGKILL (kill -9 after a commit
+ * was written, before it was answered: its frames are in the page cache, not lost).
  */
 #include <sys/stat.h>
 #include <sys/types.h>
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +58,8 @@ fdatasync(int fd)
 
 	if (real == NULL)
 		*(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
+	if (refuse_with(fd, "WPE_KILL_FLAG", EINTR))
+		raise(SIGKILL);
 	if (refuse_with(fd, "WPE_EIO_FLAG", EIO))
 		return -1;
 	return real(fd);

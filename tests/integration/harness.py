@@ -233,8 +233,9 @@ def erofs_env(**kw):
     shim = os.path.abspath(os.path.join(BUILD, "tests", "erofs.so"))
     saved = dict(os.environ)
     eio = os.path.join(env.dir, "eio")
+    kill = os.path.join(env.dir, "kill")
     os.environ.update(LD_PRELOAD=shim, WPE_EROFS_FLAG=flag, WPE_EROFS_MATCH=env.db,
-                      WPE_EIO_FLAG=eio,
+                      WPE_EIO_FLAG=eio, WPE_KILL_FLAG=kill,
                       ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
                       ":verify_asan_link_order=0")
     try:
@@ -253,8 +254,15 @@ def erofs_env(**kw):
             open(eio, "w").close()
         elif os.path.exists(eio):
             os.unlink(eio)
+    def killed_at_sync(on):
+        """The daemon kills itself (SIGKILL) at its next sync of the database."""
+        if on:
+            open(kill, "w").close()
+        elif os.path.exists(kill):
+            os.unlink(kill)
     env.readonly = readonly
     env.losing_writes = losing_writes
+    env.killed_at_sync = killed_at_sync
     return env
 
 

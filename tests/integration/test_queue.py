@@ -15,7 +15,7 @@ from harness import (CTL, DAEMON, I1, I2, I3, PASSWORD, Client, Env, EnvTest, Fr
 class Protocol(EnvTest):
     def test_ping_and_version(self):
         r = self.env.request({"op": "ping"})
-        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 3})
+        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 4})
 
     def test_errors_keep_connection_usable(self):
         bad = [
@@ -227,7 +227,8 @@ class Client_(EnvTest):
         rc, lines, err = self.env.ctl_json("enqueue", I2, "-t", "cdn", "--wait")
         self.assertEqual(rc, 0, err)
         self.assertEqual(len(lines), 2)
-        self.assertEqual(set(lines[0]), {"ok", "id", "job", "coalesced", "state", "install", "name"})
+        self.assertEqual(set(lines[0]), {"ok", "id", "job", "coalesced", "state", "replayed",
+                                         "install", "name"})
         self.assertEqual(lines[1]["state"], "done")
         for key in ("install", "type", "state", "job", "attempts", "http_status", "message",
                     "enqueued_at", "finished_at"):

@@ -245,6 +245,83 @@ test_utf8_prefix(void **state)
 	assert_int_equal(utf8_prefix("\x80\x80\x80\x80\x80\x80", 5), 2);
 }
 
+/* The "source" object and the idempotency key of an enqueue (protocol 4). */
+static void
+test_source_and_key(void **state)
+{
+	struct proto_request req;
+	const char *code;
+	char line[2048], big[600];
+
+	(void)state;
+	assert_int_equal(parse("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{"
+	    "\"ci\":\"gitlab\",\"job_url\":\"https://gitlab.com/g/p/-/jobs/9\",\"commit\":"
+	    "\"abc\",\"ref\":\"main\",\"actor\":\"b\\u00f6b\",\"pipeline\":\"77\"},"
+	    "\"idempotency_key\":\"deploy-1:x\"}", &req, &code), 0);
+	assert_non_null(req.source);
+	assert_string_equal(req.source->f[SF_CI], "gitlab");
+	assert_string_equal(req.source->f[SF_ACTOR], "b\xc3\xb6" "b");
+	assert_string_equal(req.source->f[SF_PIPELINE], "77");
+	assert_string_equal(req.idem_key, "deploy-1:x");
+	proto_request_free(&req);
+	assert_null(req.source);
+
+	/* Absent, or empty: no source, no key. */
+	assert_int_equal(parse("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{}}",
+	    &req, &code), 0);
+	assert_null(req.source);
+	assert_string_equal(req.idem_key, "");
+	proto_request_free(&req);
+
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":[]}", "bad_type");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":null}", "bad_type");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"ci\":1}}",
+	    "bad_type");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"x\":\"1\"}}",
+	    "unknown_field");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"ci\":"
+	    "\"github\",\"ci\":\"gitlab\"}}", "duplicate_field");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"ci\":"
+	    "\"travis\"}}", "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"job_url\":"
+	    "\"javascript:alert(1)\"}}", "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"job_url\":"
+	    "\"https://\"}}", "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"job_url\":"
+	    "\"https://u:p@h/x\"}}", "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"ref\":"
+	    "\"a\\nb\"}}", "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"actor\":"
+	    "\"\"}}", "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":{\"commit\":"
+	    "\"\\u00e9\"}}", "bad_value");
+	/* Limits: at the limit accepted, one byte more refused. */
+	memset(big, 'a', sizeof big);
+	snprintf(line, sizeof line, "{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":"
+	    "{\"job_url\":\"https://h/%.*s\"}}", SOURCE_MAX_JOB_URL - 10, big);
+	assert_int_equal(parse(line, &req, &code), 0);
+	proto_request_free(&req);
+	snprintf(line, sizeof line, "{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"source\":"
+	    "{\"job_url\":\"https://h/%.*s\"}}", SOURCE_MAX_JOB_URL - 9, big);
+	expect_error(line, "bad_value");
+	snprintf(line, sizeof line, "{\"op\":\"enqueue\",\"install\":\"" UUID "\","
+	    "\"idempotency_key\":\"%.*s\"}", PROTO_MAX_IDEM_KEY, big);
+	assert_int_equal(parse(line, &req, &code), 0);
+	proto_request_free(&req);
+	snprintf(line, sizeof line, "{\"op\":\"enqueue\",\"install\":\"" UUID "\","
+	    "\"idempotency_key\":\"%.*s\"}", PROTO_MAX_IDEM_KEY + 1, big);
+	expect_error(line, "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"idempotency_key\":\"\"}",
+	    "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"idempotency_key\":\"a b\"}",
+	    "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"idempotency_key\":7}",
+	    "bad_type");
+	/* Only enqueue takes them. */
+	expect_error("{\"op\":\"status\",\"id\":1,\"idempotency_key\":\"k\"}", "unknown_field");
+	expect_error("{\"op\":\"list\",\"source\":{}}", "unknown_field");
+}
+
 int
 main(void)
 {
@@ -255,6 +332,7 @@ main(void)
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_error_text_is_utf8),
 		cmocka_unit_test(test_utf8_prefix),
+		cmocka_unit_test(test_source_and_key),
 	};
 
 	return cmocka_run_group_tests_name("proto", tests, NULL, NULL);

@@ -91,10 +91,10 @@ test_enqueue_and_status(void **state)
 
 	(void)state;
 	assert_int_equal(store_begin(st), 0);
-	j = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1000);
+	j = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1000, NULL);
 	assert_true(j > 0);
-	r1 = store_request_insert(st, j, A, PURGE_OBJECT, "deploy", 1000, 42, 0, 1000, NULL);
-	r2 = store_request_insert(st, j, A, PURGE_OBJECT, NULL, 1000, 43, 1, 1001, NULL);
+	r1 = store_request_insert(st, j, A, PURGE_OBJECT, "deploy", 1000, 42, 0, 1000, NULL, NULL);
+	r2 = store_request_insert(st, j, A, PURGE_OBJECT, NULL, 1000, 43, 1, 1001, NULL, NULL);
 	assert_int_equal(store_commit(st), 0);
 	assert_true(r2 > r1);
 
@@ -143,14 +143,14 @@ test_absorb(void **state)
 
 	(void)state;
 	store_begin(st);
-	jo = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1);
-	jp = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
-	ro = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 0, 1, NULL);
-	rp = store_request_insert(st, jp, A, PURGE_PAGE, NULL, 0, 0, 0, 1, NULL);
+	jo = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1, NULL);
+	jp = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1, NULL);
+	ro = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 0, 1, NULL, NULL);
+	rp = store_request_insert(st, jp, A, PURGE_PAGE, NULL, 0, 0, 0, 1, NULL, NULL);
 	/* A cancelled request stays with the absorbed job and must stay readable. */
-	rc = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 1, 1, NULL);
+	rc = store_request_insert(st, jo, A, PURGE_OBJECT, NULL, 0, 0, 1, 1, NULL, NULL);
 	assert_int_equal(store_request_cancel(st, rc, 1), 1);
-	ja = store_job_insert(st, A, PURGE_ALL, 0, 0, 2);
+	ja = store_job_insert(st, A, PURGE_ALL, 0, 0, 2, NULL);
 	assert_int_equal(store_requests_move(st, jo, ja), 0);
 	assert_int_equal(store_requests_move(st, jp, ja), 0);
 	assert_int_equal(store_job_absorb(st, jo, "absorbed", 2), 0);
@@ -181,8 +181,8 @@ test_rollback(void **state)
 
 	(void)state;
 	store_begin(st);
-	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
-	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL);
+	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1, NULL);
+	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL, NULL);
 	store_rollback(st);
 	assert_int_equal(store_request_get(st, r, &ss), 0);
 	store_close(st);
@@ -200,16 +200,16 @@ test_recover_and_load(void **state)
 
 	(void)state;
 	store_begin(st);
-	j1 = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1);
-	j2 = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
-	j3 = store_job_insert(st, A, PURGE_CDN, 0, 0, 1);
+	j1 = store_job_insert(st, A, PURGE_OBJECT, 0, 0, 1, NULL);
+	j2 = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1, NULL);
+	j3 = store_job_insert(st, A, PURGE_CDN, 0, 0, 1, NULL);
 	/* Two requests of uid 1000 and one of uid 1001 on j1; one of 1000 on j2 (sending). */
-	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 1, 0, 1, NULL);
-	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 2, 1, 1, NULL);
-	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1001, 3, 1, 1, NULL);
-	store_request_insert(st, j2, A, PURGE_PAGE, NULL, 1000, 4, 0, 1, NULL);
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 1, 0, 1, NULL, NULL);
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1000, 2, 1, 1, NULL, NULL);
+	store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1001, 3, 1, 1, NULL, NULL);
+	store_request_insert(st, j2, A, PURGE_PAGE, NULL, 1000, 4, 0, 1, NULL, NULL);
 	store_request_cancel(st, store_request_insert(st, j1, A, PURGE_OBJECT, NULL, 1002,
-	    5, 1, 1, NULL), 2);
+	    5, 1, 1, NULL, NULL), 2);
 	struct store_job row = { .id = j2, .state = JOB_SENDING, .attempts = 1 };
 	store_job_update(st, &row);
 	row.id = j3;
@@ -262,9 +262,9 @@ test_prune(void **state)
 
 	(void)state;
 	store_begin(st);
-	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
+	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1, NULL);
 	for (i = 0; i < 5; i++)
-		r[i] = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL);
+		r[i] = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL, NULL);
 	struct store_job row = { .id = j, .state = JOB_DONE, .finished_at = 100 };
 	store_job_update(st, &row);
 	store_requests_finish(st, j, JOB_DONE, 100);
@@ -307,9 +307,9 @@ test_prune_jobs_after_their_requests(void **state)
 	store_begin(st);
 	/* Job k finishes at 100 + 10k; one of its 3 requests was cancelled before, at 90. */
 	for (k = 0; k < 3; k++) {
-		j = store_job_insert(st, A, (enum purge_type)k, 0, 0, 1);
+		j = store_job_insert(st, A, (enum purge_type)k, 0, 0, 1, NULL);
 		for (i = 0; i < 3; i++)
-			r = store_request_insert(st, j, A, (enum purge_type)k, NULL, 0, 0, 0, 1, NULL);
+			r = store_request_insert(st, j, A, (enum purge_type)k, NULL, 0, 0, 0, 1, NULL, NULL);
 		assert_int_equal(store_request_cancel(st, r, 90), 1);
 		struct store_job row = { .id = j, .state = JOB_DONE,
 		    .finished_at = 100 + 10 * k };
@@ -317,8 +317,8 @@ test_prune_jobs_after_their_requests(void **state)
 		assert_int_equal(store_requests_finish(st, j, JOB_DONE, 100 + 10 * k), 0);
 	}
 	/* A job still queued, with its request: never pruned. */
-	live = store_job_insert(st, A, PURGE_CDN, 0, 0, 1);
-	store_request_insert(st, live, A, PURGE_CDN, NULL, 0, 0, 0, 1, NULL);
+	live = store_job_insert(st, A, PURGE_CDN, 0, 0, 1, NULL);
+	store_request_insert(st, live, A, PURGE_CDN, NULL, 0, 0, 0, 1, NULL, NULL);
 	store_commit(st);
 
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
@@ -358,6 +358,7 @@ test_migrate_to_4(void **state)
 	store_close(st);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP TABLE requests; DROP TABLE installs;"
+	    "ALTER TABLE jobs DROP COLUMN who;"
 	    "CREATE TABLE requests (id INTEGER PRIMARY KEY AUTOINCREMENT, job INTEGER NOT NULL,"
 	    " install TEXT NOT NULL, type TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,"
 	    " uid INTEGER, pid INTEGER, coalesced INTEGER NOT NULL, enqueued_at INTEGER NOT"
@@ -378,8 +379,8 @@ test_migrate_to_4(void **state)
 	if (st == NULL)
 		fail_msg("store_open: %s", cause);
 	store_begin(st);
-	j = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1);
-	r = store_request_insert(st, j, A, PURGE_PAGE, NULL, 0, 0, 0, 1, NULL);
+	j = store_job_insert(st, A, PURGE_PAGE, 0, 0, 1, NULL);
+	r = store_request_insert(st, j, A, PURGE_PAGE, NULL, 0, 0, 0, 1, NULL, NULL);
 	store_commit(st);
 	assert_int_equal(j, 2);
 	assert_int_equal(r, 8);
@@ -391,7 +392,7 @@ test_migrate_to_4(void **state)
 	    " 'kept' AND uid = 1000"), 1);
 	assert_int_equal(count(db, "SELECT count(*) FROM requests WHERE state = 'queued'"
 	    " AND job = 1"), 1);
-	assert_int_equal(count(db, "PRAGMA user_version"), 5);
+	assert_int_equal(count(db, "PRAGMA user_version"), 6);
 	sqlite3_close(db);
 }
 
@@ -405,12 +406,12 @@ test_ids_survive_pruning(void **state)
 
 	(void)state;
 	store_begin(st);
-	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1);
-	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL);
+	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1, NULL);
+	r = store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL, NULL);
 	/* A rolled-back id is not given again either. */
 	store_commit(st);
 	store_begin(st);
-	assert_int_equal(store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL), r + 1);
+	assert_int_equal(store_request_insert(st, j, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL, NULL), r + 1);
 	store_rollback(st);
 	store_begin(st);
 	struct store_job row = { .id = j, .state = JOB_DONE, .finished_at = 100 };
@@ -425,8 +426,8 @@ test_ids_survive_pruning(void **state)
 	if (st == NULL)
 		fail_msg("store_open: %s", cause);
 	store_begin(st);
-	assert_int_equal(store_job_insert(st, A, PURGE_ALL, 0, 0, 1), j + 1);
-	assert_true(store_request_insert(st, j + 1, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL) > r);
+	assert_int_equal(store_job_insert(st, A, PURGE_ALL, 0, 0, 1, NULL), j + 1);
+	assert_true(store_request_insert(st, j + 1, A, PURGE_ALL, NULL, 0, 0, 0, 1, NULL, NULL) > r);
 	store_commit(st);
 	store_close(st);
 }
@@ -488,6 +489,85 @@ test_one_daemon_per_database(void **state)
 	store_close(second);
 }
 
+/*
+ * Idempotency keys: found by requester and key through their index (no scan), seen in
+ * the transaction that stored them, forgotten with a rolled-back one, pruned with their
+ * request; a job keeps who asked for it.
+ */
+static void
+test_idempotency_keys(void **state)
+{
+	struct store *st = fresh();
+	struct store_prov prov = { "{\"ci\":\"github\"}", "k1", "github:o/r#1" };
+	struct store_idem r;
+	struct store_status ss;
+	sqlite3 *db;
+	char who[64];
+	int64_t j, id;
+
+	(void)state;
+	assert_int_equal(store_begin(st), 0);
+	j = store_job_insert(st, A, PURGE_PAGE, 0, 0, 100, "github:o/r#1");
+	id = store_request_insert(st, j, A, PURGE_PAGE, NULL, 1000, 1, 0, 100, "site", &prov);
+	assert_int_equal(store_idem_find(st, 1000, "k1", &r), 1);   /* in its transaction */
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_idem_find(st, 1000, "k1", &r), 1);
+	assert_int_equal(r.id, id);
+	assert_int_equal(r.job, j);
+	assert_int_equal(r.type, PURGE_PAGE);
+	assert_int_equal(r.state, JOB_QUEUED);
+	assert_string_equal(r.install, A);
+	assert_string_equal(r.name, "site");
+	assert_int_equal(store_idem_find(st, 1001, "k1", &r), 0);   /* another uid's */
+	assert_int_equal(store_idem_find(st, 1000, "k2", &r), 0);
+	assert_int_equal(store_idem_find(st, -1, "k1", &r), 0);
+	assert_int_equal(store_job_who(st, j, who, sizeof who), 0);
+	assert_string_equal(who, "github:o/r#1");
+	assert_int_equal(store_request_get(st, id, &ss), 1);
+	assert_string_equal(ss.source, "{\"ci\":\"github\"}");
+	assert_string_equal(ss.who, "github:o/r#1");
+	store_status_free(&ss);
+
+	/* A rolled-back request's key is not remembered. */
+	prov.idem_key = "k2";
+	assert_int_equal(store_begin(st), 0);
+	assert_true(store_request_insert(st, j, A, PURGE_PAGE, NULL, 1000, 1, 1, 100, NULL,
+	    &prov) > 0);
+	store_rollback(st);
+	assert_int_equal(store_idem_find(st, 1000, "k2", &r), 0);
+
+	/* The lookup uses the index. */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(count(db, "SELECT count(*) FROM (SELECT 1 FROM pragma_index_list("
+	    "'requests') WHERE name = 'requests_idem' AND \"unique\" = 1)"), 1);
+	{
+		sqlite3_stmt *s;
+		int indexed = 0;
+
+		assert_int_equal(sqlite3_prepare_v2(db, "EXPLAIN QUERY PLAN SELECT r.id, j.state FROM"
+		    " requests r LEFT JOIN jobs j ON j.id = r.job WHERE r.uid = 1000 AND"
+		    " r.idem_key = 'k1'", -1, &s, NULL), SQLITE_OK);
+		while (sqlite3_step(s) == SQLITE_ROW)
+			indexed |= strstr((const char *)sqlite3_column_text(s, 3),
+			    "SEARCH r USING INDEX requests_idem (uid=? AND idem_key=?)") != NULL;
+		sqlite3_finalize(s);
+		assert_true(indexed);
+	}
+	sqlite3_close(db);
+
+	/* Finished and pruned: the key goes with its request. */
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_requests_finish(st, j, JOB_DONE, 150), 0);
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_idem_find(st, 1000, "k1", &r), 1);
+	assert_int_equal(r.state, JOB_DONE);
+	assert_int_equal(store_begin(st), 0);
+	assert_true(store_prune(st, 200, 10) >= 1);
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_idem_find(st, 1000, "k1", &r), 0);
+	store_close(st);
+}
+
 int
 main(void)
 {
@@ -502,6 +582,7 @@ main(void)
 		cmocka_unit_test(test_ids_survive_pruning),
 		cmocka_unit_test(test_foreign_and_corrupt),
 		cmocka_unit_test(test_one_daemon_per_database),
+		cmocka_unit_test(test_idempotency_keys),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, setup, teardown);
