@@ -469,10 +469,11 @@ queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
 	struct job *j = job_find(q, job_id);
 	struct store_job row;
 	int64_t now_wall = clock_wall_ms();
-	int live, drop;
+	int live = 0, drop;
 
+	/* Job 0: a request by name held for the catalog; it has no job to look at. */
 	if (store_begin(q->store) != 0 || store_request_cancel(q->store, id, now_wall) < 0 ||
-	    (live = store_job_live_requests(q->store, job_id)) < 0)
+	    (job_id != 0 && (live = store_job_live_requests(q->store, job_id)) < 0))
 		goto fail;
 	drop = j != NULL && live == 0 && j->state == JOB_QUEUED;
 	if (drop) {
@@ -490,6 +491,9 @@ queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
 		member_sub(q, j, uid);
 	if (drop)
 		job_free(q, j);
+	/* A request by name still held for the catalog must not be resolved and sent. */
+	if (job_id == 0)
+		held_forget(q, id);
 	prune_arm(q, now_wall);
 	waiters_wake(q, id, 0);
 	queue_run(q);

@@ -299,6 +299,7 @@ enum resolve { RESOLVED = 0, RESOLVE_UNKNOWN, RESOLVE_HOLD, RESOLVE_WAIT };
 enum resolve names_resolve(struct queue *, struct pending *);
 int held_place(struct queue *, struct pending *, int64_t now_wall, struct held **);
 void held_settle(struct queue *, struct held *, int failed);
+void held_forget(struct queue *, int64_t id);
 void held_free_all(struct queue *);
 int held_load(struct queue *);
 void held_resolve(struct queue *);

@@ -103,6 +103,22 @@ held_settle(struct queue *q, struct held *h, int failed)
 	q->nheld++;
 }
 
+/* A held request was cancelled (committed): it no longer waits for the catalog. */
+void
+held_forget(struct queue *q, int64_t id)
+{
+	struct held *h;
+
+	TAILQ_FOREACH(h, &q->held, entry) {
+		if (h->id == id) {
+			TAILQ_REMOVE(&q->held, h, entry);
+			q->nheld--;
+			free(h);
+			return;
+		}
+	}
+}
+
 void
 held_free_all(struct queue *q)
 {

@@ -169,6 +169,31 @@ class BeforeTheCatalog(CatalogBase):
         self.env.wait_state(h["id"])
         self.assertEqual(len(self.env.purges(I1)), 1)
 
+    def test_a_cancelled_held_request_is_never_sent(self):
+        # Review: a held request cancelled before the catalog arrived stayed on the
+        # daemon's held list; once the catalog came it was resolved into a new job and
+        # its purge was sent, for nobody (and it held a slot of the cap meanwhile).
+        sim(self.env, {"fault": {"status": 503, "count": 100000}})
+        self.env.start()
+        h = self.enqueue("install1", "object")
+        k = self.enqueue("install2", "page")
+        self.assertIsNone(h["job"])
+        c = self.env.request({"op": "cancel", "id": h["id"]})
+        self.assertEqual(c["state"], "cancelled", c)
+        self.assertEqual(stats(self.env)["held_requests"], 1)
+        sim(self.env, {"fault": {"count": 0}})
+        self.env.wait_state(k["id"], timeout=30)         # the other one resolves and goes
+        s = self.env.request({"op": "status", "id": h["id"]})
+        self.assertEqual((s["state"], s["job"]), ("cancelled", None))
+        self.assertEqual(self.env.request({"op": "list"})["total"], 0)
+        self.assertEqual(self.env.purges(I1, status=None), [])
+        self.assertEqual(len(self.env.purges(I2)), 1)
+        # Nor after a restart.
+        self.env.stop()
+        self.env.start()
+        self.assertEqual(stats(self.env)["held_requests"], 0)
+        self.assertEqual(self.env.purges(I1, status=None), [])
+
     def test_held_requests_survive_a_restart(self):
         sim(self.env, {"fault": {"status": 503, "count": 100000}})
         self.env.start()
