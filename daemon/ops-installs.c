@@ -97,7 +97,7 @@ ops_installs(struct queue *q, const struct proto_request *req, const struct ops_
 		if (!q->fetch.running && (c->admin ||
 		    sched_catalog_unknown_allowed(q->fetch.last_unknown, queue_now())))
 			catalog_want(q, !c->admin);
-		if (q->fetch.running)
+		if (catalog_asking(q))
 			return waiter_catalog_new(q, c->requester, c->admin, cb, arg);
 	}
 	cb(arg, ops_installs_list(q));

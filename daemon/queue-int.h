@@ -315,6 +315,13 @@ const char *names_of(struct queue *, const char *install);
 void catalog_start(struct queue *);
 void catalog_want(struct queue *, int unknown_name);
 void catalog_stop(struct queue *);
+/*
+ * Is a page of the fetch at the API right now? Only then may an enqueue or installs
+ * --refresh wait for it: a fetch waiting out a backoff (up to retry_max, or a 429's
+ * Retry-After) has settled for them, and they are answered at once.
+ */
+static inline int catalog_asking(const struct queue *q)
+{ return q->fetch.running && q->fetch.in_flight; }
 void catalog_free_all(struct queue *);
 
 /* queue-enqueue.c */

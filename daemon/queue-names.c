@@ -52,7 +52,7 @@ names_resolve(struct queue *q, struct pending *p)
 		if (!q->fetch.running &&
 		    sched_catalog_unknown_allowed(q->fetch.last_unknown, queue_now()))
 			catalog_want(q, 1);
-		if (q->fetch.running)
+		if (catalog_asking(q))
 			return RESOLVE_WAIT;
 	}
 	unknown(q, p);
@@ -264,7 +264,7 @@ release_one(struct queue *q, struct pending *p)
 void
 resolving_add(struct queue *q, struct pending *p)
 {
-	if (!q->fetch.running)
+	if (!catalog_asking(q))
 		release_one(q, p);
 	else
 		TAILQ_INSERT_TAIL(&q->resolving, p, entry);

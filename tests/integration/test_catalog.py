@@ -137,6 +137,35 @@ class Failures(CatalogBase):
         self.assertIn("no install named", err)
 
 
+class Backoff(CatalogBase):
+    start_daemon = False
+
+    def test_a_fetch_waiting_out_its_backoff_holds_nobody(self):
+        # Review: a fetch whose page failed waits (up to retry_max) before asking again;
+        # an unknown name or installs --refresh arriving meanwhile waited for that next
+        # try, and so did the client's later answers: minutes for a CI job.
+        self.env.write_conf(dict(self.env.lim, retry_initial=30, retry_max=60),
+                            self.env.api)
+        self.env.start()
+        self.loaded(3)
+        sim(self.env, {"fault": {"status": 503, "count": 100000}})
+        rc, out, _ = self.env.ctl_json("installs", "--refresh")     # root: always asks
+        self.assertIn("HTTP 503", out[0]["refresh_error"])
+        self.assertTrue(catalog(self.env)["refreshing"])           # 30 s or more to wait
+        c = self.env.connect()
+        c.s.settimeout(10)
+        c.send({"op": "enqueue", "install": "nosuchsite", "type": "object"})
+        c.send({"op": "enqueue", "install": I1, "type": "object"})
+        a = c.recv()
+        self.assertEqual(a["error"], "unknown_install", a)
+        self.assertIn("HTTP 503", a["message"])
+        self.assertTrue(c.recv()["ok"])
+        c.s.close()
+        rc, out, _ = self.env.ctl_json("installs", "--refresh", timeout=10)
+        self.assertEqual((rc, out[0]["count"]), (0, 3))
+        self.assertEqual(sim(self.env)["faults_left"], 100000 - 1)  # no extra API call
+
+
 class BeforeTheCatalog(CatalogBase):
     start_daemon = False
 
