@@ -15,6 +15,12 @@
 #define CATALOG_MAX_DOMAIN 253
 #define CATALOG_MAX_ENV 32
 #define CATALOG_SUGGEST 3               /* "did you mean" names at most */
+/*
+ * Catalog names compared for "did you mean" in one batch (a group commit, or the held
+ * requests a new catalog resolves): past it, unknown names get no suggestions, so that
+ * thousands of them against a large catalog never stall the event loop for seconds.
+ */
+#define CATALOG_SUGGEST_BUDGET 1000000
 
 /* One install as the API describes it, validated. */
 struct catalog_entry {

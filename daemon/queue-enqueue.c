@@ -365,6 +365,7 @@ queue_flush(struct queue *q)
 	TAILQ_CONCAT(&batch, &q->pending, entry);
 	TAILQ_FOREACH(p, &batch, entry)
 		n++;
+	q->suggest_left = CATALOG_SUGGEST_BUDGET;
 	if (q->broken && queue_try_recover(q) != 0) {
 		failed = 1;
 		snprintf(err, sizeof err, "it refuses writes");

@@ -192,6 +192,7 @@ struct queue {
 	struct catalog cat;      /* the account's installs (fetched_at 0: never loaded) */
 	struct catalog staging;  /* the pages the fetch under way has read */
 	struct catfetch fetch;
+	size_t suggest_left;     /* catalog names "did you mean" may still compare this batch */
 	struct helds held;
 	size_t nheld;
 	int64_t pending_since;   /* monotonic ms the oldest uncommitted enqueue arrived */

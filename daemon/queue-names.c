@@ -26,9 +26,12 @@ names_of(struct queue *q, const char *install)
 static void
 unknown(struct queue *q, struct pending *p)
 {
-	char near[96], when[32];
+	char near[96] = "", when[32];
 
-	catalog_suggest_text(&q->cat, p->req.name, near, sizeof near);
+	if (q->suggest_left >= catalog_len(&q->cat)) {
+		q->suggest_left -= catalog_len(&q->cat);
+		catalog_suggest_text(&q->cat, p->req.name, near, sizeof near);
+	}
 	fmt_rfc3339(q->cat.fetched_at, when, sizeof when);
 	p->out.error = "unknown_install";
 	snprintf(p->out.message, sizeof p->out.message, "no install named \"%s\" among the "
@@ -172,6 +175,7 @@ held_resolve(struct queue *q)
 
 	if (TAILQ_EMPTY(&q->held) || q->cat.fetched_at == 0 || q->broken)
 		return;
+	q->suggest_left = CATALOG_SUGGEST_BUDGET;
 	v = xcalloc(q->nheld, sizeof(struct pending *));
 	TAILQ_FOREACH(h, &q->held, entry) {
 		struct pending *p = xcalloc(1, sizeof *p);
