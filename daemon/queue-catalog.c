@@ -1,6 +1,7 @@
 /* queue-catalog.c: reading the installs catalog from the API, page by page, one fetch at a time. */
 #include "compat.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,24 @@
 #define MAX_RESTARTS 3          /* the list changed while it was read: read it again */
 
 static void page_request(struct queue *);
+
+/*
+ * Why the fetch failed, for the log, stats, installs and unknown_install answers: cut
+ * to f->error on a character boundary (the API's message is UTF-8; a cut through a
+ * character made every one of those answers invalid JSON text).
+ */
+static void printflike(2, 3)
+error_set(struct catfetch *f, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	snprintf(f->error, sizeof f->error, "%.*s", (int)utf8_prefix(buf,
+	    sizeof f->error - 1), buf);
+}
 
 static void
 timer_in(struct queue *q, int64_t ms)
@@ -125,7 +144,7 @@ fetch_commit(struct queue *q)
 	}
 	if (store_begin(q->store) != 0 || store_catalog_replace(q->store, &q->staging) != 0 ||
 	    store_commit(q->store) != 0) {
-		snprintf(f->error, sizeof f->error, "the queue database failed: %s",
+		error_set(f, "the queue database failed: %s",
 		    store_errmsg(q->store));
 		store_rollback(q->store);
 		q->stats.storage_errors++;
@@ -160,16 +179,16 @@ page_cb(void *arg, const struct send_result *r, const char *body, size_t len)
 		return;
 	if (out != OUTCOME_DONE) {
 		if (!r->transport_ok)
-			snprintf(f->error, sizeof f->error, "no answer from the API: %s", r->error);
+			error_set(f, "no answer from the API: %s", r->error);
 		else
-			snprintf(f->error, sizeof f->error, "HTTP %ld%s%s", r->status,
+			error_set(f, "HTTP %ld%s%s", r->status,
 			    r->message != NULL ? ": " : "", r->message != NULL ? r->message : "");
 		page_failed(q, out, r->retry_after);
 		return;
 	}
 	if (catalog_page_parse(body != NULL ? body : "", body != NULL ? len : 0,
 	    q->cfg->base_url, f->offset, &pg, &cause) != 0) {
-		snprintf(f->error, sizeof f->error, "a broken answer: %s", cause);
+		error_set(f, "a broken answer: %s", cause);
 		free(cause);
 		page_failed(q, OUTCOME_TRANSIENT, NULL);
 		return;
@@ -190,7 +209,7 @@ page_cb(void *arg, const struct send_result *r, const char *body, size_t len)
 	if (catalog_len(&q->staging) >= CATALOG_MAX_INSTALLS ||
 	    (pg.has_next && f->pages >= CATALOG_MAX_PAGES)) {
 		catalog_page_free(&pg);
-		snprintf(f->error, sizeof f->error, "the API lists more than %d installs or "
+		error_set(f, "the API lists more than %d installs or "
 		    "pages; refused as absurd", CATALOG_MAX_INSTALLS);
 		fetch_restart(q);
 		page_failed(q, OUTCOME_PERMANENT, NULL);
@@ -216,7 +235,7 @@ page_request(struct queue *q)
 	xasprintf(&url, "%s/installs?%s", q->cfg->base_url, f->query);
 	if (sender_get(q->sender, url, CATALOG_MAX_BODY, page_cb, q, &cause) != 0) {
 		free(url);
-		snprintf(f->error, sizeof f->error, "%s", cause);
+		error_set(f, "%s", cause);
 		free(cause);
 		page_failed(q, OUTCOME_TRANSIENT, NULL);
 		return;

@@ -35,9 +35,10 @@ unknown(struct queue *q, struct pending *p)
 	fmt_rfc3339(q->cat.fetched_at, when, sizeof when);
 	p->out.error = "unknown_install";
 	snprintf(p->out.message, sizeof p->out.message, "no install named \"%s\" among the "
-	    "account's %zu installs (read %s%s%.80s)%s%s", p->req.name, catalog_len(&q->cat),
+	    "account's %zu installs (read %s%s%.*s)%s%s", p->req.name, catalog_len(&q->cat),
 	    when, q->fetch.error[0] != '\0' ? "; reading them again failed: " : "",
-	    q->fetch.error, near[0] != '\0' ? "; " : "", near);
+	    (int)utf8_prefix(q->fetch.error, 80), q->fetch.error, near[0] != '\0' ? "; " : "",
+	    near);
 }
 
 enum resolve
@@ -200,7 +201,8 @@ held_resolve(struct queue *q)
 			continue;
 		}
 		unknown(q, v[i]);
-		snprintf(msg, sizeof msg, "unknown_install: %.230s", v[i]->out.message);
+		snprintf(msg, sizeof msg, "unknown_install: %.*s",
+		    (int)utf8_prefix(v[i]->out.message, 230), v[i]->out.message);
 		if (store_held_fail(q->store, v[i]->held_id, msg, now_wall) != 0)
 			failed = 1;
 	}

@@ -167,6 +167,32 @@ class Backoff(CatalogBase):
         self.assertEqual(sim(self.env)["faults_left"], 100000 - 1)  # no extra API call
 
 
+class Utf8Errors(CatalogBase):
+    def test_the_apis_message_is_never_cut_inside_a_character(self):
+        # Review: the fetch's error ("HTTP 503: " + the API's message) was cut at 255
+        # bytes, and at 80 in unknown_install, through a multi-byte character: stats,
+        # installs, the enqueue's answer and the log were no longer UTF-8 (JSON clients
+        # failed to read them).
+        self.loaded(3)
+        sim(self.env, {"fault": {"status": 503, "count": 100000,
+                                 "message": "\u20ac" * 150}})
+        for k in range(2):
+            with self.env.connect() as c:
+                c.send({"op": "enqueue", "install": "nosuch%d" % k, "type": "object"})
+                line = c.s.recv(65536)
+                while not line.endswith(b"\n"):
+                    line += c.s.recv(65536)
+            a = json.loads(line.decode("utf-8"))          # strict: raises if cut
+            self.assertEqual(a["error"], "unknown_install")
+            self.assertIn("HTTP 503: \u20ac\u20ac", a["message"])
+            rc, out, _ = self.env.ctl_json("installs")
+            self.assertIn("\u20ac", out[0]["refresh_error"])
+            time.sleep(0.1)
+        self.assertIn("\u20ac", catalog(self.env)["error"])
+        with open(self.env.daemon_log, "rb") as f:
+            f.read().decode("utf-8")
+
+
 class BeforeTheCatalog(CatalogBase):
     start_daemon = False
 

@@ -6,7 +6,7 @@
  * API does (limit at most 100; next/previous full URLs or null). POST /_sim/installs takes
  *   {"add": [{"id": UUID, "name": NAME}, ...]}, {"remove": [NAME or UUID, ...]},
  *   {"fault": {"status": 429|503|..., "page": N (-1: any), "count": C, "retry_after": "1",
- *              "delay_ms": MS, "mode": "next_host"|"not_json"|"huge"|"bad_types"|
+ *              "delay_ms": MS, "message": TEXT, "mode": "next_host"|"not_json"|"huge"|"bad_types"|
  *              "bad_entries"|"loop"|"endless"}}
  * and GET /_sim/installs answers {"count", "gets" (page requests), "pages" (offsets
  * answered 200, in order), "faults_left"}.
@@ -35,6 +35,7 @@ struct cfault {
 	int status, page, count, delay_ms;
 	char retry_after[64];
 	char mode[16];
+	char message[1024];  /* the error's "message" ("": the usual one) */
 };
 
 static struct {
@@ -314,7 +315,8 @@ installs_page(struct evhttp_request *req)
 		if (f->status != 0) {
 			o = json_object_new_object();
 			json_object_object_add(o, "message", json_object_new_string(
-			    f->status == 429 ? "Too Many Requests" : "Service Unavailable"));
+			    f->message[0] != '\0' ? f->message : f->status == 429 ?
+			    "Too Many Requests" : "Service Unavailable"));
 			answer(req, f->status, json_object_to_json_string(o), f->retry_after,
 			    f->delay_ms);
 			json_object_put(o);
@@ -399,6 +401,9 @@ control(struct evhttp_request *req)
 			cat.f.delay_ms = json_object_get_int(x);
 		if (json_object_object_get_ex(v, "retry_after", &x))
 			snprintf(cat.f.retry_after, sizeof cat.f.retry_after, "%s",
+			    json_object_get_string(x));
+		if (json_object_object_get_ex(v, "message", &x))
+			snprintf(cat.f.message, sizeof cat.f.message, "%s",
 			    json_object_get_string(x));
 		if (json_object_object_get_ex(v, "mode", &x))
 			snprintf(cat.f.mode, sizeof cat.f.mode, "%s", json_object_get_string(x));
