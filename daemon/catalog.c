@@ -31,6 +31,7 @@ catalog_free(struct catalog *c)
 		free(c->v[i]);
 	}
 	free(c->v);
+	free(c->sorted);
 	htab_free(&c->by_id);
 	htab_free(&c->by_name);
 	memset(c, 0, sizeof *c);
@@ -78,6 +79,8 @@ catalog_add(struct catalog *c, const struct catalog_entry *src)
 
 	if (catalog_by_id(c, src->id) != NULL || catalog_by_name(c, src->name) != NULL)
 		return -1;
+	free(c->sorted);
+	c->sorted = NULL;
 	e = xcalloc(1, sizeof *e);
 	*e = *src;
 	e->domain = src->domain != NULL ? xstrdup(src->domain) : NULL;
@@ -89,6 +92,27 @@ catalog_add(struct catalog *c, const struct catalog_entry *src)
 	htab_insert(&c->by_id, &e->by_id, htab_hash_str(e->id));
 	htab_insert(&c->by_name, &e->by_name, htab_hash_str(e->name));
 	return 0;
+}
+
+static int
+by_name(const void *a, const void *b)
+{
+	const struct catalog_entry *x = *(struct catalog_entry *const *)a;
+	const struct catalog_entry *y = *(struct catalog_entry *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
+struct catalog_entry *const *
+catalog_sorted(struct catalog *c)
+{
+	if (c->sorted == NULL) {
+		c->sorted = xcalloc(c->n + 1, sizeof *c->sorted);
+		if (c->n > 0)
+			memcpy(c->sorted, c->v, c->n * sizeof *c->sorted);
+		qsort(c->sorted, c->n, sizeof *c->sorted, by_name);
+	}
+	return c->sorted;
 }
 
 void

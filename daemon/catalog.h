@@ -36,6 +36,7 @@ struct catalog_entry {
 struct catalog {
 	struct htab by_id, by_name;
 	struct catalog_entry **v;           /* in the order added */
+	struct catalog_entry **sorted;      /* by name, built when first asked; NULL: not yet */
 	size_t n, cap;
 	int64_t fetched_at;                 /* wall ms of the fetch it came from; 0: never */
 };
@@ -57,6 +58,9 @@ struct catalog_entry *catalog_by_id(const struct catalog *, const char *id);
 static inline size_t catalog_len(const struct catalog *c) { return c->n; }
 static inline struct catalog_entry *catalog_at(const struct catalog *c, size_t i)
 { return c->v[i]; }
+
+/* The entries by name (n of them; valid until the catalog changes). */
+struct catalog_entry *const *catalog_sorted(struct catalog *);
 
 /* Levenshtein distance between two short strings (capped at 255). */
 int catalog_distance(const char *a, const char *b);

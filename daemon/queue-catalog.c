@@ -173,6 +173,7 @@ page_cb(void *arg, const struct send_result *r, const char *body, size_t len)
 	enum sched_outcome out = sched_classify(r->transport_ok, r->status);
 	char *cause = NULL;
 	size_t i;
+	int over = 0;
 
 	f->in_flight = 0;
 	if (!f->running)
@@ -201,17 +202,20 @@ page_cb(void *arg, const struct send_result *r, const char *body, size_t len)
 		f->count_changed = 1;
 	f->skipped += pg.skipped;
 	for (i = 0; i < pg.n; i++) {
-		if (catalog_len(&q->staging) >= CATALOG_MAX_INSTALLS)
+		/* CATALOG_MAX_INSTALLS is allowed; one more is not. */
+		if (catalog_len(&q->staging) >= CATALOG_MAX_INSTALLS) {
+			over = 1;
 			break;
+		}
 		if (catalog_add(&q->staging, &pg.items[i]) != 0)
 			f->skipped++;
 	}
-	if (catalog_len(&q->staging) >= CATALOG_MAX_INSTALLS ||
-	    (pg.has_next && f->pages >= CATALOG_MAX_PAGES)) {
+	if (over || (pg.has_next && f->pages >= CATALOG_MAX_PAGES)) {
 		catalog_page_free(&pg);
-		error_set(f, "the API lists more than %d installs or "
-		    "pages; refused as absurd", CATALOG_MAX_INSTALLS);
-		fetch_restart(q);
+		error_set(f, "the API lists more than %d installs or %d pages; refused as "
+		    "absurd", CATALOG_MAX_INSTALLS, CATALOG_MAX_PAGES);
+		/* Given up (fetch_end clears what was read); the log names this page. */
+		f->pages--;
 		page_failed(q, OUTCOME_PERMANENT, NULL);
 		return;
 	}

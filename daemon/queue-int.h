@@ -170,6 +170,9 @@ struct waiter {
 	struct event *timer;
 	queue_answer_cb cb;
 	void *arg;
+	/* installs --refresh: the page to answer with */
+	int64_t limit;
+	char after[INSTALL_NAME_MAX + 1];
 };
 
 struct queue {

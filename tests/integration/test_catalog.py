@@ -75,6 +75,55 @@ class Paging(CatalogBase):
         self.assertIn("2503 installs", out)
 
 
+class Largest(CatalogBase):
+    sim_args = ("--installs", "199997")     # and install1..3: 200,000
+
+    def test_200000_installs_are_read_and_one_more_refused(self):
+        # Review: a catalog of exactly CATALOG_MAX_INSTALLS was refused as "more than
+        # 200000 installs"; the log named page 1 for the 2,000th.
+        self.loaded(200000, timeout=120)
+        self.assertEqual(self.enqueue("site199997")["name"], "site199997")
+        sim(self.env, {"add": [{"id": "11111111-2222-4333-8444-555555555555",
+                                "name": "onemore"}]})
+        self.env.request({"op": "installs", "refresh": True})
+        wait_for(lambda: not catalog(self.env)["refreshing"], timeout=120)
+        c = catalog(self.env)
+        self.assertEqual(c["installs"], 200000)
+        self.assertIn("more than 200000 installs", c["error"])
+        self.assertIn("page 2001:", self.env.log())
+
+
+class ManyInstalls(CatalogBase):
+    sim_args = ("--installs", "24997")
+
+    def test_installs_of_a_large_catalog_come_in_pages(self):
+        # Review: the whole catalog was one answer; past ~20,500 installs it was over
+        # the connection's 4 MiB output cap and wpe-purgectl installs was dropped
+        # ("no answer ... connection closed", exit 3; log: "it does not read its answers").
+        self.loaded(25000, timeout=60)
+        rc, out, err = self.env.ctl("installs")
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 25002)
+        self.assertIn("25000 installs, read from the API", lines[-1])
+        names = [l.split()[0] for l in lines[1:-1]]
+        self.assertEqual(names, sorted(names))
+        self.assertEqual(len(set(names)), 25000)
+        rc, out, _ = self.env.ctl_json("installs")
+        self.assertEqual(sum(len(a["installs"]) for a in out), 25000)
+        self.assertEqual([a["next"] is None for a in out], [False] * 4 + [True])
+        # The protocol: "limit" and "after".
+        a = self.env.request({"op": "installs", "limit": 2, "after": "install3"})
+        self.assertEqual([i["name"] for i in a["installs"]], ["site00001", "site00002"])
+        self.assertEqual(a["next"], "site00002")
+        self.assertEqual(a["count"], 25000)
+        a = self.env.request({"op": "installs", "limit": 2, "after": "site24995"})
+        self.assertEqual([i["name"] for i in a["installs"]], ["site24996", "site24997"])
+        self.assertIsNone(a["next"])
+        a = self.env.request({"op": "installs", "limit": 5001})
+        self.assertEqual(a["error"], "bad_value")
+
+
 class Failures(CatalogBase):
     sim_args = ("--installs", "1000")
     start_daemon = False
