@@ -63,6 +63,40 @@ fetch_restart(struct queue *q)
 	f->skipped = 0;
 	f->first_count = -1;
 	f->count_changed = 0;
+	free(f->seen);
+	f->seen = NULL;
+	f->nseen = 0;
+}
+
+static uint64_t
+query_hash(const char *s)
+{
+	uint64_t h = 1469598104150210011ULL;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+/*
+ * Has this paging asked for query already (a loop that no offset shows: cursors)? If
+ * not, it is remembered. Pages are at most CATALOG_MAX_PAGES: a scan is cheap enough.
+ */
+static int
+query_seen(struct catfetch *f, const char *query)
+{
+	uint64_t h = query_hash(query);
+	int i;
+
+	if (f->seen == NULL)
+		f->seen = xcalloc(CATALOG_MAX_PAGES + 2, sizeof *f->seen);
+	for (i = 0; i < f->nseen; i++) {
+		if (f->seen[i] == h)
+			return 1;
+	}
+	if (f->nseen < CATALOG_MAX_PAGES + 2)
+		f->seen[f->nseen++] = h;
+	return 0;
 }
 
 static void
@@ -224,6 +258,17 @@ page_cb(void *arg, const struct send_result *r, const char *body, size_t len)
 		fetch_commit(q);
 		return;
 	}
+	/* Page f->pages - 1 was FIRST_QUERY's or a next's: the next must be new to us. */
+	if (f->pages == 1)
+		(void)query_seen(f, FIRST_QUERY);
+	if (query_seen(f, pg.next_query)) {
+		catalog_page_free(&pg);
+		error_set(f, "a broken answer: \"next\" leads back to a page already read");
+		f->pages--;
+		page_failed(q, OUTCOME_TRANSIENT, NULL);
+		fetch_restart(q);        /* the next try starts over */
+		return;
+	}
 	snprintf(f->query, sizeof f->query, "%s", pg.next_query);
 	f->offset = catalog_query_offset(f->query);
 	catalog_page_free(&pg);
@@ -313,4 +358,6 @@ catalog_free_all(struct queue *q)
 		event_free(q->fetch.timer);
 	catalog_free(&q->cat);
 	catalog_free(&q->staging);
+	free(q->fetch.seen);
+	q->fetch.seen = NULL;
 }

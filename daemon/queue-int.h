@@ -148,6 +148,8 @@ struct catfetch {
 	int pages, restarts, skipped;
 	int64_t first_count;     /* "count" on its first page, -1: none */
 	int count_changed;       /* "count" moved while paging: read it again */
+	uint64_t *seen;          /* hashes of the queries this paging asked for */
+	int nseen;
 	struct catalog_backoff backoff;
 	int64_t started;         /* mono ms */
 	int64_t last_unknown;    /* mono ms an unknown name last started one, or SCHED_NEVER */

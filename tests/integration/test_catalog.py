@@ -167,6 +167,20 @@ class Failures(CatalogBase):
         self.assertIsNone(self.env.daemon.poll())
         self.assertEqual(self.enqueue("site00001")["name"], "site00001")
 
+    def test_a_loop_of_cursors_is_refused_at_once(self):
+        # Review: a loop was caught only through "offset"; a next without one (a
+        # cursor) leading back to a page already read was followed 2,010 times
+        # (every refresh, and every minute for an unknown name) before "absurd".
+        self.env.start()
+        self.loaded(1003)
+        sim(self.env, {"fault": {"mode": "cursor_loop", "count": 100000},
+                       "reset_stats": True})
+        rc, out, _ = self.env.ctl_json("installs", "--refresh")
+        self.assertEqual(out[0]["count"], 1003)
+        self.assertIn("leads back to a page already read", out[0]["refresh_error"])
+        self.assertLessEqual(sim(self.env)["gets"], 3)
+        self.assertIn("page 3: a broken answer", self.env.log())
+
     def test_removed_install_and_unknown_name(self):
         self.env.start()
         self.loaded(1003)

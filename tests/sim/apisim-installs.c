@@ -7,7 +7,7 @@
  *   {"add": [{"id": UUID, "name": NAME}, ...]}, {"remove": [NAME or UUID, ...]},
  *   {"fault": {"status": 429|503|..., "page": N (-1: any), "count": C, "retry_after": "1",
  *              "delay_ms": MS, "message": TEXT, "mode": "next_host"|"not_json"|"huge"|"bad_types"|
- *              "bad_entries"|"loop"|"endless"}}
+ *              "bad_entries"|"loop"|"endless"|"cursor_loop"}}
  * and GET /_sim/installs answers {"count", "gets" (page requests), "pages" (offsets
  * answered 200, in order), "faults_left"}.
  */
@@ -34,7 +34,7 @@ struct sinst {
 struct cfault {
 	int status, page, count, delay_ms;
 	char retry_after[64];
-	char mode[16];
+	char mode[24];
 	char message[1024];  /* the error's "message" ("": the usual one) */
 };
 
@@ -315,6 +315,24 @@ installs_page(struct evhttp_request *req)
 	if (f->count != 0 && (f->page < 0 || f->page == offset / limit)) {
 		if (f->count > 0)
 			f->count--;
+		if (strcmp(f->mode, "cursor_loop") == 0) {
+			/* A full page whose next is a cursor (no offset), two cursors in turn. */
+			char buf[256];
+
+			o = json_object_new_object();
+			arr = json_object_new_array();
+			for (i = 0; i < limit && i < cat.n; i++)
+				json_object_array_add(arr, install_json((int)i));
+			snprintf(buf, sizeof buf, "http://127.0.0.1:%d/v1/installs?limit=%ld&"
+			    "cursor=c%lu", cat.port, limit, cat.gets % 2);
+			json_object_object_add(o, "next", json_object_new_string(buf));
+			json_object_object_add(o, "count", json_object_new_int64(cat.n));
+			json_object_object_add(o, "results", arr);
+			answer(req, 200, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+			    NULL, f->delay_ms);
+			json_object_put(o);
+			return;
+		}
 		if (f->mode[0] != '\0') {
 			hostile = hostile_page(f->mode, limit, offset);
 			answer(req, 200, hostile, NULL, f->delay_ms);
