@@ -978,7 +978,8 @@ cmd_installs(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	json_object *req = op("installs"), *o, *arr, *e;
-	size_t i, n;
+	size_t i, n = 0, pages = 0;
+	char after[64];
 	int ch;
 
 	optind = 0;
@@ -996,33 +997,47 @@ cmd_installs(int argc, char **argv)
 		die(EXIT_USAGE, "installs takes options only (see installs --help)");
 	if (use_http)
 		die(EXIT_USAGE, "installs is available over the socket only for now");
-	o = simple(req);
-	check_answer(o);
-	if (json_out) {
-		print_json(o);
-		json_object_put(o);
-		return EXIT_OK;
-	}
-	arr = json_object_object_get(o, "installs");
-	n = arr != NULL ? json_object_array_length(arr) : 0;
-	if (sget(o, "fetched_at") == NULL)
-		printf("the installs catalog has not been read from the API yet%s%s\n",
-		    sget(o, "refresh_error") ? ": " : "",
-		    sget(o, "refresh_error") ? sget(o, "refresh_error") : "");
-	else {
-		printf("%-14s %-11s %-32s %-36s %-24s %s\n", "NAME", "ENVIRONMENT", "DOMAIN",
-		    "ID", "LAST PURGE", "QUEUED");
-		for (i = 0; i < n; i++) {
-			e = json_object_array_get_idx(arr, i);
-			printf("%-14s %-11s %-32s %-36s %-24s %lld\n", sget(e, "name"),
-			    dash(sget(e, "environment")), dash(sget(e, "domain")), sget(e, "id"),
-			    dash(sget(e, "last_purge")), (long long)iget(e, "queued_jobs"));
+	/* Page after page (by name), each answer "next" names the last one of. */
+	for (;;) {
+		o = simple(req);
+		check_answer(o);
+		pages++;
+		if (json_out)
+			print_json(o);
+		else if (sget(o, "fetched_at") == NULL) {
+			printf("the installs catalog has not been read from the API yet%s%s\n",
+			    sget(o, "refresh_error") ? ": " : "",
+			    sget(o, "refresh_error") ? sget(o, "refresh_error") : "");
+			json_object_put(o);
+			break;
+		} else {
+			if (pages == 1)
+				printf("%-14s %-11s %-32s %-36s %-24s %s\n", "NAME", "ENVIRONMENT",
+				    "DOMAIN", "ID", "LAST PURGE", "QUEUED");
+			arr = json_object_object_get(o, "installs");
+			for (i = 0; arr != NULL && i < json_object_array_length(arr); i++, n++) {
+				e = json_object_array_get_idx(arr, i);
+				printf("%-14s %-11s %-32s %-36s %-24s %lld\n", sget(e, "name"),
+				    dash(sget(e, "environment")), dash(sget(e, "domain")),
+				    sget(e, "id"), dash(sget(e, "last_purge")),
+				    (long long)iget(e, "queued_jobs"));
+			}
 		}
-		printf("%zu installs, read from the API %s%s%s\n", n, sget(o, "fetched_at"),
-		    sget(o, "refresh_error") ? "; reading them again failed: " : "",
-		    sget(o, "refresh_error") ? sget(o, "refresh_error") : "");
+		/* A next page: never more than the catalog can have (a daemon gone wrong). */
+		if (sget(o, "next") == NULL || pages > 200000) {
+			if (!json_out)
+				printf("%zu installs, read from the API %s%s%s\n", n,
+				    sget(o, "fetched_at"), sget(o, "refresh_error") ?
+				    "; reading them again failed: " : "", sget(o, "refresh_error") ?
+				    sget(o, "refresh_error") : "");
+			json_object_put(o);
+			break;
+		}
+		snprintf(after, sizeof after, "%s", sget(o, "next"));
+		json_object_put(o);
+		req = op("installs");
+		json_object_object_add(req, "after", json_object_new_string(after));
 	}
-	json_object_put(o);
 	return EXIT_OK;
 }
 

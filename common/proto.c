@@ -28,7 +28,7 @@ static const struct {
 	{ "pause", OP_PAUSE, { NULL } },
 	{ "resume", OP_RESUME, { NULL } },
 	{ "ping", OP_PING, { NULL } },
-	{ "installs", OP_INSTALLS, { "refresh", NULL } },
+	{ "installs", OP_INSTALLS, { "refresh", "after", "limit", NULL } },
 };
 
 const char *
@@ -453,6 +453,18 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 				goto out;
 			}
 			req->refresh = json_object_get_boolean(v);
+		}
+		req->limit = PROTO_INSTALLS_DEFAULT;
+		if (get_int(obj, "limit", 1, PROTO_INSTALLS_MAX, &req->limit, code, cause) != 0)
+			goto out;
+		if (get_string(obj, "after", 0, &s, &slen, code, cause) != 0)
+			goto out;
+		if (s != NULL) {
+			if (slen > INSTALL_NAME_MAX || !install_name_valid(s)) {
+				fail(code, cause, "bad_value", "\"after\" must be an install name");
+				goto out;
+			}
+			memcpy(req->after_name, s, slen + 1);
 		}
 		break;
 	default:

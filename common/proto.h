@@ -25,6 +25,13 @@ struct json_object;
 #define PROTO_DEFAULT_SOCKET "/run/wpe-purged/wpe-purged.sock"
 #define PROTO_LIST_DEFAULT 100       /* jobs in one "list" answer unless "limit" says */
 #define PROTO_LIST_MAX 1000
+/*
+ * Installs in one "installs" answer, by name, unless "limit" says (5,000 are about 1 MiB
+ * of JSON); "next" names the "after" of the next page. A 200,000-install catalog in one
+ * answer was 41 MB: past the daemon's 4 MiB output cap, the client was dropped.
+ */
+#define PROTO_INSTALLS_DEFAULT 5000
+#define PROTO_INSTALLS_MAX 5000
 
 enum purge_type { PURGE_OBJECT = 0, PURGE_PAGE, PURGE_CDN, PURGE_ALL };
 #define PURGE_NTYPES 4
@@ -50,6 +57,7 @@ struct proto_request {
 	int64_t after;          /* jobs with a larger id */
 	int64_t limit;          /* 1..PROTO_LIST_MAX */
 	int refresh;            /* installs: fetch the catalog from the API first */
+	char after_name[INSTALL_NAME_MAX + 1]; /* installs: names after this one ("": all) */
 };
 
 const char *purge_type_name(enum purge_type);

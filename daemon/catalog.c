@@ -31,6 +31,7 @@ catalog_free(struct catalog *c)
 		free(c->v[i]);
 	}
 	free(c->v);
+	free(c->sorted);
 	htab_free(&c->by_id);
 	htab_free(&c->by_name);
 	memset(c, 0, sizeof *c);
@@ -78,6 +79,8 @@ catalog_add(struct catalog *c, const struct catalog_entry *src)
 
 	if (catalog_by_id(c, src->id) != NULL || catalog_by_name(c, src->name) != NULL)
 		return -1;
+	free(c->sorted);
+	c->sorted = NULL;
 	e = xcalloc(1, sizeof *e);
 	*e = *src;
 	e->domain = src->domain != NULL ? xstrdup(src->domain) : NULL;
@@ -91,6 +94,27 @@ catalog_add(struct catalog *c, const struct catalog_entry *src)
 	return 0;
 }
 
+static int
+by_name(const void *a, const void *b)
+{
+	const struct catalog_entry *x = *(struct catalog_entry *const *)a;
+	const struct catalog_entry *y = *(struct catalog_entry *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
+struct catalog_entry *const *
+catalog_sorted(struct catalog *c)
+{
+	if (c->sorted == NULL) {
+		c->sorted = xcalloc(c->n + 1, sizeof *c->sorted);
+		if (c->n > 0)
+			memcpy(c->sorted, c->v, c->n * sizeof *c->sorted);
+		qsort(c->sorted, c->n, sizeof *c->sorted, by_name);
+	}
+	return c->sorted;
+}
+
 void
 catalog_move(struct catalog *dst, struct catalog *src)
 {
@@ -99,19 +123,27 @@ catalog_move(struct catalog *dst, struct catalog *src)
 	catalog_init(src);
 }
 
-int
-catalog_distance(const char *a, const char *b)
+/*
+ * The distance, or max + 1 as soon as it is surely more than max: lengths further apart
+ * than max, or a row whose every cell is past max (cells never decrease down a column's
+ * diagonal). Most names of a large catalog are ruled out in a row or two.
+ */
+static int
+distance_within(const char *a, size_t la, const char *b, size_t lb, int max)
 {
-	size_t la = strlen(a), lb = strlen(b), i, j;
-	int row[64], prev, cur, best;
+	size_t i, j;
+	int row[64], prev, cur, best, rowmin;
 
 	if (la > 63 || lb > 63)
-		return 255;
+		return max < 255 ? max + 1 : 255;
+	if ((la > lb ? la - lb : lb - la) > (size_t)max)
+		return max + 1;
 	for (j = 0; j <= lb; j++)
 		row[j] = (int)j;
 	for (i = 1; i <= la; i++) {
 		prev = row[0];
 		row[0] = (int)i;
+		rowmin = row[0];
 		for (j = 1; j <= lb; j++) {
 			cur = row[j];
 			best = prev + (a[i - 1] != b[j - 1]);
@@ -121,15 +153,26 @@ catalog_distance(const char *a, const char *b)
 				best = row[j - 1] + 1;
 			row[j] = best;
 			prev = cur;
+			if (best < rowmin)
+				rowmin = best;
 		}
+		if (rowmin > max)
+			return max + 1;
 	}
-	return row[lb];
+	return row[lb] <= max ? row[lb] : max + 1;
+}
+
+int
+catalog_distance(const char *a, const char *b)
+{
+	return distance_within(a, strlen(a), b, strlen(b), 254);
 }
 
 size_t
 catalog_suggest(const struct catalog *c, const char *name, const char *out[CATALOG_SUGGEST])
 {
-	int dist[CATALOG_SUGGEST], d, max = (int)strlen(name) / 3;
+	size_t len = strlen(name);
+	int dist[CATALOG_SUGGEST], d, max = (int)len / 3;
 	size_t i, n = 0, k;
 
 	if (max < 2)
@@ -137,11 +180,10 @@ catalog_suggest(const struct catalog *c, const char *name, const char *out[CATAL
 	for (i = 0; i < c->n; i++) {
 		const char *cand = c->v[i]->name;
 
-		d = catalog_distance(name, cand);
-		if (d > max && strncmp(cand, name, strlen(name)) != 0)
+		/* Beyond max: max + 1, where a prefix match ranks after the close ones. */
+		d = distance_within(name, len, cand, strlen(cand), max);
+		if (d > max && strncmp(cand, name, len) != 0)
 			continue;
-		if (d > max)
-			d = max + 1;      /* a prefix match ranks after the close ones */
 		/* Insertion into the few best, nearest first, then by name. */
 		for (k = n; k > 0 && (dist[k - 1] > d ||
 		    (dist[k - 1] == d && strcmp(out[k - 1], cand) > 0)); k--) {

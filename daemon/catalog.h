@@ -15,6 +15,12 @@
 #define CATALOG_MAX_DOMAIN 253
 #define CATALOG_MAX_ENV 32
 #define CATALOG_SUGGEST 3               /* "did you mean" names at most */
+/*
+ * Catalog names compared for "did you mean" in one batch (a group commit, or the held
+ * requests a new catalog resolves): past it, unknown names get no suggestions, so that
+ * thousands of them against a large catalog never stall the event loop for seconds.
+ */
+#define CATALOG_SUGGEST_BUDGET 1000000
 
 /* One install as the API describes it, validated. */
 struct catalog_entry {
@@ -30,6 +36,7 @@ struct catalog_entry {
 struct catalog {
 	struct htab by_id, by_name;
 	struct catalog_entry **v;           /* in the order added */
+	struct catalog_entry **sorted;      /* by name, built when first asked; NULL: not yet */
 	size_t n, cap;
 	int64_t fetched_at;                 /* wall ms of the fetch it came from; 0: never */
 };
@@ -51,6 +58,9 @@ struct catalog_entry *catalog_by_id(const struct catalog *, const char *id);
 static inline size_t catalog_len(const struct catalog *c) { return c->n; }
 static inline struct catalog_entry *catalog_at(const struct catalog *c, size_t i)
 { return c->v[i]; }
+
+/* The entries by name (n of them; valid until the catalog changes). */
+struct catalog_entry *const *catalog_sorted(struct catalog *);
 
 /* Levenshtein distance between two short strings (capped at 255). */
 int catalog_distance(const char *a, const char *b);

@@ -25,15 +25,6 @@ add_time(json_object *o, const char *key, int64_t wall)
 	    json_object_new_string(fmt_rfc3339(wall, buf, sizeof buf)));
 }
 
-static int
-by_name(const void *a, const void *b)
-{
-	const struct catalog_entry *x = *(struct catalog_entry *const *)a;
-	const struct catalog_entry *y = *(struct catalog_entry *const *)b;
-
-	return strcmp(x->name, y->name);
-}
-
 json_object *
 ops_catalog_stats(struct queue *q)
 {
@@ -52,20 +43,26 @@ ops_catalog_stats(struct queue *q)
 }
 
 json_object *
-ops_installs_list(struct queue *q)
+ops_installs_list(struct queue *q, const char *after, int64_t limit)
 {
 	json_object *o = json_object_new_object(), *arr, *e;
-	struct catalog_entry **v;
+	struct catalog_entry *const *v = catalog_sorted(&q->cat);
 	struct install *in;
-	size_t n = catalog_len(&q->cat), i;
+	size_t n = catalog_len(&q->cat), i, lo = 0, hi = n, end;
 
+	/* The first name past "after" (names are unique), then at most limit of them. */
+	while (after != NULL && after[0] != '\0' && lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (strcmp(v[mid]->name, after) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	end = limit > 0 && (size_t)limit < n - lo ? lo + (size_t)limit : n;
 	json_object_object_add(o, "ok", json_object_new_boolean(1));
-	arr = json_object_new_array_ext((int)n);
-	v = xcalloc(n + 1, sizeof(struct catalog_entry *));
-	for (i = 0; i < n; i++)
-		v[i] = catalog_at(&q->cat, i);
-	qsort(v, n, sizeof(struct catalog_entry *), by_name);
-	for (i = 0; i < n; i++) {
+	arr = json_object_new_array_ext((int)(end - lo));
+	for (i = lo; i < end; i++) {
 		e = json_object_new_object();
 		add_str(e, "name", v[i]->name);
 		add_str(e, "environment", v[i]->environment);
@@ -78,8 +75,8 @@ ops_installs_list(struct queue *q)
 		    in->njobs : 0));
 		json_object_array_add(arr, e);
 	}
-	free(v);
 	json_object_object_add(o, "installs", arr);
+	add_str(o, "next", end < n && end > lo ? v[end - 1]->name : NULL);
 	json_object_object_add(o, "count", json_object_new_int64((int64_t)n));
 	add_time(o, "fetched_at", q->cat.fetched_at);
 	json_object_object_add(o, "refreshing", json_object_new_boolean(q->fetch.running));
@@ -97,10 +94,16 @@ ops_installs(struct queue *q, const struct proto_request *req, const struct ops_
 		if (!q->fetch.running && (c->admin ||
 		    sched_catalog_unknown_allowed(q->fetch.last_unknown, queue_now())))
 			catalog_want(q, !c->admin);
-		if (q->fetch.running)
-			return waiter_catalog_new(q, c->requester, c->admin, cb, arg);
+		if (catalog_asking(q)) {
+			struct waiter *w = waiter_catalog_new(q, c->requester, c->admin, cb,
+			    arg);
+
+			w->limit = req->limit;
+			memcpy(w->after, req->after_name, sizeof w->after);
+			return w;
+		}
 	}
-	cb(arg, ops_installs_list(q));
+	cb(arg, ops_installs_list(q, req->after_name, req->limit));
 	return NULL;
 }
 

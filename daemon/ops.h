@@ -76,7 +76,8 @@ void ops_summary(struct queue *, char *buf, size_t len);
  */
 struct waiter *ops_installs(struct queue *, const struct proto_request *,
     const struct ops_caller *, queue_answer_cb, void *arg);
-json_object *ops_installs_list(struct queue *);
+/* Installs by name after after ("" or NULL: from the first), at most limit (0: all). */
+json_object *ops_installs_list(struct queue *, const char *after, int64_t limit);
 json_object *ops_catalog_stats(struct queue *);
 /*
  * Resolve what a client calls an install (a UUID or a name) with the catalog as it is:

@@ -1,6 +1,7 @@
 /* queue-catalog.c: reading the installs catalog from the API, page by page, one fetch at a time. */
 #include "compat.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,24 @@
 #define MAX_RESTARTS 3          /* the list changed while it was read: read it again */
 
 static void page_request(struct queue *);
+
+/*
+ * Why the fetch failed, for the log, stats, installs and unknown_install answers: cut
+ * to f->error on a character boundary (the API's message is UTF-8; a cut through a
+ * character made every one of those answers invalid JSON text).
+ */
+static void printflike(2, 3)
+error_set(struct catfetch *f, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	snprintf(f->error, sizeof f->error, "%.*s", (int)utf8_prefix(buf,
+	    sizeof f->error - 1), buf);
+}
 
 static void
 timer_in(struct queue *q, int64_t ms)
@@ -44,6 +63,40 @@ fetch_restart(struct queue *q)
 	f->skipped = 0;
 	f->first_count = -1;
 	f->count_changed = 0;
+	free(f->seen);
+	f->seen = NULL;
+	f->nseen = 0;
+}
+
+static uint64_t
+query_hash(const char *s)
+{
+	uint64_t h = 1469598104150210011ULL;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+/*
+ * Has this paging asked for query already (a loop that no offset shows: cursors)? If
+ * not, it is remembered. Pages are at most CATALOG_MAX_PAGES: a scan is cheap enough.
+ */
+static int
+query_seen(struct catfetch *f, const char *query)
+{
+	uint64_t h = query_hash(query);
+	int i;
+
+	if (f->seen == NULL)
+		f->seen = xcalloc(CATALOG_MAX_PAGES + 2, sizeof *f->seen);
+	for (i = 0; i < f->nseen; i++) {
+		if (f->seen[i] == h)
+			return 1;
+	}
+	if (f->nseen < CATALOG_MAX_PAGES + 2)
+		f->seen[f->nseen++] = h;
+	return 0;
 }
 
 static void
@@ -125,7 +178,7 @@ fetch_commit(struct queue *q)
 	}
 	if (store_begin(q->store) != 0 || store_catalog_replace(q->store, &q->staging) != 0 ||
 	    store_commit(q->store) != 0) {
-		snprintf(f->error, sizeof f->error, "the queue database failed: %s",
+		error_set(f, "the queue database failed: %s",
 		    store_errmsg(q->store));
 		store_rollback(q->store);
 		q->stats.storage_errors++;
@@ -154,22 +207,23 @@ page_cb(void *arg, const struct send_result *r, const char *body, size_t len)
 	enum sched_outcome out = sched_classify(r->transport_ok, r->status);
 	char *cause = NULL;
 	size_t i;
+	int over = 0;
 
 	f->in_flight = 0;
 	if (!f->running)
 		return;
 	if (out != OUTCOME_DONE) {
 		if (!r->transport_ok)
-			snprintf(f->error, sizeof f->error, "no answer from the API: %s", r->error);
+			error_set(f, "no answer from the API: %s", r->error);
 		else
-			snprintf(f->error, sizeof f->error, "HTTP %ld%s%s", r->status,
+			error_set(f, "HTTP %ld%s%s", r->status,
 			    r->message != NULL ? ": " : "", r->message != NULL ? r->message : "");
 		page_failed(q, out, r->retry_after);
 		return;
 	}
 	if (catalog_page_parse(body != NULL ? body : "", body != NULL ? len : 0,
 	    q->cfg->base_url, f->offset, &pg, &cause) != 0) {
-		snprintf(f->error, sizeof f->error, "a broken answer: %s", cause);
+		error_set(f, "a broken answer: %s", cause);
 		free(cause);
 		page_failed(q, OUTCOME_TRANSIENT, NULL);
 		return;
@@ -182,23 +236,37 @@ page_cb(void *arg, const struct send_result *r, const char *body, size_t len)
 		f->count_changed = 1;
 	f->skipped += pg.skipped;
 	for (i = 0; i < pg.n; i++) {
-		if (catalog_len(&q->staging) >= CATALOG_MAX_INSTALLS)
+		/* CATALOG_MAX_INSTALLS is allowed; one more is not. */
+		if (catalog_len(&q->staging) >= CATALOG_MAX_INSTALLS) {
+			over = 1;
 			break;
+		}
 		if (catalog_add(&q->staging, &pg.items[i]) != 0)
 			f->skipped++;
 	}
-	if (catalog_len(&q->staging) >= CATALOG_MAX_INSTALLS ||
-	    (pg.has_next && f->pages >= CATALOG_MAX_PAGES)) {
+	if (over || (pg.has_next && f->pages >= CATALOG_MAX_PAGES)) {
 		catalog_page_free(&pg);
-		snprintf(f->error, sizeof f->error, "the API lists more than %d installs or "
-		    "pages; refused as absurd", CATALOG_MAX_INSTALLS);
-		fetch_restart(q);
+		error_set(f, "the API lists more than %d installs or %d pages; refused as "
+		    "absurd", CATALOG_MAX_INSTALLS, CATALOG_MAX_PAGES);
+		/* Given up (fetch_end clears what was read); the log names this page. */
+		f->pages--;
 		page_failed(q, OUTCOME_PERMANENT, NULL);
 		return;
 	}
 	if (!pg.has_next) {
 		catalog_page_free(&pg);
 		fetch_commit(q);
+		return;
+	}
+	/* Page f->pages - 1 was FIRST_QUERY's or a next's: the next must be new to us. */
+	if (f->pages == 1)
+		(void)query_seen(f, FIRST_QUERY);
+	if (query_seen(f, pg.next_query)) {
+		catalog_page_free(&pg);
+		error_set(f, "a broken answer: \"next\" leads back to a page already read");
+		f->pages--;
+		page_failed(q, OUTCOME_TRANSIENT, NULL);
+		fetch_restart(q);        /* the next try starts over */
 		return;
 	}
 	snprintf(f->query, sizeof f->query, "%s", pg.next_query);
@@ -216,7 +284,7 @@ page_request(struct queue *q)
 	xasprintf(&url, "%s/installs?%s", q->cfg->base_url, f->query);
 	if (sender_get(q->sender, url, CATALOG_MAX_BODY, page_cb, q, &cause) != 0) {
 		free(url);
-		snprintf(f->error, sizeof f->error, "%s", cause);
+		error_set(f, "%s", cause);
 		free(cause);
 		page_failed(q, OUTCOME_TRANSIENT, NULL);
 		return;
@@ -290,4 +358,6 @@ catalog_free_all(struct queue *q)
 		event_free(q->fetch.timer);
 	catalog_free(&q->cat);
 	catalog_free(&q->staging);
+	free(q->fetch.seen);
+	q->fetch.seen = NULL;
 }

@@ -137,7 +137,7 @@ queue_check(struct queue *q)
 		CHECK(q->stats.waiters == (int64_t)htab_len(&q->waiters_req) + ncw &&
 		    htab_len(&q->waiters_req) == htab_len(&q->waiters_job),
 		    "every waiter is found by request and by job, or waits for the catalog");
-		CHECK(ncw == 0 || q->fetch.running, "catalog waiters wait for a fetch under way");
+		CHECK(ncw == 0 || catalog_asking(q), "catalog waiters wait for a fetch under way");
 		/* Requests by name held for a first catalog. */
 		TAILQ_FOREACH(h, &q->held, entry) {
 			nh++;
@@ -151,7 +151,7 @@ queue_check(struct queue *q)
 		TAILQ_FOREACH(p, &q->resolving, entry)
 			CHECK(!p->resolved_once && p->req.install[0] == '\0',
 			    "a waiting enqueue is a name that has not waited before");
-		CHECK(TAILQ_EMPTY(&q->resolving) || q->fetch.running,
+		CHECK(TAILQ_EMPTY(&q->resolving) || catalog_asking(q),
 		    "enqueues wait only for a fetch under way");
 		TAILQ_FOREACH(p, &q->pending, entry)
 			nrel += p->resolved_once;

@@ -374,6 +374,7 @@ queue_flush(struct queue *q)
 	TAILQ_CONCAT(&batch, &q->pending, entry);
 	TAILQ_FOREACH(p, &batch, entry)
 		n++;
+	q->suggest_left = CATALOG_SUGGEST_BUDGET;
 	if (q->broken && queue_try_recover(q) != 0) {
 		failed = 1;
 		snprintf(err, sizeof err, "it refuses writes");
@@ -487,10 +488,11 @@ queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
 	struct job *j = job_find(q, job_id);
 	struct store_job row;
 	int64_t now_wall = clock_wall_ms();
-	int live, drop;
+	int live = 0, drop;
 
+	/* Job 0: a request by name held for the catalog; it has no job to look at. */
 	if (store_begin(q->store) != 0 || store_request_cancel(q->store, id, now_wall) < 0 ||
-	    (live = store_job_live_requests(q->store, job_id)) < 0)
+	    (job_id != 0 && (live = store_job_live_requests(q->store, job_id)) < 0))
 		goto fail;
 	drop = j != NULL && live == 0 && j->state == JOB_QUEUED;
 	if (drop) {
@@ -508,6 +510,9 @@ queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
 		member_sub(q, j, uid);
 	if (drop)
 		job_free(q, j);
+	/* A request by name still held for the catalog must not be resolved and sent. */
+	if (job_id == 0)
+		held_forget(q, id);
 	prune_arm(q, now_wall);
 	waiters_wake(q, id, 0);
 	queue_run(q);

@@ -151,6 +151,8 @@ struct catfetch {
 	int pages, restarts, skipped;
 	int64_t first_count;     /* "count" on its first page, -1: none */
 	int count_changed;       /* "count" moved while paging: read it again */
+	uint64_t *seen;          /* hashes of the queries this paging asked for */
+	int nseen;
 	struct catalog_backoff backoff;
 	int64_t started;         /* mono ms */
 	int64_t last_unknown;    /* mono ms an unknown name last started one, or SCHED_NEVER */
@@ -173,6 +175,9 @@ struct waiter {
 	struct event *timer;
 	queue_answer_cb cb;
 	void *arg;
+	/* installs --refresh: the page to answer with */
+	int64_t limit;
+	char after[INSTALL_NAME_MAX + 1];
 };
 
 struct queue {
@@ -195,6 +200,7 @@ struct queue {
 	struct catalog cat;      /* the account's installs (fetched_at 0: never loaded) */
 	struct catalog staging;  /* the pages the fetch under way has read */
 	struct catfetch fetch;
+	size_t suggest_left;     /* catalog names "did you mean" may still compare this batch */
 	struct helds held;
 	size_t nheld;
 	int64_t pending_since;   /* monotonic ms the oldest uncommitted enqueue arrived */
@@ -303,6 +309,7 @@ enum resolve { RESOLVED = 0, RESOLVE_UNKNOWN, RESOLVE_HOLD, RESOLVE_WAIT };
 enum resolve names_resolve(struct queue *, struct pending *);
 int held_place(struct queue *, struct pending *, int64_t now_wall, struct held **);
 void held_settle(struct queue *, struct held *, int failed);
+void held_forget(struct queue *, int64_t id);
 void held_free_all(struct queue *);
 int held_load(struct queue *);
 void held_resolve(struct queue *);
@@ -327,6 +334,13 @@ void top_free(struct queue *);
 void catalog_start(struct queue *);
 void catalog_want(struct queue *, int unknown_name);
 void catalog_stop(struct queue *);
+/*
+ * Is a page of the fetch at the API right now? Only then may an enqueue or installs
+ * --refresh wait for it: a fetch waiting out a backoff (up to retry_max, or a 429's
+ * Retry-After) has settled for them, and they are answered at once.
+ */
+static inline int catalog_asking(const struct queue *q)
+{ return q->fetch.running && q->fetch.in_flight; }
 void catalog_free_all(struct queue *);
 
 /* queue-enqueue.c */

@@ -26,15 +26,19 @@ names_of(struct queue *q, const char *install)
 static void
 unknown(struct queue *q, struct pending *p)
 {
-	char near[96], when[32];
+	char near[96] = "", when[32];
 
-	catalog_suggest_text(&q->cat, p->req.name, near, sizeof near);
+	if (q->suggest_left >= catalog_len(&q->cat)) {
+		q->suggest_left -= catalog_len(&q->cat);
+		catalog_suggest_text(&q->cat, p->req.name, near, sizeof near);
+	}
 	fmt_rfc3339(q->cat.fetched_at, when, sizeof when);
 	p->out.error = "unknown_install";
 	snprintf(p->out.message, sizeof p->out.message, "no install named \"%s\" among the "
-	    "account's %zu installs (read %s%s%.80s)%s%s", p->req.name, catalog_len(&q->cat),
+	    "account's %zu installs (read %s%s%.*s)%s%s", p->req.name, catalog_len(&q->cat),
 	    when, q->fetch.error[0] != '\0' ? "; reading them again failed: " : "",
-	    q->fetch.error, near[0] != '\0' ? "; " : "", near);
+	    (int)utf8_prefix(q->fetch.error, 80), q->fetch.error, near[0] != '\0' ? "; " : "",
+	    near);
 }
 
 enum resolve
@@ -52,7 +56,7 @@ names_resolve(struct queue *q, struct pending *p)
 		if (!q->fetch.running &&
 		    sched_catalog_unknown_allowed(q->fetch.last_unknown, queue_now()))
 			catalog_want(q, 1);
-		if (q->fetch.running)
+		if (catalog_asking(q))
 			return RESOLVE_WAIT;
 	}
 	unknown(q, p);
@@ -103,6 +107,22 @@ held_settle(struct queue *q, struct held *h, int failed)
 	}
 	TAILQ_INSERT_TAIL(&q->held, h, entry);
 	q->nheld++;
+}
+
+/* A held request was cancelled (committed): it no longer waits for the catalog. */
+void
+held_forget(struct queue *q, int64_t id)
+{
+	struct held *h;
+
+	TAILQ_FOREACH(h, &q->held, entry) {
+		if (h->id == id) {
+			TAILQ_REMOVE(&q->held, h, entry);
+			q->nheld--;
+			free(h);
+			return;
+		}
+	}
 }
 
 void
@@ -158,6 +178,7 @@ held_resolve(struct queue *q)
 
 	if (TAILQ_EMPTY(&q->held) || q->cat.fetched_at == 0 || q->broken)
 		return;
+	q->suggest_left = CATALOG_SUGGEST_BUDGET;
 	v = xcalloc(q->nheld, sizeof(struct pending *));
 	TAILQ_FOREACH(h, &q->held, entry) {
 		struct pending *p = xcalloc(1, sizeof *p);
@@ -183,7 +204,8 @@ held_resolve(struct queue *q)
 			continue;
 		}
 		unknown(q, v[i]);
-		snprintf(msg, sizeof msg, "unknown_install: %.230s", v[i]->out.message);
+		snprintf(msg, sizeof msg, "unknown_install: %.*s",
+		    (int)utf8_prefix(v[i]->out.message, 230), v[i]->out.message);
 		if (store_held_fail(q->store, v[i]->held_id, msg, now_wall) != 0)
 			failed = 1;
 	}
@@ -251,7 +273,7 @@ release_one(struct queue *q, struct pending *p)
 void
 resolving_add(struct queue *q, struct pending *p)
 {
-	if (!q->fetch.running)
+	if (!catalog_asking(q))
 		release_one(q, p);
 	else
 		TAILQ_INSERT_TAIL(&q->resolving, p, entry);

@@ -260,5 +260,5 @@ waiters_catalog_done(struct queue *q)
 	struct waiter *w;
 
 	while ((w = TAILQ_FIRST(&q->fetch.waiters)) != NULL)
-		waiter_answer(w, ops_installs_list(q));
+		waiter_answer(w, ops_installs_list(q, w->after, w->limit));
 }

@@ -1,6 +1,7 @@
 """test_catalog.py: the installs catalog and install names, against the real daemon and simulator."""
 import json
 import os
+import time
 import unittest
 import urllib.request
 
@@ -74,6 +75,55 @@ class Paging(CatalogBase):
         self.assertIn("2503 installs", out)
 
 
+class Largest(CatalogBase):
+    sim_args = ("--installs", "199997")     # and install1..3: 200,000
+
+    def test_200000_installs_are_read_and_one_more_refused(self):
+        # Review: a catalog of exactly CATALOG_MAX_INSTALLS was refused as "more than
+        # 200000 installs"; the log named page 1 for the 2,000th.
+        self.loaded(200000, timeout=120)
+        self.assertEqual(self.enqueue("site199997")["name"], "site199997")
+        sim(self.env, {"add": [{"id": "11111111-2222-4333-8444-555555555555",
+                                "name": "onemore"}]})
+        self.env.request({"op": "installs", "refresh": True})
+        wait_for(lambda: not catalog(self.env)["refreshing"], timeout=120)
+        c = catalog(self.env)
+        self.assertEqual(c["installs"], 200000)
+        self.assertIn("more than 200000 installs", c["error"])
+        self.assertIn("page 2001:", self.env.log())
+
+
+class ManyInstalls(CatalogBase):
+    sim_args = ("--installs", "24997")
+
+    def test_installs_of_a_large_catalog_come_in_pages(self):
+        # Review: the whole catalog was one answer; past ~20,500 installs it was over
+        # the connection's 4 MiB output cap and wpe-purgectl installs was dropped
+        # ("no answer ... connection closed", exit 3; log: "it does not read its answers").
+        self.loaded(25000, timeout=60)
+        rc, out, err = self.env.ctl("installs")
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 25002)
+        self.assertIn("25000 installs, read from the API", lines[-1])
+        names = [l.split()[0] for l in lines[1:-1]]
+        self.assertEqual(names, sorted(names))
+        self.assertEqual(len(set(names)), 25000)
+        rc, out, _ = self.env.ctl_json("installs")
+        self.assertEqual(sum(len(a["installs"]) for a in out), 25000)
+        self.assertEqual([a["next"] is None for a in out], [False] * 4 + [True])
+        # The protocol: "limit" and "after".
+        a = self.env.request({"op": "installs", "limit": 2, "after": "install3"})
+        self.assertEqual([i["name"] for i in a["installs"]], ["site00001", "site00002"])
+        self.assertEqual(a["next"], "site00002")
+        self.assertEqual(a["count"], 25000)
+        a = self.env.request({"op": "installs", "limit": 2, "after": "site24995"})
+        self.assertEqual([i["name"] for i in a["installs"]], ["site24996", "site24997"])
+        self.assertIsNone(a["next"])
+        a = self.env.request({"op": "installs", "limit": 5001})
+        self.assertEqual(a["error"], "bad_value")
+
+
 class Failures(CatalogBase):
     sim_args = ("--installs", "1000")
     start_daemon = False
@@ -117,6 +167,20 @@ class Failures(CatalogBase):
         self.assertIsNone(self.env.daemon.poll())
         self.assertEqual(self.enqueue("site00001")["name"], "site00001")
 
+    def test_a_loop_of_cursors_is_refused_at_once(self):
+        # Review: a loop was caught only through "offset"; a next without one (a
+        # cursor) leading back to a page already read was followed 2,010 times
+        # (every refresh, and every minute for an unknown name) before "absurd".
+        self.env.start()
+        self.loaded(1003)
+        sim(self.env, {"fault": {"mode": "cursor_loop", "count": 100000},
+                       "reset_stats": True})
+        rc, out, _ = self.env.ctl_json("installs", "--refresh")
+        self.assertEqual(out[0]["count"], 1003)
+        self.assertIn("leads back to a page already read", out[0]["refresh_error"])
+        self.assertLessEqual(sim(self.env)["gets"], 3)
+        self.assertIn("page 3: a broken answer", self.env.log())
+
     def test_removed_install_and_unknown_name(self):
         self.env.start()
         self.loaded(1003)
@@ -135,6 +199,61 @@ class Failures(CatalogBase):
         rc, out, err = self.env.ctl("enqueue", "site00500")
         self.assertEqual(rc, 2, err)
         self.assertIn("no install named", err)
+
+
+class Backoff(CatalogBase):
+    start_daemon = False
+
+    def test_a_fetch_waiting_out_its_backoff_holds_nobody(self):
+        # Review: a fetch whose page failed waits (up to retry_max) before asking again;
+        # an unknown name or installs --refresh arriving meanwhile waited for that next
+        # try, and so did the client's later answers: minutes for a CI job.
+        self.env.write_conf(dict(self.env.lim, retry_initial=30, retry_max=60),
+                            self.env.api)
+        self.env.start()
+        self.loaded(3)
+        sim(self.env, {"fault": {"status": 503, "count": 100000}})
+        rc, out, _ = self.env.ctl_json("installs", "--refresh")     # root: always asks
+        self.assertIn("HTTP 503", out[0]["refresh_error"])
+        self.assertTrue(catalog(self.env)["refreshing"])           # 30 s or more to wait
+        c = self.env.connect()
+        c.s.settimeout(10)
+        c.send({"op": "enqueue", "install": "nosuchsite", "type": "object"})
+        c.send({"op": "enqueue", "install": I1, "type": "object"})
+        a = c.recv()
+        self.assertEqual(a["error"], "unknown_install", a)
+        self.assertIn("HTTP 503", a["message"])
+        self.assertTrue(c.recv()["ok"])
+        c.s.close()
+        rc, out, _ = self.env.ctl_json("installs", "--refresh", timeout=10)
+        self.assertEqual((rc, out[0]["count"]), (0, 3))
+        self.assertEqual(sim(self.env)["faults_left"], 100000 - 1)  # no extra API call
+
+
+class Utf8Errors(CatalogBase):
+    def test_the_apis_message_is_never_cut_inside_a_character(self):
+        # Review: the fetch's error ("HTTP 503: " + the API's message) was cut at 255
+        # bytes, and at 80 in unknown_install, through a multi-byte character: stats,
+        # installs, the enqueue's answer and the log were no longer UTF-8 (JSON clients
+        # failed to read them).
+        self.loaded(3)
+        sim(self.env, {"fault": {"status": 503, "count": 100000,
+                                 "message": "\u20ac" * 150}})
+        for k in range(2):
+            with self.env.connect() as c:
+                c.send({"op": "enqueue", "install": "nosuch%d" % k, "type": "object"})
+                line = c.s.recv(65536)
+                while not line.endswith(b"\n"):
+                    line += c.s.recv(65536)
+            a = json.loads(line.decode("utf-8"))          # strict: raises if cut
+            self.assertEqual(a["error"], "unknown_install")
+            self.assertIn("HTTP 503: \u20ac\u20ac", a["message"])
+            rc, out, _ = self.env.ctl_json("installs")
+            self.assertIn("\u20ac", out[0]["refresh_error"])
+            time.sleep(0.1)
+        self.assertIn("\u20ac", catalog(self.env)["error"])
+        with open(self.env.daemon_log, "rb") as f:
+            f.read().decode("utf-8")
 
 
 class BeforeTheCatalog(CatalogBase):
@@ -169,6 +288,31 @@ class BeforeTheCatalog(CatalogBase):
         self.env.wait_state(h["id"])
         self.assertEqual(len(self.env.purges(I1)), 1)
 
+    def test_a_cancelled_held_request_is_never_sent(self):
+        # Review: a held request cancelled before the catalog arrived stayed on the
+        # daemon's held list; once the catalog came it was resolved into a new job and
+        # its purge was sent, for nobody (and it held a slot of the cap meanwhile).
+        sim(self.env, {"fault": {"status": 503, "count": 100000}})
+        self.env.start()
+        h = self.enqueue("install1", "object")
+        k = self.enqueue("install2", "page")
+        self.assertIsNone(h["job"])
+        c = self.env.request({"op": "cancel", "id": h["id"]})
+        self.assertEqual(c["state"], "cancelled", c)
+        self.assertEqual(stats(self.env)["held_requests"], 1)
+        sim(self.env, {"fault": {"count": 0}})
+        self.env.wait_state(k["id"], timeout=30)         # the other one resolves and goes
+        s = self.env.request({"op": "status", "id": h["id"]})
+        self.assertEqual((s["state"], s["job"]), ("cancelled", None))
+        self.assertEqual(self.env.request({"op": "list"})["total"], 0)
+        self.assertEqual(self.env.purges(I1, status=None), [])
+        self.assertEqual(len(self.env.purges(I2)), 1)
+        # Nor after a restart.
+        self.env.stop()
+        self.env.start()
+        self.assertEqual(stats(self.env)["held_requests"], 0)
+        self.assertEqual(self.env.purges(I1, status=None), [])
+
     def test_held_requests_survive_a_restart(self):
         sim(self.env, {"fault": {"status": 503, "count": 100000}})
         self.env.start()
@@ -180,6 +324,42 @@ class BeforeTheCatalog(CatalogBase):
         sim(self.env, {"fault": {"count": 0}})
         self.env.wait_state(h["id"], timeout=30)
         self.assertEqual(len(self.env.purges(I2)), 1)
+
+
+class ManyHeldUnknown(CatalogBase):
+    sim_args = ("--installs", "5000")
+    start_daemon = False
+
+    def test_resolving_thousands_of_unknown_names_does_not_stall(self):
+        # Review: every held name the new catalog did not have got "did you mean" names
+        # from a scan of the whole catalog (Levenshtein against each name): 10,000 held
+        # names against 5,000 installs stalled the event loop ~4 s (pings, purges'
+        # answers and enqueues all waited), minutes for a 200,000-install account.
+        sim(self.env, {"fault": {"status": 503, "count": 100000}})
+        self.env.start()
+        c = self.env.connect()
+        n = 10000
+        for i in range(0, n, 1000):
+            c.send("".join(json.dumps({"op": "enqueue", "install": "zz%07d" % j,
+                                       "type": "object"}) + "\n" for j in range(i, i + 1000)))
+            for j in range(1000):
+                self.assertTrue(c.recv()["ok"])
+        c.s.close()
+        self.assertEqual(stats(self.env)["held_requests"], n)
+        sim(self.env, {"fault": {"count": 0}})
+        worst, held = 0.0, n
+        end = time.monotonic() + 60
+        while held > 0 and time.monotonic() < end:
+            t = time.monotonic()
+            held = self.env.request({"op": "stats"})["held_requests"]
+            worst = max(worst, time.monotonic() - t)
+            time.sleep(0.02)
+        self.assertEqual(held, 0)
+        self.assertLess(worst, 1.5)
+        # The first ones still say what was close; all failed as unknown.
+        s = self.env.request({"op": "status", "id": 1})
+        self.assertEqual(s["state"], "failed")
+        self.assertIn("unknown_install", s["message"])
 
 
 class Restart(CatalogBase):

@@ -6,8 +6,8 @@
  * API does (limit at most 100; next/previous full URLs or null). POST /_sim/installs takes
  *   {"add": [{"id": UUID, "name": NAME}, ...]}, {"remove": [NAME or UUID, ...]},
  *   {"fault": {"status": 429|503|..., "page": N (-1: any), "count": C, "retry_after": "1",
- *              "delay_ms": MS, "mode": "next_host"|"not_json"|"huge"|"bad_types"|
- *              "bad_entries"|"loop"|"endless"}}
+ *              "delay_ms": MS, "message": TEXT, "mode": "next_host"|"not_json"|"huge"|"bad_types"|
+ *              "bad_entries"|"loop"|"endless"|"cursor_loop"}}
  * and GET /_sim/installs answers {"count", "gets" (page requests), "pages" (offsets
  * answered 200, in order), "faults_left"}.
  */
@@ -23,7 +23,7 @@
 
 #include "apisim.h"
 
-#define SIMCAT_MAX 200000
+#define SIMCAT_MAX 200100     /* past the daemon's limit, to test it */
 #define SIMCAT_ACCOUNT "5a0cc0a1-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
 
 struct sinst {
@@ -34,7 +34,8 @@ struct sinst {
 struct cfault {
 	int status, page, count, delay_ms;
 	char retry_after[64];
-	char mode[16];
+	char mode[24];
+	char message[1024];  /* the error's "message" ("": the usual one) */
 };
 
 static struct {
@@ -80,13 +81,13 @@ simcat_known(const char *id)
 	return find(id) >= 0;
 }
 
-int
-simcat_add(const char *id, const char *name)
+static int
+add_unchecked(const char *id, const char *name)
 {
 	struct sinst *s;
 
-	if (cat.n == SIMCAT_MAX || strlen(id) != 36 || find(id) >= 0 ||
-	    (name != NULL && (strlen(name) >= sizeof s->name || find(name) >= 0)))
+	if (cat.n == SIMCAT_MAX || strlen(id) != 36 ||
+	    (name != NULL && strlen(name) >= sizeof s->name))
 		return -1;
 	if (cat.n == cat.cap) {
 		cat.cap = cat.cap == 0 ? 64 : cat.cap * 2;
@@ -104,6 +105,14 @@ simcat_add(const char *id, const char *name)
 	return 0;
 }
 
+int
+simcat_add(const char *id, const char *name)
+{
+	if (find(id) >= 0 || (name != NULL && find(name) >= 0))
+		return -1;
+	return add_unchecked(id, name);
+}
+
 void
 simcat_generate(int n)
 {
@@ -113,7 +122,8 @@ simcat_generate(int n)
 	for (i = 1; i <= n; i++) {
 		snprintf(id, sizeof id, "%08x-0000-4000-8000-%012x", (unsigned)i, (unsigned)i);
 		snprintf(name, sizeof name, "site%05d", i % 1000000);
-		(void)simcat_add(id, name);
+		/* Unique by construction (and unlike the --install ones): no quadratic check. */
+		(void)add_unchecked(id, name);
 	}
 }
 
@@ -305,6 +315,24 @@ installs_page(struct evhttp_request *req)
 	if (f->count != 0 && (f->page < 0 || f->page == offset / limit)) {
 		if (f->count > 0)
 			f->count--;
+		if (strcmp(f->mode, "cursor_loop") == 0) {
+			/* A full page whose next is a cursor (no offset), two cursors in turn. */
+			char buf[256];
+
+			o = json_object_new_object();
+			arr = json_object_new_array();
+			for (i = 0; i < limit && i < cat.n; i++)
+				json_object_array_add(arr, install_json((int)i));
+			snprintf(buf, sizeof buf, "http://127.0.0.1:%d/v1/installs?limit=%ld&"
+			    "cursor=c%lu", cat.port, limit, cat.gets % 2);
+			json_object_object_add(o, "next", json_object_new_string(buf));
+			json_object_object_add(o, "count", json_object_new_int64(cat.n));
+			json_object_object_add(o, "results", arr);
+			answer(req, 200, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+			    NULL, f->delay_ms);
+			json_object_put(o);
+			return;
+		}
 		if (f->mode[0] != '\0') {
 			hostile = hostile_page(f->mode, limit, offset);
 			answer(req, 200, hostile, NULL, f->delay_ms);
@@ -314,7 +342,8 @@ installs_page(struct evhttp_request *req)
 		if (f->status != 0) {
 			o = json_object_new_object();
 			json_object_object_add(o, "message", json_object_new_string(
-			    f->status == 429 ? "Too Many Requests" : "Service Unavailable"));
+			    f->message[0] != '\0' ? f->message : f->status == 429 ?
+			    "Too Many Requests" : "Service Unavailable"));
 			answer(req, f->status, json_object_to_json_string(o), f->retry_after,
 			    f->delay_ms);
 			json_object_put(o);
@@ -399,6 +428,9 @@ control(struct evhttp_request *req)
 			cat.f.delay_ms = json_object_get_int(x);
 		if (json_object_object_get_ex(v, "retry_after", &x))
 			snprintf(cat.f.retry_after, sizeof cat.f.retry_after, "%s",
+			    json_object_get_string(x));
+		if (json_object_object_get_ex(v, "message", &x))
+			snprintf(cat.f.message, sizeof cat.f.message, "%s",
 			    json_object_get_string(x));
 		if (json_object_object_get_ex(v, "mode", &x))
 			snprintf(cat.f.mode, sizeof cat.f.mode, "%s", json_object_get_string(x));

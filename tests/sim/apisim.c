@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -762,6 +763,17 @@ main(int argc, char **argv)
 	    NULL) {
 		fprintf(stderr, "apisim: cannot bind 127.0.0.1:%d\n", port);
 		return 1;
+	}
+	{
+		/*
+		 * Accepted connections inherit it: evhttp writes an answer's headers and body
+		 * apart, and Nagle held the body until libcurl's delayed ACK (40 ms for every
+		 * catalog page on a kept-alive connection; purges use fresh ones).
+		 */
+		int one = 1;
+
+		(void)setsockopt(evhttp_bound_socket_get_fd(bs), IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof one);
 	}
 	if (port == 0) {
 		struct sockaddr_storage ss;

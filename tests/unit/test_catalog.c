@@ -103,6 +103,100 @@ test_lookup_and_suggest(void **state)
 	catalog_free(&c);
 }
 
+/* The plain Levenshtein distance, to check the one that gives up early. */
+static int
+ref_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i, j;
+	int d[20][20];
+
+	for (i = 0; i <= la; i++)
+		d[i][0] = (int)i;
+	for (j = 0; j <= lb; j++)
+		d[0][j] = (int)j;
+	for (i = 1; i <= la; i++) {
+		for (j = 1; j <= lb; j++) {
+			int x = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+
+			if (d[i - 1][j] + 1 < x)
+				x = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < x)
+				x = d[i][j - 1] + 1;
+			d[i][j] = x;
+		}
+	}
+	return d[la][lb];
+}
+
+static void
+rand_name(char *s, unsigned *seed)
+{
+	int len = 3 + (int)(rand_r(seed) % 8), i;
+
+	/* A small alphabet: many names close to each other. */
+	s[0] = (char)('a' + rand_r(seed) % 3);
+	for (i = 1; i < len; i++)
+		s[i] = "abc12"[rand_r(seed) % 5];
+	s[len] = '\0';
+}
+
+/* Review: suggestions (early-exit distance) are those of the plain distance. */
+static void
+test_suggest_reference(void **state)
+{
+	struct catalog c;
+	struct catalog_entry e;
+	const char *s[CATALOG_SUGGEST], *best[CATALOG_SUGGEST];
+	char names[400][16], q[16];
+	unsigned seed = 12;
+	int i, k, d, max, bd[CATALOG_SUGGEST];
+	size_t n, nb, j, m;
+
+	(void)state;
+	catalog_init(&c);
+	for (i = 0; i < 400; i++) {
+		rand_name(names[i], &seed);
+		memset(&e, 0, sizeof e);
+		snprintf(e.id, sizeof e.id, "%08x-0000-4000-8000-%012x", i + 1, i + 1);
+		memcpy(e.name, names[i], strlen(names[i]) + 1);
+		(void)catalog_add(&c, &e);      /* a repeated name is refused: fine */
+	}
+	for (k = 0; k < 2000; k++) {
+		rand_name(q, &seed);
+		assert_int_equal(catalog_distance(q, names[k % 400]), ref_distance(q,
+		    names[k % 400]));
+		max = (int)strlen(q) / 3 < 2 ? 2 : (int)strlen(q) / 3;
+		nb = 0;
+		for (j = 0; j < catalog_len(&c); j++) {
+			const char *cand = catalog_at(&c, j)->name;
+
+			d = ref_distance(q, cand);
+			if (d > max && strncmp(cand, q, strlen(q)) != 0)
+				continue;
+			if (d > max)
+				d = max + 1;
+			for (m = nb; m > 0 && (bd[m - 1] > d || (bd[m - 1] == d &&
+			    strcmp(best[m - 1], cand) > 0)); m--) {
+				if (m < CATALOG_SUGGEST) {
+					bd[m] = bd[m - 1];
+					best[m] = best[m - 1];
+				}
+			}
+			if (m < CATALOG_SUGGEST) {
+				bd[m] = d;
+				best[m] = cand;
+				if (nb < CATALOG_SUGGEST)
+					nb++;
+			}
+		}
+		n = catalog_suggest(&c, q, s);
+		assert_int_equal(n, nb);
+		for (j = 0; j < n; j++)
+			assert_string_equal(s[j], best[j]);
+	}
+	catalog_free(&c);
+}
+
 static void
 test_next_check(void **state)
 {
@@ -269,6 +363,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_lookup_and_suggest),
+		cmocka_unit_test(test_suggest_reference),
 		cmocka_unit_test(test_next_check),
 		cmocka_unit_test(test_page_parse),
 		cmocka_unit_test(test_sched_catalog),
