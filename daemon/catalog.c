@@ -107,10 +107,10 @@ struct catalog_entry *const *
 catalog_sorted(struct catalog *c)
 {
 	if (c->sorted == NULL) {
-		c->sorted = xcalloc(c->n + 1, sizeof *c->sorted);
+		c->sorted = xcalloc(c->n + 1, sizeof(struct catalog_entry *));
 		if (c->n > 0)
-			memcpy(c->sorted, c->v, c->n * sizeof *c->sorted);
-		qsort(c->sorted, c->n, sizeof *c->sorted, by_name);
+			memcpy(c->sorted, c->v, c->n * sizeof(struct catalog_entry *));
+		qsort(c->sorted, c->n, sizeof(struct catalog_entry *), by_name);
 	}
 	return c->sorted;
 }

@@ -19,14 +19,16 @@ static void page_request(struct queue *);
  * to f->error on a character boundary (the API's message is UTF-8; a cut through a
  * character made every one of those answers invalid JSON text).
  */
-static void printflike(2, 3)
+static void error_set(struct catfetch *f, const char *fmt, ...) printflike(2, 3);
+
+static void
 error_set(struct catfetch *f, const char *fmt, ...)
 {
 	char buf[2048];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
+	vsnprintf(buf, sizeof buf, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
 	va_end(ap);
 	snprintf(f->error, sizeof f->error, "%.*s", (int)utf8_prefix(buf,
 	    sizeof f->error - 1), buf);
