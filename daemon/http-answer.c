@@ -1,0 +1,131 @@
+/* http-answer.c: the HTTP API's answers: JSON objects with the status their error calls for. */
+#include "compat.h"
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <json-c/json.h>
+
+#include "http-int.h"
+#include "util.h"
+
+static const char *
+http_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 202: return "Accepted";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Payload Too Large";
+	case 429: return "Too Many Requests";
+	case 503: return "Service Unavailable";
+	default: return "Error";
+	}
+}
+
+/* Send one JSON answer (taking o) with status; never an HTML page. */
+void
+http_send(struct evhttp_request *req, int status, json_object *o)
+{
+	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
+	struct evbuffer *b = evbuffer_new();
+	const char *s;
+	size_t len;
+
+	if (b == NULL)
+		fatalx("out of memory");
+	s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
+	    JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	evbuffer_add(b, s, len);
+	evbuffer_add(b, "\n", 1);
+	json_object_put(o);
+	evhttp_remove_header(hdr, "Content-Type");
+	evhttp_add_header(hdr, "Content-Type", "application/json");
+	evhttp_add_header(hdr, "Cache-Control", "no-store");
+	evhttp_send_reply(req, status, http_reason(status), b);
+	evbuffer_free(b);
+}
+
+void
+http_error(struct evhttp_request *req, int status, const char *code, const char *msg)
+{
+	http_send(req, status, proto_error(code, msg));
+}
+
+/* The HTTP status of an ops answer: 200 for success, else by its error code. */
+static int
+http_status_of(json_object *o, const char **retry)
+{
+	json_object *v;
+	const char *code;
+
+	*retry = NULL;
+	if (json_object_object_get_ex(o, "ok", &v) && json_object_get_boolean(v))
+		return 200;
+	if (!json_object_object_get_ex(o, "error", &v))
+		return 500;
+	code = json_object_get_string(v);
+	if (strcmp(code, "not_found") == 0)
+		return 404;
+	if (strcmp(code, "forbidden") == 0)
+		return 403;
+	if (strcmp(code, "finished") == 0)
+		return 409;
+	if (strcmp(code, "storage") == 0) {
+		*retry = HTTP_STORAGE_RETRY;
+		return 503;
+	}
+	if (strcmp(code, "queue_full") == 0) {
+		*retry = HTTP_FULL_RETRY;
+		return 503;
+	}
+	return 400;
+}
+
+void
+http_send_ops(struct evhttp_request *req, json_object *o)
+{
+	const char *retry;
+	int status = http_status_of(o, &retry);
+
+	if (retry != NULL)
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", retry);
+	http_send(req, status, o);
+}
+
+const char *
+http_answer_install(json_object *o)
+{
+	json_object *v;
+
+	if (json_object_object_get_ex(o, "install", &v) &&
+	    json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+int
+http_answer_ok(json_object *o)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, "ok", &v) && json_object_get_boolean(v);
+}
+
+const char *
+http_answer_state(json_object *o)
+{
+	json_object *v;
+
+	if (json_object_object_get_ex(o, "state", &v) &&
+	    json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return "";
+}

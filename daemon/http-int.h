@@ -1,0 +1,80 @@
+/* http-int.h: what the HTTP API's files (http*.c) share: the server, owed answers, helpers. */
+#ifndef WPE_HTTP_INT_H
+#define WPE_HTTP_INT_H
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <json-c/json.h>
+#include <openssl/ssl.h>
+
+#include "http.h"
+#include "ops.h"
+
+#define HTTP_MAX_HEADERS (16 * 1024)
+#define HTTP_MAX_BODY (64 * 1024)
+#define HTTP_TIMEOUT 10          /* seconds: header and body reads, idle keep-alive */
+#define HTTP_STORAGE_RETRY "5"   /* Retry-After for 503 storage */
+#define HTTP_FULL_RETRY "30"     /* Retry-After for 503 queue_full */
+
+struct http {
+	struct event_base *base;
+	const struct config *cfg;
+	struct queue *q;
+	struct server *srv;
+	struct evhttp *eh;
+	struct evhttp_bound_socket *bound;
+	struct evconnlistener *listener;
+	int listening;               /* the listener is enabled */
+	int stopped;
+	char *unix_path;             /* we bound it: unlink at the end */
+	SSL_CTX *ctx;                /* for new connections; each SSL holds a reference */
+	struct tokens *tokens;
+	int nconns;                  /* TLS connections open (see http_ssl_gone) */
+	int64_t max_conns;
+};
+
+/*
+ * A request answered later: an enqueue waits for its group commit, a long-poll for its
+ * request to finish. The queue's callbacks only store the answer and wake done_ev; the
+ * reply goes out from there. If the client's connection goes first (http_closed), the
+ * waiter is cancelled and the owed enqueue answer forgotten; the request object belongs
+ * to the connection and is never touched again.
+ */
+struct hreq {
+	struct http *h;
+	struct evhttp_request *req;
+	struct evhttp_connection *evcon;
+	struct event *done_ev;
+	struct event *gone_ev;       /* the peer hung up while we owe the answer */
+	int gone_fd;                 /* its own dup of the socket */
+	struct waiter *waiter;
+	json_object *answer;         /* stored by a callback, sent by http_done */
+	int owed;                    /* an enqueue answer is owed */
+	int waiting;                 /* a wait answer is owed */
+	int post;                    /* POST /v1/purges (202 / 200 and Location) */
+	int64_t wait_ms;             /* POST ?wait=: wait after the enqueue; -1: no */
+	int64_t id;
+	struct ops_caller caller;
+	char who[160];               /* "token NAME (ADDRESS)" */
+};
+
+/* http-answer.c: JSON answers, never an HTML page. */
+void http_send(struct evhttp_request *, int status, json_object *o);
+void http_error(struct evhttp_request *, int status, const char *code, const char *msg);
+/* An ops answer with the status its error code calls for (Retry-After on 503). */
+void http_send_ops(struct evhttp_request *, json_object *o);
+const char *http_answer_install(json_object *o);
+int http_answer_ok(json_object *o);
+const char *http_answer_state(json_object *o);
+
+/* http-wait.c: answers sent later (enqueues owed a commit, long-polls). */
+struct hreq *hreq_new(struct http *, struct evhttp_request *, const struct ops_caller *,
+    const char *who);
+void hreq_enqueued(void *arg, json_object *o);
+/* Start a long-poll on hr->id; the answer comes through hreq_waited (perhaps at once). */
+void hreq_wait(struct hreq *, int64_t ms);
+
+/* http-routes.c: every request: route, authenticate, rate-cap, answer (now or later). */
+void http_request(struct evhttp_request *, void *arg);
+
+#endif
