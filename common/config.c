@@ -69,6 +69,12 @@ static const struct key {
 	{ "http", "max_connections", K_INT, offsetof(struct config, http_max_conns), 1,
 	    1000000 },
 	{ "http", "metrics_auth", K_BOOL, offsetof(struct config, metrics_auth), 0, 0 },
+	{ "http", "header_timeout", K_DURATION, offsetof(struct config, http_header_timeout), 1,
+	    3600 },
+	{ "http", "body_timeout", K_DURATION, offsetof(struct config, http_body_timeout), 1,
+	    3600 },
+	{ "http", "idle_timeout", K_DURATION, offsetof(struct config, http_idle_timeout), 1,
+	    86400 },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -103,6 +109,9 @@ config_defaults(struct config *cfg)
 	cfg->limits.max_queued_per_user = 100000;
 	cfg->tokens_file = xstrdup(CONFIG_DEFAULT_TOKENS);
 	cfg->http_max_conns = 4096;
+	cfg->http_header_timeout = 10;
+	cfg->http_body_timeout = 30;
+	cfg->http_idle_timeout = 10;
 	cfg->metrics_auth = 1;
 }
 
@@ -843,6 +852,9 @@ config_print(const struct config *cfg, FILE *f)
 		fprintf(f, "tls_cert = %s\ntls_key = %s\n", cfg->tls_cert, cfg->tls_key);
 	fprintf(f, "tokens_file = %s\nmax_connections = %lld\nmetrics_auth = %s\n",
 	    cfg->tokens_file, (long long)cfg->http_max_conns, cfg->metrics_auth ? "yes" : "no");
+	fprintf(f, "header_timeout = %llds\nbody_timeout = %llds\nidle_timeout = %llds\n",
+	    (long long)cfg->http_header_timeout, (long long)cfg->http_body_timeout,
+	    (long long)cfg->http_idle_timeout);
 }
 
 void

@@ -72,6 +72,9 @@ struct config {
 	char *tls_key;
 	char *tokens_file;
 	int64_t http_max_conns;
+	int64_t http_header_timeout; /* seconds from a request's start to its last header */
+	int64_t http_body_timeout;   /* seconds from the headers to the end of the body */
+	int64_t http_idle_timeout;   /* seconds a keep-alive connection may wait; read/write gaps */
 	int metrics_auth;
 	/* From the credentials file, never logged. */
 	char *api_user;

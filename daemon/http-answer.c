@@ -1,5 +1,6 @@
 /* http-answer.c: the HTTP API's answers: JSON objects with the status their error calls for. */
 #include "compat.h"
+#include <stdio.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -128,4 +129,58 @@ http_answer_state(json_object *o)
 	    json_object_is_type(v, json_type_string))
 		return json_object_get_string(v);
 	return "";
+}
+
+/* Rate-limited log lines ---------------------------------------------------------------- */
+
+#define HTTP_LOG_SLOTS 64
+
+static struct {
+	char key[80];
+	int64_t sec;
+	unsigned long suppressed;
+} http_log_slots[HTTP_LOG_SLOTS];
+
+int
+http_log_allowed(const char *kind, const char *addr, unsigned long *suppressed)
+{
+	char key[80];
+	int64_t now = clock_mono_ms() / 1000;
+	size_t i, victim = 0;
+
+	snprintf(key, sizeof key, "%s %s", kind, addr);
+	*suppressed = 0;
+	for (i = 0; i < HTTP_LOG_SLOTS; i++) {
+		if (strcmp(http_log_slots[i].key, key) == 0)
+			break;
+		if (http_log_slots[i].sec < http_log_slots[victim].sec)
+			victim = i;
+	}
+	if (i == HTTP_LOG_SLOTS) {
+		/* A new address takes the slot quiet for longest (an unused one first). */
+		i = victim;
+		snprintf(http_log_slots[i].key, sizeof http_log_slots[i].key, "%s", key);
+		http_log_slots[i].sec = now;
+		http_log_slots[i].suppressed = 0;
+		return 1;
+	}
+	if (http_log_slots[i].sec == now) {
+		http_log_slots[i].suppressed++;
+		return 0;
+	}
+	*suppressed = http_log_slots[i].suppressed;
+	http_log_slots[i].sec = now;
+	http_log_slots[i].suppressed = 0;
+	return 1;
+}
+
+const char *
+http_log_more(unsigned long suppressed)
+{
+	static char buf[64];
+
+	if (suppressed == 0)
+		return "";
+	snprintf(buf, sizeof buf, " (and %lu more like it not logged)", suppressed);
+	return buf;
 }

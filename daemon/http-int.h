@@ -7,12 +7,12 @@
 #include <json-c/json.h>
 #include <openssl/ssl.h>
 
+#include "htab.h"
 #include "http.h"
 #include "ops.h"
 
 #define HTTP_MAX_HEADERS (16 * 1024)
 #define HTTP_MAX_BODY (64 * 1024)
-#define HTTP_TIMEOUT 10          /* seconds: header and body reads, idle keep-alive */
 #define HTTP_STORAGE_RETRY "5"   /* Retry-After for 503 storage */
 #define HTTP_FULL_RETRY "30"     /* Retry-After for 503 queue_full */
 
@@ -29,19 +29,39 @@ struct http {
 	char *unix_path;             /* we bound it: unlink at the end */
 	SSL_CTX *ctx;                /* for new connections; each SSL holds a reference */
 	struct tokens *tokens;
-	int nconns;                  /* TLS connections open (see http_ssl_gone) */
+	int nconns;                  /* connections open, on every listener (struct hconn) */
 	int64_t max_conns;
+	struct htab conns;           /* struct hconn by bufferevent */
+};
+
+enum hconn_phase { HC_HEAD, HC_BODY, HC_BUSY, HC_IDLE };
+
+/* A client connection (http-conn.c): counted, and timed by phase. */
+struct hconn {
+	struct hnode node;
+	struct http *h;
+	struct bufferevent *bev;
+	struct evhttp_connection *evcon;   /* once attached */
+	struct event *ev;                  /* attach, then the phase's deadline */
+	struct evbuffer_cb_entry *input_cb;
+	struct hreq *hr;                   /* the answer owed on it, if any */
+	enum hconn_phase phase;
+	int drains;                        /* drains of the input in HEAD */
+	int prev_small;                    /* the last one was a line end */
+	int attached;
+	int refused;                       /* over max_connections */
 };
 
 /*
  * A request answered later: an enqueue waits for its group commit, a long-poll for its
  * request to finish. The queue's callbacks only store the answer and wake done_ev; the
- * reply goes out from there. If the client's connection goes first (http_closed), the
+ * reply goes out from there. If the client's connection goes first (hreq_closed), the
  * waiter is cancelled and the owed enqueue answer forgotten; the request object belongs
  * to the connection and is never touched again.
  */
 struct hreq {
 	struct http *h;
+	struct hconn *hc;
 	struct evhttp_request *req;
 	struct evhttp_connection *evcon;
 	struct event *done_ev;
@@ -58,6 +78,12 @@ struct hreq {
 	char who[160];               /* "token NAME (ADDRESS)" */
 };
 
+/* http-conn.c: connections. */
+void hconn_new(struct http *, struct bufferevent *);
+struct hconn *hconn_of(struct http *, struct evhttp_request *);
+void hconn_request(struct http *, struct evhttp_request *);
+void hconn_free_all(struct http *);
+
 /* http-answer.c: JSON answers, never an HTML page. */
 void http_send(struct evhttp_request *, int status, json_object *o);
 void http_error(struct evhttp_request *, int status, const char *code, const char *msg);
@@ -66,6 +92,13 @@ void http_send_ops(struct evhttp_request *, json_object *o);
 const char *http_answer_install(json_object *o);
 int http_answer_ok(json_object *o);
 const char *http_answer_state(json_object *o);
+/*
+ * May a line of this kind about this address be logged now? At most one a second each;
+ * *suppressed: how many were not since the last one (for http_log_more).
+ */
+int http_log_allowed(const char *kind, const char *addr, unsigned long *suppressed);
+/* " (N more like it suppressed)" or "". */
+const char *http_log_more(unsigned long suppressed);
 
 /* http-wait.c: answers sent later (enqueues owed a commit, long-polls). */
 struct hreq *hreq_new(struct http *, struct evhttp_request *, const struct ops_caller *,
@@ -73,6 +106,8 @@ struct hreq *hreq_new(struct http *, struct evhttp_request *, const struct ops_c
 void hreq_enqueued(void *arg, json_object *o);
 /* Start a long-poll on hr->id; the answer comes through hreq_waited (perhaps at once). */
 void hreq_wait(struct hreq *, int64_t ms);
+/* The connection is being freed: nothing is sent any more. */
+void hreq_closed(struct hreq *);
 
 /* http-routes.c: every request: route, authenticate, rate-cap, answer (now or later). */
 void http_request(struct evhttp_request *, void *arg);

@@ -377,6 +377,7 @@ http_request(struct evhttp_request *req, void *arg)
 	int64_t id, ms;
 	int get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
 
+	hconn_request(h, req);
 	if (path == NULL || *path == '\0')
 		path = "/";
 	if (strcmp(path, "/healthz") == 0) {

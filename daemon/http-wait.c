@@ -32,12 +32,9 @@ hreq_free(struct hreq *hr)
 }
 
 /* The client's connection is being freed, with its request: nothing is sent any more. */
-static void
-http_closed(struct evhttp_connection *evcon, void *arg)
+void
+hreq_closed(struct hreq *hr)
 {
-	struct hreq *hr = arg;
-
-	(void)evcon;
 	log_debug("HTTP client %s went away before its answer", hr->who);
 	hreq_free(hr);
 }
@@ -45,7 +42,7 @@ http_closed(struct evhttp_connection *evcon, void *arg)
 /*
  * The peer closed its side while its answer is owed. evhttp reads nothing while a
  * request is handled, so it would not notice before the answer: free the connection now
- * (http_closed then drops the wait), so a long-poll costs nothing once its client left.
+ * (hreq_closed then drops the wait), so a long-poll costs nothing once its client left.
  */
 static void
 http_gone(evutil_socket_t fd, short events, void *arg)
@@ -159,7 +156,7 @@ http_done(evutil_socket_t fd, short events, void *arg)
 		snprintf(loc, sizeof loc, "/v1/purges/%lld", (long long)hr->id);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Location", loc);
 	}
-	evhttp_connection_set_closecb(hr->evcon, NULL, NULL);
+	hr->hc->hr = NULL;
 	if (hr->id > 0 && !http_answer_ok(o)) {
 		json_object *v;
 
@@ -203,7 +200,9 @@ hreq_new(struct http *h, struct evhttp_request *req, const struct ops_caller *c,
 	hr->wait_ms = -1;
 	if ((hr->done_ev = event_new(h->base, -1, 0, http_done, hr)) == NULL)
 		fatalx("out of memory");
-	evhttp_connection_set_closecb(hr->evcon, http_closed, hr);
+	if ((hr->hc = hconn_of(h, req)) == NULL)
+		fatalx("HTTP: an answer owed on a connection that is not followed");
+	hr->hc->hr = hr;
 	hreq_watch(hr);
 	return hr;
 }

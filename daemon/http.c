@@ -22,10 +22,6 @@
 #include "http-int.h"
 #include "util.h"
 
-static int http_ssl_index = -1;
-/* The one live http: a connection's SSL may be finalized after http_free. */
-static struct http *http_live;
-
 /* TLS --------------------------------------------------------------------------------- */
 
 static void
@@ -73,39 +69,22 @@ fail:
 static void
 http_listen_update(struct http *h)
 {
-	int want = !h->stopped && h->nconns < h->max_conns;
+	int want = !h->stopped;
 
 	if (h->listener == NULL || want == h->listening)
 		return;
 	if (want)
 		evconnlistener_enable(h->listener);
-	else {
+	else
 		evconnlistener_disable(h->listener);
-		if (!h->stopped)
-			log_warn("HTTP: %d connections, the most max_connections allows: not "
-			    "accepting more until one closes", h->nconns);
-	}
 	h->listening = want;
 }
 
-/* An SSL (so a TLS connection) is freed: one connection fewer. */
-static void
-http_ssl_gone(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
-{
-	struct http *h = ptr;
-
-	(void)parent;
-	(void)ad;
-	(void)idx;
-	(void)argl;
-	(void)argp;
-	if (h == NULL || h != http_live)
-		return;
-	h->nconns--;
-	http_listen_update(h);
-}
-
-/* Each new connection's bufferevent: TLS with the context current now. */
+/*
+ * Each new connection's bufferevent, on every listener: TLS with the context current
+ * now, or plain. Counted (http-conn.c) until evhttp frees it; one over max_connections
+ * is refused there, and gets no TLS (nothing is read from it).
+ */
 static struct bufferevent *
 http_bevcb(struct event_base *base, void *arg)
 {
@@ -113,19 +92,19 @@ http_bevcb(struct event_base *base, void *arg)
 	struct bufferevent *bev;
 	SSL *ssl;
 
-	if (h->ctx == NULL)
-		return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if ((ssl = SSL_new(h->ctx)) == NULL)
-		fatalx("SSL_new failed");
-	bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-	    BEV_OPT_CLOSE_ON_FREE);
+	if (h->ctx == NULL || h->nconns >= h->max_conns)
+		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	else {
+		if ((ssl = SSL_new(h->ctx)) == NULL)
+			fatalx("SSL_new failed");
+		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		    BEV_OPT_CLOSE_ON_FREE);
+		if (bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	}
 	if (bev == NULL)
 		fatalx("out of memory");
-	/* Counted from here until the SSL is freed with its connection. */
-	SSL_set_ex_data(ssl, http_ssl_index, h);
-	h->nconns++;
-	http_listen_update(h);
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	hconn_new(h, bev);
 	return bev;
 }
 
@@ -184,9 +163,7 @@ http_create(struct event_base *base, const struct config *cfg, struct queue *q,
 	h->srv = srv;
 	h->tokens = ts;
 	h->max_conns = cfg->http_max_conns;
-	if (http_ssl_index == -1 &&
-	    (http_ssl_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, http_ssl_gone)) < 0)
-		fatalx("SSL_get_ex_new_index failed");
+	htab_init(&h->conns);
 	if (cfg->tls_cert != NULL &&
 	    (h->ctx = http_tls_ctx(cfg->tls_cert, cfg->tls_key, cause)) == NULL)
 		goto fail;
@@ -194,7 +171,8 @@ http_create(struct event_base *base, const struct config *cfg, struct queue *q,
 		fatalx("evhttp_new failed");
 	evhttp_set_max_headers_size(h->eh, HTTP_MAX_HEADERS);
 	evhttp_set_max_body_size(h->eh, HTTP_MAX_BODY);
-	evhttp_set_timeout(h->eh, HTTP_TIMEOUT);
+	/* A gap timer (reads and writes); http-conn.c sets the real deadlines. */
+	evhttp_set_timeout(h->eh, (int)cfg->http_idle_timeout);
 	/* Every method evhttp knows reaches us, so a 405 is ours (JSON), not its page. */
 	evhttp_set_allowed_methods(h->eh, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
@@ -224,13 +202,13 @@ http_create(struct event_base *base, const struct config *cfg, struct queue *q,
 		    &one, sizeof one);
 	}
 	h->listening = 1;
-	http_live = h;
 	log_notice("HTTP API on %s (%s, %zu token(s))", cfg->http_listen,
 	    h->ctx != NULL ? "HTTPS" : "plain HTTP", ts->n);
 	return h;
 fail:
 	if (h->eh != NULL)
 		evhttp_free(h->eh);
+	htab_free(&h->conns);
 	if (h->ctx != NULL)
 		SSL_CTX_free(h->ctx);
 	tokens_free(ts);
@@ -293,9 +271,9 @@ http_free(struct http *h)
 		return;
 	h->stopped = 1;
 	h->listener = NULL;
-	http_live = NULL;
 	/* Frees every connection: their close callbacks cancel waits and enqueue answers. */
 	evhttp_free(h->eh);
+	hconn_free_all(h);
 	if (h->unix_path != NULL) {
 		unlink(h->unix_path);
 		free(h->unix_path);

@@ -399,6 +399,16 @@ test_http_section(void **state)
 	assert_int_equal(cfg.http_max_conns, 10);
 	assert_int_equal(cfg.metrics_auth, 0);
 	assert_string_equal(cfg.tokens_file, "/etc/wpe-purged/tokens");
+	assert_int_equal(cfg.http_header_timeout, 10);
+	assert_int_equal(cfg.http_body_timeout, 30);
+	assert_int_equal(cfg.http_idle_timeout, 10);
+	config_free(&cfg);
+	cause = load("[http]\nheader_timeout = 2s\nbody_timeout = 1m\nidle_timeout = 1h\n",
+	    &cfg);
+	assert_null(cause);
+	assert_int_equal(cfg.http_header_timeout, 2);
+	assert_int_equal(cfg.http_body_timeout, 60);
+	assert_int_equal(cfg.http_idle_timeout, 3600);
 	config_free(&cfg);
 	cause = load("[http]\nlisten = [::1]:8443\n", &cfg);
 	assert_null(cause);
@@ -429,6 +439,9 @@ test_http_section(void **state)
 	expect_error("[http]\nlisten = unix:relative\n", "absolute path");
 	expect_error("[http]\nmetrics_auth = maybe\n", "yes or no");
 	expect_error("[http]\nmax_connections = 0\n", "max_connections must be");
+	expect_error("[http]\nheader_timeout = 0\n", "header_timeout must be a duration");
+	expect_error("[http]\nbody_timeout = 2h\n", "body_timeout must be a duration");
+	expect_error("[http]\nidle_timeout = soon\n", "idle_timeout must be a duration");
 	expect_error("[http]\nlisten = 127.0.0.1:1\nlisten = 127.0.0.1:2\n", "set twice");
 	/* TLS files are checked at load time when the listener uses them. */
 	expect_error("[http]\nlisten = 0.0.0.0:8443\ntls_cert = /nonexistent.pem\n"

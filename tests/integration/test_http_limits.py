@@ -1,0 +1,250 @@
+"""test_http_limits.py: the HTTP API against hostile clients: deadlines, connection caps."""
+import json
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+import unittest
+
+from harness import I1, wait_for
+from test_http import HttpTest
+
+DEADLINE = 1          # header_timeout and body_timeout in these tests, seconds
+SLACK = 1.5           # a deadline is kept to within this (timer, loop, scheduling)
+
+
+class Raw:
+    """A raw client socket (plain or TLS) to the HTTP listener."""
+
+    def __init__(self, h, tls=None):
+        tls = h.tls if tls is None else tls
+        if h.unix:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(h.unix)
+        else:
+            s = socket.create_connection(("127.0.0.1", h.port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            s = h.ctx().wrap_socket(s, server_hostname="127.0.0.1")
+        self.s = s
+
+    def send(self, data):
+        self.s.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def read_all(self, timeout=10):
+        """Everything until the server closes (or timeout): bytes."""
+        self.s.settimeout(timeout)
+        data = b""
+        while True:
+            try:
+                chunk = self.s.recv(65536)
+            except (ssl.SSLError, ConnectionError):
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def closed_within(self, seconds):
+        """True if the server closes the connection within seconds (what it sent is
+        read and dropped: a TLS close_notify, say)."""
+        end = time.monotonic() + seconds
+        while True:
+            self.s.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                if self.s.recv(65536) == b"":
+                    return True
+            except (ssl.SSLError, ConnectionError):
+                return True
+            except (socket.timeout, TimeoutError):
+                return False
+
+    def close(self):
+        self.s.close()
+
+
+def answer(data):
+    """(status, headers (lower-case), JSON body) of one raw HTTP answer."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, json.loads(body)
+
+
+class Deadlines(HttpTest):
+    """A slow client is dropped at its deadline however it trickles; others are served."""
+    tls = False
+    extra_http = {"header_timeout": "%ds" % DEADLINE, "body_timeout": "%ds" % DEADLINE,
+                  "idle_timeout": "5s"}
+
+    def trickle(self, r, data, gap, stop):
+        """Send data a byte every gap seconds until it is sent or stop is set."""
+        for b in data:
+            if stop.is_set():
+                return
+            try:
+                r.send(bytes([b]))
+            except OSError:
+                return
+            time.sleep(gap)
+
+    def dropped_after(self, r, data, gap):
+        """Seconds until the server closes r while data trickles into it."""
+        stop = threading.Event()
+        t0 = time.monotonic()
+        th = threading.Thread(target=self.trickle, args=(r, data, gap, stop))
+        th.start()
+        try:
+            self.assertTrue(r.closed_within(DEADLINE + SLACK + 2),
+                            "the trickling client was not dropped")
+            return time.monotonic() - t0
+        finally:
+            stop.set()
+            th.join()
+            r.close()
+
+    def test_trickled_headers_are_cut_at_the_header_deadline(self):
+        # a byte every 0.2 s: evhttp's gap timer (idle_timeout 5 s) never fires
+        head = ("GET /v1/stats HTTP/1.1\r\nHost: x\r\n" + "X-Pad: y\r\n" * 20 +
+                "\r\n").encode()
+        r = Raw(self.h)
+        served = []
+
+        def other():
+            # another client is served meanwhile
+            served.append(self.h.call("GET", "/healthz")[0])
+        th = threading.Timer(0.3, other)
+        th.start()
+        took = self.dropped_after(r, head, 0.2)
+        th.join()
+        self.assertGreater(took, DEADLINE - 0.1)
+        self.assertLess(took, DEADLINE + SLACK)
+        self.assertEqual(served, [200])
+        self.assertIn("request headers not complete within %ds" % DEADLINE, self.env.log())
+
+    def test_trickled_body_is_cut_at_the_body_deadline(self):
+        auth = "Authorization: Bearer %s\r\n" % self.h.secrets["ci"][0]
+        r = Raw(self.h)
+        r.send("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%sContent-Length: 200\r\n\r\n" % auth)
+        took = self.dropped_after(r, b"x" * 200, 0.2)
+        self.assertGreater(took, DEADLINE - 0.1)
+        self.assertLess(took, DEADLINE + SLACK)
+        self.assertIn("request body not complete within %ds" % DEADLINE, self.env.log())
+
+    def test_head_and_body_each_have_their_own_deadline(self):
+        # headers in 0.7 s, body in 0.7 s: 1.4 s in all, over header_timeout, yet served
+        body = json.dumps({"install": I1, "type": "page"}).encode()
+        head = ("POST /v1/purges HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                "Content-Length: %d\r\n\r\n" % (self.h.secrets["ci"][0], len(body))).encode()
+        r = Raw(self.h)
+        for part in (head, body):
+            cut = len(part) // 2
+            r.send(part[:cut])
+            time.sleep(0.7)
+            r.send(part[cut:])
+        r.s.settimeout(5)
+        data = r.s.recv(65536)
+        r.close()
+        self.assertTrue(data.startswith(b"HTTP/1.1 202"), data)
+
+    def test_keep_alive_next_request_has_a_header_deadline_too(self):
+        c = self.h.conn()
+        self.assertEqual(self.h.call("GET", "/healthz", conn=c)[0], 200)
+        r = Raw.__new__(Raw)
+        r.s = c.sock
+        # the connection is idle (idle_timeout 5 s), then a next request trickles in
+        time.sleep(0.3)
+        took = self.dropped_after(r, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" * 4, 0.2)
+        self.assertLess(took, DEADLINE + SLACK)
+
+    def test_idle_keep_alive_is_closed_after_idle_timeout(self):
+        r = Raw(self.h)
+        r.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        r.s.settimeout(5)
+        self.assertIn(b"200", r.s.recv(65536))
+        t0 = time.monotonic()
+        self.assertTrue(r.closed_within(8))
+        self.assertGreater(time.monotonic() - t0, 4)   # idle_timeout, not header_timeout
+        r.close()
+
+
+class DeadlinesTls(Deadlines):
+    tls = True
+
+    # one case over TLS is enough: the handshake counts in the header deadline
+    test_trickled_body_is_cut_at_the_body_deadline = None
+    test_head_and_body_each_have_their_own_deadline = None
+    test_keep_alive_next_request_has_a_header_deadline_too = None
+    test_idle_keep_alive_is_closed_after_idle_timeout = None
+
+    def test_silent_tls_client_is_cut_at_the_header_deadline(self):
+        s = socket.create_connection(("127.0.0.1", self.h.port))   # no handshake at all
+        r = Raw.__new__(Raw)
+        r.s = s
+        t0 = time.monotonic()
+        self.assertTrue(r.closed_within(DEADLINE + SLACK + 2))
+        self.assertLess(time.monotonic() - t0, DEADLINE + SLACK)
+        s.close()
+
+
+def metric(text, name):
+    m = re.search(r"^%s (\d+)" % name, text, re.M)
+    return int(m.group(1))
+
+
+class MaxConnectionsPlain(HttpTest):
+    """max_connections counts every listener; one over it is refused at once."""
+    tls = False
+    extra_http = {"max_connections": 3, "metrics_auth": "no"}
+
+    def test_plain_connections_are_counted_and_refused_beyond_the_cap(self):
+        held = [Raw(self.h) for _ in range(2)]
+        # the metrics request is the third connection
+        text = self.h.call("GET", "/metrics")[2]
+        self.assertEqual(metric(text.decode() if isinstance(text, bytes) else text,
+                                "wpe_purged_connections"), 3)
+        held.append(Raw(self.h))
+        late = Raw(self.h)
+        t0 = time.monotonic()
+        data = late.read_all(timeout=5)
+        self.assertLess(time.monotonic() - t0, 1)
+        status, hdrs, j = answer(data)
+        self.assertEqual(status, 503)
+        self.assertEqual(j["error"], "too_many_connections")
+        self.assertEqual(hdrs["content-type"], "application/json")
+        late.close()
+        held.pop().close()
+        wait_for(lambda: self.h.call("GET", "/healthz")[0] == 200,
+                 what="a slot after one closed")
+        for r in held:
+            r.close()
+        self.assertIn("refused: 3 open, the most max_connections allows", self.env.log())
+
+
+class MaxConnectionsUnix(MaxConnectionsPlain):
+    listen = "unix"
+
+
+class MaxConnectionsTls(HttpTest):
+    extra_http = {"max_connections": 2}
+
+    def test_tls_connection_beyond_the_cap_is_closed_without_a_handshake(self):
+        held = [Raw(self.h) for _ in range(2)]
+        s = socket.create_connection(("127.0.0.1", self.h.port))
+        r = Raw.__new__(Raw)
+        r.s = s
+        self.assertTrue(r.closed_within(2))
+        s.close()
+        held.pop().close()
+        wait_for(lambda: self._up(), what="a slot after one closed")
+        held[0].close()
+
+
+if __name__ == "__main__":
+    unittest.main()
