@@ -5,6 +5,7 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <json-c/json.h>
 
@@ -25,7 +26,9 @@ http_reason(int status)
 	case 409: return "Conflict";
 	case 411: return "Length Required";
 	case 413: return "Payload Too Large";
+	case 417: return "Expectation Failed";
 	case 429: return "Too Many Requests";
+	case 501: return "Not Implemented";
 	case 503: return "Service Unavailable";
 	default: return "Error";
 	}
@@ -129,6 +132,65 @@ http_answer_state(json_object *o)
 	    json_object_is_type(v, json_type_string))
 		return json_object_get_string(v);
 	return "";
+}
+
+/*
+ * evhttp answers some requests itself, with evhttp_send_error and a small HTML page:
+ * those it cannot parse (400: a bad request line or header, headers over 16 KiB, a bad
+ * Content-Length, a malformed chunked body), a body over 64 KiB (413), an unknown method
+ * (501), an Expect other than 100-continue (417). libevent 2.1 has no hook for that page
+ * (evhttp_set_errorcb is 2.2's), but it calls evhttp_send_error through the PLT (the
+ * Debian library is not linked -Bsymbolic), so this definition in the executable is the
+ * one it runs: the same answer, as JSON. Like libevent's, it closes the connection. The
+ * daemon links libevent dynamically; a static link fails on the duplicate symbol rather
+ * than silently answering HTML. test_http.NeverHtml checks every case above.
+ */
+void
+evhttp_send_error(struct evhttp_request *req, int error, const char *reason)
+{
+	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
+	const char *code, *msg;
+
+	(void)reason;
+	/* A failed chunked body is reported as 413; it may only be malformed. */
+	if (req->chunked && error == 413)
+		error = 400;
+	switch (error) {
+	case 400:
+		code = "bad_request";
+		msg = req->chunked ? "the chunked body is malformed or over 64 KiB" :
+		    "the request cannot be parsed: a bad request line, header or "
+		    "Content-Length, or headers over 16 KiB";
+		break;
+	case 413:
+		code = "too_large";
+		msg = "the body is over 64 KiB";
+		break;
+	case 417:
+		code = "expectation_failed";
+		msg = "the only Expect understood is 100-continue";
+		break;
+	case 501:
+		code = "not_implemented";
+		msg = "unknown method";
+		break;
+	case 404:
+		code = "not_found";
+		msg = "no such endpoint (see docs/http.md)";
+		break;
+	default:
+		code = "error";
+		msg = "the request cannot be answered";
+		break;
+	}
+	/* As evhttp_send_page_: a fresh set of headers, HTTP/1.1 if the version is unknown. */
+	evhttp_clear_headers(hdr);
+	if (req->major == 0 || req->minor == 0) {
+		req->major = 1;
+		req->minor = 1;
+	}
+	evhttp_add_header(hdr, "Connection", "close");
+	http_error(req, error, code, msg);
 }
 
 /* Rate-limited log lines ---------------------------------------------------------------- */

@@ -347,10 +347,11 @@ class Purges(HttpTest):
             s.close()
             return data.decode(errors="replace")
         auth = "Authorization: Bearer %s\r\n" % self.h.secrets["ci"][0]
-        # the length is refused before any of the body is read: evhttp's own answer
+        # the length is refused before any of the body is read: evhttp's own answer, JSON
         data = raw("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n"
-                   % (auth, 70 * 1024), b"</HTML>")
+                   % (auth, 70 * 1024), b'"}')
         self.assertTrue(data.startswith("HTTP/1.1 413"), data)
+        self.assertIn('"too_large"', data)
         data = raw("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%s\r\n" % auth, b'"}')
         self.assertTrue(data.startswith("HTTP/1.1 411"), data)
         self.assertIn('"length_required"', data)

@@ -1,4 +1,5 @@
-"""test_http_limits.py: the HTTP API against hostile clients: deadlines, connection caps."""
+"""test_http_limits.py: the HTTP API against hostile clients: deadlines, connection caps,
+evhttp's own errors as JSON."""
 import json
 import os
 import re
@@ -244,6 +245,67 @@ class MaxConnectionsTls(HttpTest):
         held.pop().close()
         wait_for(lambda: self._up(), what="a slot after one closed")
         held[0].close()
+
+
+class NeverHtml(HttpTest):
+    """What evhttp answers itself is JSON too, with the right status, and closes."""
+    tls = False
+
+    def check(self, request, status, code, tls=None):
+        r = Raw(self.h, tls=tls)
+        r.send(request)
+        data = r.read_all()
+        r.close()
+        self.assertNotIn(b"<HTML>", data.upper())
+        st, hdrs, j = answer(data)
+        self.assertEqual((st, j["ok"], j["error"]), (status, False, code), data)
+        self.assertEqual(hdrs["content-type"], "application/json")
+        self.assertEqual(hdrs["connection"], "close")
+        self.assertTrue(j["message"])
+
+    def auth(self):
+        return "Authorization: Bearer %s\r\n" % self.h.secrets["ci"][0]
+
+    def test_body_over_64_kib_is_413(self):
+        self.check("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n"
+                   % (self.auth(), 70 * 1024), 413, "too_large")
+
+    def test_headers_over_16_kib_are_400(self):
+        self.check("GET /v1/stats HTTP/1.1\r\nHost: x\r\n" + "X-Pad: %s\r\n" % ("y" * 1000)
+                   * 20 + "\r\n", 400, "bad_request")
+
+    def test_bad_request_line_is_400(self):
+        self.check("this is not http\r\n\r\n", 400, "bad_request")
+
+    def test_bad_header_line_is_400(self):
+        self.check("GET /v1/stats HTTP/1.1\r\nno colon here\r\n\r\n", 400, "bad_request")
+
+    def test_bad_content_length_is_400(self):
+        self.check("POST /v1/purges HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\n\r\n",
+                   400, "bad_request")
+
+    def test_bad_chunked_encoding_is_400(self):
+        self.check("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%sTransfer-Encoding: chunked\r\n"
+                   "\r\nzz\r\n" % self.auth(), 400, "bad_request")
+
+    def test_chunked_body_over_64_kib_is_refused(self):
+        # refused at the second chunk's size: nothing is sent after it, so nothing unread
+        # turns the close into a reset
+        chunk = "x" * 60000
+        self.check("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%sTransfer-Encoding: chunked\r\n"
+                   "\r\n%x\r\n%s\r\n%x\r\n" % (self.auth(), len(chunk), chunk, 8000),
+                   400, "bad_request")
+
+    def test_unknown_method_is_501(self):
+        self.check("BREW /v1/stats HTTP/1.1\r\nHost: x\r\n\r\n", 501, "not_implemented")
+
+    def test_unknown_expectation_is_417(self):
+        self.check("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%sContent-Length: 2\r\n"
+                   "Expect: tea\r\n\r\n{}" % self.auth(), 417, "expectation_failed")
+
+
+class NeverHtmlTls(NeverHtml):
+    tls = True
 
 
 if __name__ == "__main__":
