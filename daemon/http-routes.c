@@ -105,6 +105,21 @@ http_wait_param(struct evhttp_request *req, const char *query)
 	return ms;
 }
 
+/* The client's address without its port (for rate-limited log lines): "unix" for those. */
+static const char *
+http_host(struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	const struct sockaddr *sa = evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL;
+	char *addr = NULL;
+	ev_uint16_t port = 0;
+
+	if (sa == NULL || sa->sa_family == AF_UNIX)
+		return "unix";
+	evhttp_connection_get_peer(evcon, &addr, &port);
+	return addr != NULL ? addr : "unknown";
+}
+
 /* The bearer token of the request, or NULL (401 sent). */
 static struct token *
 http_auth(struct http *h, struct evhttp_request *req, const char *addr)
@@ -112,6 +127,7 @@ http_auth(struct http *h, struct evhttp_request *req, const char *addr)
 	const char *a = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "Authorization");
 	struct token *t = NULL;
+	unsigned long n;
 	size_t len;
 
 	if (a != NULL && strncasecmp(a, "Bearer ", 7) == 0) {
@@ -125,7 +141,10 @@ http_auth(struct http *h, struct evhttp_request *req, const char *addr)
 	}
 	if (t != NULL)
 		return t;
-	log_warn("HTTP request with %s token from %s: 401", a == NULL ? "no" : "a bad", addr);
+	/* One line a second for an address: a flood of bad tokens does not flood the log. */
+	if (http_log_allowed(a == NULL ? "401 none" : "401 bad", http_host(req), &n))
+		log_warn("HTTP request with %s token from %s: 401%s", a == NULL ? "no" : "a bad",
+		    addr, http_log_more(n));
 	evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
 	    "Bearer realm=\"wpe-purged\"");
 	http_error(req, 401, "unauthorized", a == NULL ? "this API needs a token: "
@@ -362,6 +381,41 @@ http_metrics(struct http *h, struct evhttp_request *req)
 	evbuffer_free(b);
 }
 
+/*
+ * Request smuggling: evhttp 2.1 takes the first of several Content-Length headers and
+ * reads "Transfer-Encoding: gzip, chunked" as no chunking. A proxy in front may frame
+ * such a request otherwise, so what follows the body could be read as another request:
+ * refuse it (400) and close the connection, unread. 1 when answered.
+ */
+static int
+http_framing_bad(struct evhttp_request *req)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	struct evkeyval *kv;
+	int cl = 0, te = 0, chunked = 0;
+	const char *msg;
+
+	TAILQ_FOREACH(kv, in, next) {
+		if (strcasecmp(kv->key, "Content-Length") == 0)
+			cl++;
+		else if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+			te++;
+			chunked = strcasecmp(kv->value, "chunked") == 0;
+		}
+	}
+	if (cl > 1)
+		msg = "more than one Content-Length header";
+	else if (te > 1 || (te == 1 && !chunked))
+		msg = "the only Transfer-Encoding taken is one \"chunked\"";
+	else if (te == 1 && cl == 1)
+		msg = "both Content-Length and Transfer-Encoding";
+	else
+		return 0;
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	http_error(req, 400, "bad_request", msg);
+	return 1;
+}
+
 /* Every request: route, authenticate, rate-cap, answer (now or later). */
 void
 http_request(struct evhttp_request *req, void *arg)
@@ -378,6 +432,8 @@ http_request(struct evhttp_request *req, void *arg)
 	int get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
 
 	hconn_request(h, req);
+	if (http_framing_bad(req))
+		return;
 	if (path == NULL || *path == '\0')
 		path = "/";
 	if (strcmp(path, "/healthz") == 0) {

@@ -1,5 +1,5 @@
 """test_http_limits.py: the HTTP API against hostile clients: deadlines, connection caps,
-evhttp's own errors as JSON."""
+evhttp's own errors as JSON, request smuggling, half-closed long-polls, 401 floods."""
 import json
 import os
 import re
@@ -306,6 +306,73 @@ class NeverHtml(HttpTest):
 
 class NeverHtmlTls(NeverHtml):
     tls = True
+
+
+class Smuggling(HttpTest):
+    """Framing a proxy could read otherwise is refused, and the connection closed."""
+    tls = False
+
+    def smuggle(self, framing, body):
+        auth = "Authorization: Bearer %s\r\n" % self.h.secrets["ci"][0]
+        r = Raw(self.h)
+        r.send("POST /v1/purges HTTP/1.1\r\nHost: x\r\n%s%s\r\n%s"
+               "GET /v1/stats HTTP/1.1\r\nHost: x\r\n%s\r\n" % (auth, framing, body, auth))
+        data = r.read_all(timeout=5)
+        r.close()
+        self.assertEqual(data.count(b"HTTP/1.1 "), 1, data)   # the smuggled GET: never
+        status, hdrs, j = answer(data)
+        self.assertEqual((status, j["error"]), (400, "bad_request"))
+        self.assertEqual(hdrs["connection"], "close")
+
+    def test_duplicate_content_length(self):
+        self.smuggle("Content-Length: 2\r\nContent-Length: 0\r\n", "{}")
+
+    def test_conflicting_content_length_and_transfer_encoding(self):
+        self.smuggle("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n")
+
+    def test_transfer_encoding_other_than_chunked(self):
+        self.smuggle("Transfer-Encoding: gzip, chunked\r\nContent-Length: 2\r\n", "{}")
+
+    def test_nothing_queued(self):
+        self.test_duplicate_content_length()
+        self.assertEqual(self.env.request({"op": "stats"})["queued_jobs"], 0)
+
+
+class HalfClose(HttpTest):
+    def test_long_poll_freed_when_its_client_half_closes(self):
+        self.env.request({"op": "pause"})
+        rid = self.post("ci")[2]["id"]
+        r = Raw(self.h)
+        r.send("GET /v1/purges/%d?wait=60 HTTP/1.1\r\nHost: x\r\n"
+               "Authorization: Bearer %s\r\n\r\n" % (rid, self.h.secrets["ci"][0]))
+        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 1,
+                 what="the long-poll waiting")
+        r.s.shutdown(socket.SHUT_WR)        # a FIN: the socket stays open for reading
+        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 0,
+                 what="the wait dropped after the half-close")
+        self.assertTrue(Raw.closed_within(r, 5))
+        r.close()
+
+
+class HalfClosePlain(HalfClose):
+    tls = False
+
+
+class UnauthorizedFlood(HttpTest):
+    tls = False
+
+    def test_401_lines_are_rate_limited_per_address(self):
+        c = self.h.conn()
+        for _ in range(200):
+            self.assertEqual(self.h.call("GET", "/v1/stats", "wpq_not-a-token", conn=c)[0],
+                             401)
+        log = self.env.log()
+        self.assertLessEqual(log.count("a bad token from 127.0.0.1"), 2)
+        time.sleep(1.05)
+        self.h.call("GET", "/v1/stats", "wpq_not-a-token", conn=c)
+        c.close()
+        self.assertRegex(self.env.log(), r"a bad token from 127\.0\.0\.1:\d+: 401 \(and \d+ more "
+                                         r"like it not logged\)")
 
 
 if __name__ == "__main__":
