@@ -2,7 +2,10 @@
 
 One run drives wpe-purged with a random mix (random.Random(seed)) of everything a client
 and the world can do: pipelined enqueue / wait (with timeouts) / cancel / status / list /
-stats / ping on many connections, pause and resume, clients that hang up with requests
+stats / ping on many connections, some of them HTTP (the same operations as pipelined
+HTTP/1.1 requests on kept-alive connections to the [http] listener, with an admin token:
+POST /v1/purges, GET /v1/purges/ID?wait=, DELETE, GET /v1/jobs, /v1/stats, /v1/pause;
+their answers are held to the same invariants), pause and resume, clients that hang up with requests
 in flight, SIGHUP with changed [limits], API answers drawn per call by the simulator's
 random mode (202, 429 without Retry-After, with delta-seconds or an HTTP-date, absurd
 Retry-After, 5xx, non-JSON 500, answers held back past the daemon's timeout, late
@@ -67,7 +70,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import BUILD, Env, I1, I2, I3, UNKNOWN, WRAP
+from harness import BUILD, DAEMON, Env, I1, I2, I3, UNKNOWN, WRAP
 
 I4 = "5d6e7f80-9a1b-4c2d-8e3f-405162738495"
 I5 = "c0ffee00-1234-4abc-9def-0123456789ab"
@@ -85,7 +88,8 @@ API_TIMEOUT = 1                       # [api] timeout, seconds
 SLACK = 0.05                          # seconds of clock slack in the spacing check
 HUP_LAG = 1.0                         # a SIGHUP's new interval may apply this late
 STORM = 25                            # API calls per install in any one second
-CONNS = 12                            # client connections in the pool
+CONNS = 12                            # client connections in the pool (the socket)
+HTTP_CONNS = 4                        # and HTTP connections after them
 # CHAOS_EXCLUDE="kill -9,wait+cancel,429_far": leave actions or API answer kinds out
 # (to look past a known defect)
 EXCLUDE = {a.strip() for a in os.environ.get("CHAOS_EXCLUDE", "").split(",") if a.strip()}
@@ -165,14 +169,8 @@ class Conn:
     """One client connection: pipelined sends, a reader thread matching answers in order."""
 
     def __init__(self, chaos, name, path):
-        self.chaos, self.name = chaos, name
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(STALL)
-        try:
-            self.s.connect(path)
-        except OSError:
-            self.s.close()
-            raise
+        self.chaos, self.name, self.path = chaos, name, path
+        self.s = self.connect()
         self.lock = threading.Lock()
         self.pending = collections.deque()
         self.last_answer = time.time()
@@ -183,14 +181,27 @@ class Conn:
         self.t = threading.Thread(target=self.reader, daemon=True)
         self.t.start()
 
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(STALL)
+        try:
+            s.connect(self.path)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def encode(self, op):
+        return op if isinstance(op, bytes) else \
+            json.dumps(op, separators=(",", ":")).encode() + b"\n"
+
     def send(self, items):
         """items: [(op dict or raw bytes, meta)] written in one go."""
         data = []
         now = time.time()
         with self.lock:
             for op, meta in items:
-                data.append(op if isinstance(op, bytes) else
-                            json.dumps(op, separators=(",", ":")).encode() + b"\n")
+                data.append(self.encode(op))
                 self.pending.append(Pending(op, meta, now))
                 self.sent_n += 1
         buf = b"".join(data)
@@ -253,6 +264,92 @@ class Conn:
         return since + extra + STALL, p
 
 
+class HttpConn(Conn):
+    """A kept-alive HTTP/1.1 connection: the same operations as pipelined requests, the
+    answers read in order and turned into the socket's (a wait that ends first, 202, is
+    the socket's timeout error), so every invariant holds for them unchanged."""
+
+    def __init__(self, chaos, name, port, token):
+        self.port, self.token = port, token
+        super().__init__(chaos, name, None)
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=STALL)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def encode(self, op):
+        """One operation (a dict, or garbage bytes sent as an enqueue body) as a request."""
+        body = b""
+        if isinstance(op, bytes):
+            method, path, body = "POST", "/v1/purges", op.strip()
+        elif op["op"] == "enqueue":
+            method, path = "POST", "/v1/purges"
+            body = json.dumps({k: v for k, v in op.items() if k != "op"}).encode()
+        elif op["op"] == "wait":
+            method, path = "GET", "/v1/purges/%d?wait=%s" % (op["id"], op["timeout"])
+        elif op["op"] == "status":
+            method, path = "GET", "/v1/purges/%d" % op["id"]
+        elif op["op"] == "cancel":
+            method, path = "DELETE", "/v1/purges/%d" % op["id"]
+        elif op["op"] == "list":
+            method, path = "GET", "/v1/jobs"
+        elif op["op"] in ("stats", "ping"):        # the stats answer has "protocol" too
+            method, path = "GET", "/v1/stats"
+        else:                                       # pause, resume
+            method, path = "POST", "/v1/" + op["op"]
+        head = "%s %s HTTP/1.1\r\nHost: chaos\r\nAuthorization: Bearer %s\r\n" % (
+            method, path, self.token)
+        if method in ("POST", "DELETE"):
+            head += "Content-Length: %d\r\n" % len(body)
+        return head.encode() + b"\r\n" + body
+
+    def reader(self):
+        f = self.s.makefile("rb")
+        while True:
+            try:
+                status_line = f.readline()
+                if not status_line:
+                    raise EOFError("EOF")
+                status = int(status_line.split()[1])
+                length = 0
+                while True:
+                    h = f.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    if k.strip().lower() == "content-length":
+                        length = int(v.strip())
+                body = f.read(length)
+            except socket.timeout:
+                if self.hung_up:
+                    break
+                continue
+            except (OSError, ValueError, IndexError, EOFError) as e:
+                self.dead = True
+                with self.lock:
+                    owed = bool(self.pending)
+                # a kept-alive connection closed with nothing owed is no failure
+                if owed or not isinstance(e, EOFError):
+                    self.chaos.on_eof(self, str(e))
+                break
+            now = time.time()
+            with self.lock:
+                p = self.pending.popleft() if self.pending else None
+                self.last_answer = now
+                self.answered_n += 1
+            line = body.rstrip(b"\n")
+            if p is not None and not isinstance(p.op, bytes) and p.op["op"] == "wait" and \
+                    status == 202:
+                line = b'{"ok":false,"error":"timeout"}'
+            self.chaos.on_answer(self, p, line, now)
+        self.dead = True
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
 class Chaos:
     def __init__(self, test):
         self.test = test
@@ -262,7 +359,7 @@ class Chaos:
         self.fatal = threading.Event()
         self.reqs = {}                  # id -> Req
         self.order = []                 # acknowledged ids in order
-        self.conns = [None] * CONNS
+        self.conns = [None] * (CONNS + HTTP_CONNS)
         self.ctl = None                 # the stats poller's connection
         self.events = []                # (time, seq, what): scheduled world actions
         self.ev_seq = 0
@@ -282,6 +379,24 @@ class Chaos:
         self.api = {"base_url": "http://127.0.0.1:%d/v1" % self.env.port,
                     "credentials_file": self.env.cred, "timeout": API_TIMEOUT,
                     "max_in_flight": self.api["max_in_flight"]}
+        # the HTTP listener: plain HTTP on loopback, one admin token without a rate cap
+        # worth the name (pause, resume and cancelling socket users' requests as root may)
+        tok = subprocess.run([DAEMON, "--new-token", "chaos"], capture_output=True,
+                             text=True, check=True)
+        self.token = tok.stdout.strip()
+        line = [l for l in tok.stderr.splitlines() if not l.startswith("#")][0]
+        tokens = os.path.join(self.env.dir, "tokens")
+        with open(tokens, "w") as f:
+            f.write(line + " admin rate=10000/s\n")
+        os.chmod(tokens, 0o600)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.http_port = s.getsockname()[1]
+        s.close()
+        # idle_timeout past the run: a kept-alive connection closed under a request
+        # just sent would be a lost answer the model cannot tell from a bug
+        self.env.set_http(listen="127.0.0.1:%d" % self.http_port, tokens_file=tokens,
+                          idle_timeout="1h")
         self.flag = os.path.join(self.env.dir, "readonly")
         self.shim_env = {
             "LD_PRELOAD": os.path.abspath(os.path.join(BUILD, "tests", "erofs.so")),
@@ -353,6 +468,8 @@ class Chaos:
             kind = p.op["op"]
         ok = a.get("ok") is True
         self.answers["%s:%s" % (kind, "ok" if ok else a.get("error"))] += 1
+        if isinstance(conn, HttpConn):
+            self.ops["http answers"] += 1
         rid = None if isinstance(p.op, bytes) else p.op.get("id")
         bogus = p.meta.get("bogus")
 
@@ -487,7 +604,7 @@ class Chaos:
         self.stops.append(time.time())
         self.env.kill9()
         self.killed = True
-        self.conns = [None] * CONNS
+        self.conns = [None] * (CONNS + HTTP_CONNS)
         self.ctl = None
         self.schedule(self.rnd.uniform(0, 1.5), "restart")
 
@@ -514,7 +631,7 @@ class Chaos:
             self.violate("crash", "SIGTERM: the daemon exited with status %s" % rc,
                          fatal=True)
             return
-        self.conns = [None] * CONNS
+        self.conns = [None] * (CONNS + HTTP_CONNS)
         self.ctl = None
         self.start_daemon()
 
@@ -570,11 +687,16 @@ class Chaos:
         if self.env.daemon is None:
             return None
         if i is None:
-            i = self.rnd.randrange(CONNS)
+            i = self.rnd.randrange(CONNS + HTTP_CONNS)
         c = self.conns[i]
         if c is None or c.dead or c.hung_up:
             try:
-                c = Conn(self, "c%d.%d" % (i, self.ops["connect"]), self.env.sock)
+                if i >= CONNS:
+                    c = HttpConn(self, "h%d.%d" % (i, self.ops["connect"]), self.http_port,
+                                 self.token)
+                    self.ops["http connect"] += 1
+                else:
+                    c = Conn(self, "c%d.%d" % (i, self.ops["connect"]), self.env.sock)
             except OSError as e:
                 self.ops["connect failed"] += 1
                 if not self.killed and self.env.daemon.poll() is None:
@@ -674,7 +796,10 @@ class Chaos:
         if a == "enqueue":
             items = [self.op_enqueue() for _ in range(rnd.randint(1, 6))]
         elif a == "burst":
-            items = [self.op_enqueue() for _ in range(rnd.randint(100, 1200))]
+            # an HTTP connection reads its next request once the last one is answered
+            # (after its commit): a smaller burst keeps it within the stall bound
+            n = rnd.randint(20, 200) if isinstance(c, HttpConn) else rnd.randint(100, 1200)
+            items = [self.op_enqueue() for _ in range(n)]
         elif a == "wait":
             items = [self.op_wait()]
         elif a == "wait+cancel":
@@ -705,6 +830,8 @@ class Chaos:
         self.send(c, items)
 
     def send(self, c, items):
+        if isinstance(c, HttpConn):
+            self.ops["http requests"] += len(items)
         try:
             c.send(items)
         except OSError:
@@ -1170,11 +1297,14 @@ class ChaosTest(unittest.TestCase):
                   "requests checked: %s" % (
                       SEED, time.time() - ch.t0, ops, world,
                       ", ".join("%s %d" % kv for kv in sorted(api.items())),
-                      "%d (%s)" % (len(ch.reqs), ", ".join(
-                          "%s %d" % kv for kv in sorted(states.items())))
+                      "%d (%s; %d enqueued over HTTP)" % (len(ch.reqs), ", ".join(
+                          "%s %d" % kv for kv in sorted(states.items())),
+                          sum(r.conn.startswith("h") for r in ch.reqs.values()))
                       if not ch.fatal.is_set() else
                       "none (stopped at a crash or stall; %d acknowledged)" % len(ch.reqs)),
                   flush=True)
+            if not ch.fatal.is_set() and SECONDS >= 10 and not ch.ops["http answers"]:
+                ch.violate("http", "no HTTP client got an answer in the whole run")
             if ch.violations:
                 kinds = collections.Counter(k for k, _ in ch.violations)
                 msg = ["CHAOS FAILURE, seed %d (replay: %s): %d violation(s): %s" % (
