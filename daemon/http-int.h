@@ -85,6 +85,9 @@ void hconn_request(struct http *, struct evhttp_request *);
 void hconn_free_all(struct http *);
 
 /* http-answer.c: JSON answers, never an HTML page. */
+/* evhttp_send_reply, the answer in one TLS record. */
+void http_reply(struct evhttp_request *, int status, const char *reason,
+    struct evbuffer *b);
 void http_send(struct evhttp_request *, int status, json_object *o);
 void http_error(struct evhttp_request *, int status, const char *code, const char *msg);
 /* An ops answer with the status its error code calls for (Retry-After on 503). */

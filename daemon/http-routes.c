@@ -377,7 +377,7 @@ http_metrics(struct http *h, struct evhttp_request *req)
 	    "application/openmetrics-text; version=1.0.0; charset=utf-8" :
 	    "text/plain; version=0.0.4; charset=utf-8");
 	evhttp_add_header(hdr, "Cache-Control", "no-store");
-	evhttp_send_reply(req, 200, "OK", b);
+	http_reply(req, 200, "OK", b);
 	evbuffer_free(b);
 }
 

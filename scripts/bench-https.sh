@@ -1,17 +1,19 @@
 #!/bin/sh
 # bench-https.sh: the HTTPS API beside the Unix socket, same daemon, same run: enqueues/s
-# at 64 keep-alive connections (ApacheBench) and their ratio, TLS handshakes/s (openssl
+# at 64 keep-alive connections (h2load --h1 and ApacheBench) and their ratio, with the CPU
+# each side spent per request (which of them is the limit), TLS handshakes/s (openssl
 # s_time), and memory per held long-poll (10,000 waits). BUILD=dir selects the build.
 set -eu
 cd "$(dirname "$0")/.."
 B=${BUILD:-$PWD/build}
-command -v ab >/dev/null || {
+if ! command -v ab >/dev/null || ! command -v h2load >/dev/null ||
+	! [ -x /usr/bin/time ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-		apache2-utils >/dev/null
-}
+		apache2-utils nghttp2-client time >/dev/null
+fi
 D=$(mktemp -d /tmp/wpe-bench-https.XXXXXX)
 DPID=""
 trap '[ -n "$DPID" ] && kill $DPID 2>/dev/null; wait 2>/dev/null; rm -rf "$D"' EXIT INT TERM
@@ -54,16 +56,40 @@ while ! "$B/wpe-purgectl" ping >/dev/null 2>&1; do sleep 0.05; done
 "$B/wpe-purgectl" pause >/dev/null
 
 echo "== enqueues at 64 connections, Unix socket vs HTTPS with keep-alive (same daemon)"
+# CPU (user + system) of the daemon, both threads, in clock ticks
+dcpu() { awk '{ print $14 + $15 }' "/proc/$DPID/stat"; }
+TICK=$(getconf CLK_TCK)
+N=25600
+c0=$(dcpu)
 unix=$(./enqueue-bench "$D/s.sock" 64 200 500 | sed -n 's/.*: \([0-9]*\)\/s;.*/\1/p')
-echo "unix socket: $unix/s (tests/bench/enqueue-bench, 64 x 200)"
+c1=$(dcpu)
+echo "unix socket: $unix/s (tests/bench/enqueue-bench, 64 x 200); daemon CPU" \
+	"$(( (c1 - c0) * 1000000 / TICK / 12800 )) us/request"
 printf '{"install":"294deacc-d8b8-4005-82c4-0727ba8ddde0","type":"page"}' >body
-ab_out=$(ab -q -l -n 12800 -c 64 -k -p body -T application/json \
-	-H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$PORT/v1/purges" 2>/dev/null)
-https=$(printf "%s\n" "$ab_out" |
-	sed -n 's/^Requests per second: *\([0-9.]*\).*/\1/p')
-echo "https:       $https/s (ab -l -n 12800 -c 64 -k, POST /v1/purges; -l: answers differ in length as ids grow)"
-printf '%s\n' "$ab_out" | grep -E '^(Keep-Alive requests|Non-2xx|Failed requests)' || true
-awk -v a="$https" -v b="$unix" 'BEGIN { printf "https / unix socket = %.2f\n", a / b }'
+# run LABEL CMD...: the rate CMD reports, the daemon's and the client's CPU per request
+run() {
+	label=$1
+	shift
+	c0=$(dcpu)
+	/usr/bin/time -f '%U %S' -o ctime "$@" >out 2>&1 || true
+	c1=$(dcpu)
+	rate=$(sed -n -e 's/^Requests per second: *\([0-9.]*\).*/\1/p' \
+		-e 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' out)
+	ok=$(sed -n -e 's/^status codes: \([0-9]*\) 2xx.*/\1/p' -e 's/^Complete requests: *//p' out)
+	awk -v l="$label" -v r="$rate" -v u="$unix" -v d=$(( (c1 - c0) * 1000000 / TICK / N )) \
+	    -v ok="$ok" -v n=$N '{ printf "%s %.0f/s (%s of %d answered 2xx/complete), " \
+	    "https / unix socket = %.2f; CPU per request: daemon %d us, client %.0f us\n",
+	    l, r, ok, n, r / u, d, ($1 + $2) * 1000000 / n }' ctime
+}
+AUTH="Authorization: Bearer $TOKEN"
+URL="https://127.0.0.1:$PORT/v1/purges"
+# h2load: nghttp2's load generator, HTTP/1.1 here, one thread (the other core is the
+# daemon's); ab: single-threaded too, -l as answers differ in length as ids grow
+run "https, h2load --h1 -n $N -c 64 -t 1:" \
+	h2load --h1 -n $N -c 64 -t 1 -d body -H "$AUTH" -H "Content-Type: application/json" "$URL"
+sleep 3        # the token's bucket (rate=10000/s, burst 50,000) fills again
+run "https, ab -k -l -n $N -c 64:" \
+	ab -q -l -n $N -c 64 -k -p body -T application/json -H "$AUTH" "$URL"
 
 [ -n "${HTTPS_ONLY_ENQUEUE:-}" ] && exit 0
 echo "== TLS handshakes (openssl s_time -new, 5 s, one client)"
