@@ -9,11 +9,12 @@ import threading
 import time
 import unittest
 
-from harness import I1, wait_for
+from harness import I1, WRAP, wait_for
 from test_http import HttpTest
 
-DEADLINE = 1          # header_timeout and body_timeout in these tests, seconds
-SLACK = 1.5           # a deadline is kept to within this (timer, loop, scheduling)
+SLOW = 3 if WRAP else 1   # under valgrind everything takes longer
+DEADLINE = 1 * SLOW       # header_timeout and body_timeout in these tests, seconds
+SLACK = 1.5 * SLOW        # a deadline is kept to within this (timer, loop, scheduling)
 
 
 class Raw:
@@ -82,7 +83,7 @@ class Deadlines(HttpTest):
     """A slow client is dropped at its deadline however it trickles; others are served."""
     tls = False
     extra_http = {"header_timeout": "%ds" % DEADLINE, "body_timeout": "%ds" % DEADLINE,
-                  "idle_timeout": "5s"}
+                  "idle_timeout": "%ds" % (5 * SLOW)}
 
     def trickle(self, r, data, gap, stop):
         """Send data a byte every gap seconds until it is sent or stop is set."""
@@ -111,7 +112,7 @@ class Deadlines(HttpTest):
             r.close()
 
     def test_trickled_headers_are_cut_at_the_header_deadline(self):
-        # a byte every 0.2 s: evhttp's gap timer (idle_timeout 5 s) never fires
+        # a byte every 0.2 s: evhttp's gap timer (idle_timeout, 5 s) never fires
         head = ("GET /v1/stats HTTP/1.1\r\nHost: x\r\n" + "X-Pad: y\r\n" * 20 +
                 "\r\n").encode()
         r = Raw(self.h)
@@ -147,9 +148,9 @@ class Deadlines(HttpTest):
         for part in (head, body):
             cut = len(part) // 2
             r.send(part[:cut])
-            time.sleep(0.7)
+            time.sleep(0.7 * SLOW)
             r.send(part[cut:])
-        r.s.settimeout(5)
+        r.s.settimeout(5 * SLOW)
         data = r.s.recv(65536)
         r.close()
         self.assertTrue(data.startswith(b"HTTP/1.1 202"), data)
@@ -167,11 +168,12 @@ class Deadlines(HttpTest):
     def test_idle_keep_alive_is_closed_after_idle_timeout(self):
         r = Raw(self.h)
         r.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        r.s.settimeout(5)
+        r.s.settimeout(5 * SLOW)
         self.assertIn(b"200", r.s.recv(65536))
         t0 = time.monotonic()
-        self.assertTrue(r.closed_within(8))
-        self.assertGreater(time.monotonic() - t0, 4)   # idle_timeout, not header_timeout
+        self.assertTrue(r.closed_within(8 * SLOW))
+        # idle_timeout, not header_timeout
+        self.assertGreater(time.monotonic() - t0, 4 * SLOW)
         r.close()
 
 
@@ -213,16 +215,15 @@ class MaxConnectionsPlain(HttpTest):
         held.append(Raw(self.h))
         late = Raw(self.h)
         t0 = time.monotonic()
-        data = late.read_all(timeout=5)
-        self.assertLess(time.monotonic() - t0, 1)
+        data = late.read_all(timeout=5 * SLOW)
+        self.assertLess(time.monotonic() - t0, 1 * SLOW)
         status, hdrs, j = answer(data)
         self.assertEqual(status, 503)
         self.assertEqual(j["error"], "too_many_connections")
         self.assertEqual(hdrs["content-type"], "application/json")
         late.close()
         held.pop().close()
-        wait_for(lambda: self.h.call("GET", "/healthz")[0] == 200,
-                 what="a slot after one closed")
+        wait_for(self._up, what="a slot after one closed")
         for r in held:
             r.close()
         self.assertIn("refused: 3 open, the most max_connections allows", self.env.log())
@@ -240,7 +241,7 @@ class MaxConnectionsTls(HttpTest):
         s = socket.create_connection(("127.0.0.1", self.h.port))
         r = Raw.__new__(Raw)
         r.s = s
-        self.assertTrue(r.closed_within(2))
+        self.assertTrue(r.closed_within(2 * SLOW))
         s.close()
         held.pop().close()
         wait_for(lambda: self._up(), what="a slot after one closed")
@@ -363,11 +364,14 @@ class UnauthorizedFlood(HttpTest):
 
     def test_401_lines_are_rate_limited_per_address(self):
         c = self.h.conn()
+        t0 = time.monotonic()
         for _ in range(200):
             self.assertEqual(self.h.call("GET", "/v1/stats", "wpq_not-a-token", conn=c)[0],
                              401)
+        took = time.monotonic() - t0
         log = self.env.log()
-        self.assertLessEqual(log.count("a bad token from 127.0.0.1"), 2)
+        # one line a second at most (and the first): not 200
+        self.assertLessEqual(log.count("a bad token from 127.0.0.1"), int(took) + 2)
         time.sleep(1.05)
         self.h.call("GET", "/v1/stats", "wpq_not-a-token", conn=c)
         c.close()
