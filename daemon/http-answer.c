@@ -1,4 +1,4 @@
-/* http-answer.c: the HTTP API's answers: JSON objects with the status their error calls for. */
+/* http-answer.c: HTTP answers as JSON with their status (evhttp's own errors too); rate-limited logs. */
 #include "compat.h"
 #include <stdio.h>
 #include <string.h>

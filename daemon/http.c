@@ -1,4 +1,4 @@
-/* http.c: the HTTP(S) API's listener (docs/http.md): TLS, connections and their limits. */
+/* http.c: the HTTP(S) API's listener (docs/http.md): binding, TLS and its reload, set-up, teardown. */
 #include "compat.h"
 #include <sys/socket.h>
 #include <netinet/in.h>
