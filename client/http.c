@@ -269,6 +269,17 @@ map_request(json_object *req, const char **method, char **url, char **body, char
 			snprintf(num, sizeof num, "%lld", (long long)jint(req, "limit"));
 			add_param(url, &first, "limit", num);
 		}
+	} else if (strcmp(op, "installs") == 0) {
+		*method = "GET";
+		xasprintf(url, "%s/v1/installs", ch.base);
+		if (json_object_object_get_ex(req, "refresh", &v) && json_object_get_boolean(v))
+			add_param(url, &first, "refresh", "1");
+		if (jstr(req, "after") != NULL)
+			add_param(url, &first, "after", jstr(req, "after"));
+		if (jint(req, "limit") != 0) {
+			snprintf(num, sizeof num, "%lld", (long long)jint(req, "limit"));
+			add_param(url, &first, "limit", num);
+		}
 	} else if (strcmp(op, "stats") == 0 || strcmp(op, "ping") == 0) {
 		/* ping over HTTP: an authenticated call that also shows the version. */
 		*method = "GET";

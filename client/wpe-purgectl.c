@@ -995,8 +995,6 @@ cmd_installs(int argc, char **argv)
 	}
 	if (optind != argc)
 		die(EXIT_USAGE, "installs takes options only (see installs --help)");
-	if (use_http)
-		die(EXIT_USAGE, "installs is available over the socket only for now");
 	/* Page after page (by name), each answer "next" names the last one of. */
 	for (;;) {
 		o = simple(req);

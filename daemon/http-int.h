@@ -76,6 +76,7 @@ struct hreq {
 	int64_t id;
 	struct ops_caller caller;
 	char who[160];               /* "token NAME (ADDRESS)" */
+	struct token_scope *scope;   /* GET /v1/installs: what the token sees (NULL: all) */
 };
 
 /* http-conn.c: connections. */
@@ -107,6 +108,10 @@ const char *http_log_more(unsigned long suppressed);
 struct hreq *hreq_new(struct http *, struct evhttp_request *, const struct ops_caller *,
     const char *who);
 void hreq_enqueued(void *arg, json_object *o);
+/* The answer of a wait other than a request's (installs?refresh); it may come at once. */
+void hreq_installs(void *arg, json_object *o);
+/* A waiter was set on hr: watch for the client hanging up meanwhile. */
+void hreq_watch_waiter(struct hreq *hr);
 /* Start a long-poll on hr->id; the answer comes through hreq_waited (perhaps at once). */
 void hreq_wait(struct hreq *, int64_t ms);
 /* The connection is being freed: nothing is sent any more. */

@@ -159,13 +159,36 @@ http_method_not_allowed(struct evhttp_request *req, const char *allow)
 	http_error(req, 405, "method_not_allowed", "this method is not allowed here");
 }
 
+/*
+ * May the token act on the install a request names (a UUID, or a name in "name")? Its
+ * patterns match the id or the name the catalog gives it; a name the catalog does not
+ * know yet can match name patterns only.
+ */
+static int
+http_install_allowed(struct http *h, const struct token *t, const char *install,
+    const char *name)
+{
+	char id[37] = "", nm[INSTALL_NAME_MAX + 1] = "";
+
+	if (t->installs == NULL)
+		return 1;
+	if (ops_install_resolve(h->q, install[0] != '\0' ? install : name, id, nm) == 0)
+		snprintf(nm, sizeof nm, "%s", name);
+	return tokens_install_allowed(t, id, nm);
+}
+
 /* Is this status object's install outside the token's scope? Then it does not exist. */
 static int
-http_hidden(const struct token *t, json_object *o)
+http_hidden(struct http *h, const struct token *t, json_object *o)
 {
-	const char *in = http_answer_install(o);
+	const char *in = http_answer_install(o), *name = NULL;
+	json_object *v;
 
-	return http_answer_ok(o) && in != NULL && !tokens_install_allowed(t, in);
+	if (!http_answer_ok(o) || t->installs == NULL)
+		return 0;
+	if (json_object_object_get_ex(o, "name", &v) && json_object_is_type(v, json_type_string))
+		name = json_object_get_string(v);
+	return !http_install_allowed(h, t, in != NULL ? in : "", name != NULL ? name : "");
 }
 
 static void
@@ -185,7 +208,7 @@ http_purges_post(struct http *h, struct evhttp_request *req, const struct token 
 	struct evbuffer *body = evhttp_request_get_input_buffer(req);
 	struct proto_request pr;
 	struct hreq *hr;
-	const char *code;
+	const char *code, *key;
 	char *cause, *buf;
 	size_t len = evbuffer_get_length(body);
 	int64_t wait_ms;
@@ -208,9 +231,20 @@ http_purges_post(struct http *h, struct evhttp_request *req, const struct token 
 		return;
 	}
 	free(buf);
-	if (!tokens_install_allowed(t, pr.install) || !tokens_type_allowed(t, pr.type)) {
+	/* The header is the HTTP way to give a key; it wins over one in the body. */
+	if ((key = evhttp_find_header(in, "Idempotency-Key")) != NULL) {
+		if (!proto_idem_key_valid(key, strlen(key))) {
+			proto_request_free(&pr);
+			http_error(req, 400, "bad_value", "Idempotency-Key must be 1 to 128 "
+			    "printable ASCII characters without blanks");
+			return;
+		}
+		memcpy(pr.idem_key, key, strlen(key) + 1);
+	}
+	if (!http_install_allowed(h, t, pr.install, pr.name) ||
+	    !tokens_type_allowed(t, pr.type)) {
 		log_warn("HTTP %s: %s purge of %s refused: outside the token's scope", who,
-		    purge_type_name(pr.type), pr.install);
+		    purge_type_name(pr.type), pr.install[0] != '\0' ? pr.install : pr.name);
 		proto_request_free(&pr);
 		http_error(req, 403, "forbidden", "this token may not purge that install or "
 		    "type");
@@ -244,7 +278,7 @@ http_purge_id(struct http *h, struct evhttp_request *req, const struct token *t,
 		return;
 	}
 	o = ops_status(h->q, id, c);
-	if (http_hidden(t, o)) {
+	if (http_hidden(h, t, o)) {
 		json_object_put(o);
 		http_not_found(req, id);
 		return;
@@ -268,10 +302,17 @@ http_purge_id(struct http *h, struct evhttp_request *req, const struct token *t,
 	hreq_wait(hr, wait_ms);
 }
 
+struct http_sees {
+	struct http *h;
+	const struct token *t;
+};
+
 static int
 http_token_sees(const void *arg, const char *install)
 {
-	return tokens_install_allowed(arg, install);
+	const struct http_sees *s = arg;
+
+	return http_install_allowed(s->h, s->t, install, "");
 }
 
 static void
@@ -280,6 +321,7 @@ http_jobs(struct http *h, struct evhttp_request *req, const struct token *t,
 {
 	static const char *const numeric[] = { "after", "limit", NULL };
 	struct proto_request pr;
+	struct http_sees sees;
 	json_object *q, *o;
 	const char *code, *dup, *s;
 	char *cause;
@@ -300,7 +342,7 @@ http_jobs(struct http *h, struct evhttp_request *req, const struct token *t,
 		free(cause);
 		return;
 	}
-	if (pr.has_install && !tokens_install_allowed(t, pr.install)) {
+	if (pr.has_install && !http_install_allowed(h, t, pr.install, pr.name)) {
 		proto_request_free(&pr);
 		http_error(req, 403, "forbidden", "this token may not see that install");
 		return;
@@ -309,11 +351,70 @@ http_jobs(struct http *h, struct evhttp_request *req, const struct token *t,
 	 * A token limited to some installs sees only theirs: filtered before the page is
 	 * cut, so "total" and "next" say nothing about the others.
 	 */
+	sees.h = h;
+	sees.t = t;
 	o = t->installs != NULL && !pr.has_install ?
-	    ops_list_visible(h->q, &pr, http_token_sees, t) :
+	    ops_list_visible(h->q, &pr, http_token_sees, &sees) :
 	    ops_list(h->q, &pr);
 	proto_request_free(&pr);
 	http_send_ops(req, o);
+}
+
+static int
+http_scope_sees(const void *scope, const char *id, const char *name)
+{
+	return tokens_scope_allows(scope, id, name);
+}
+
+/*
+ * GET /v1/installs[?refresh=1&after=NAME&limit=N]: the catalog as the token's scope
+ * shows it. With refresh the answer waits for the catalog read, like the socket's.
+ */
+static void
+http_installs(struct http *h, struct evhttp_request *req, const struct token *t,
+    const struct ops_caller *c, const char *who, const char *query)
+{
+	static const char *const numeric[] = { "limit", NULL };
+	struct proto_request pr;
+	struct hreq *hr;
+	json_object *q, *v;
+	const char *code, *dup, *s;
+	char *cause;
+	size_t len;
+	int rc;
+
+	if (http_query_object(query, numeric, &q, &dup) != 0) {
+		json_object_put(q);
+		http_error(req, 400, "duplicate_field", "a query parameter appears more than "
+		    "once, or the query is malformed");
+		return;
+	}
+	/* refresh=1|true|0|false, as a JSON boolean for the decoder */
+	if (json_object_object_get_ex(q, "refresh", &v)) {
+		s = json_object_get_string(v);
+		if (strcmp(s, "1") == 0 || strcmp(s, "true") == 0)
+			json_object_object_add(q, "refresh", json_object_new_boolean(1));
+		else if (strcmp(s, "0") == 0 || strcmp(s, "false") == 0)
+			json_object_object_add(q, "refresh", json_object_new_boolean(0));
+	}
+	s = json_object_to_json_string_length(q, JSON_C_TO_STRING_PLAIN, &len);
+	rc = proto_body_parse(s, len, OP_INSTALLS, &pr, &code, &cause);
+	json_object_put(q);
+	if (rc != 0) {
+		http_error(req, 400, code, cause);
+		free(cause);
+		return;
+	}
+	hr = hreq_new(h, req, c, who);
+	hr->scope = tokens_scope(t);
+	hr->waiting = 1;
+	hr->waiter = ops_installs(h->q, &pr, &hr->caller, hreq_installs, hr,
+	    hr->scope != NULL ? http_scope_sees : NULL, hr->scope);
+	if (hr->waiting)
+		hreq_watch_waiter(hr);
+	else
+		hr->waiter = NULL;
+	proto_request_free(&pr);
 }
 
 /* The client's address for logs: "192.0.2.1", "[2001:db8::1]" or "unix". */
@@ -506,6 +607,13 @@ http_request(struct evhttp_request *req, void *arg)
 			http_method_not_allowed(req, "GET");
 		else
 			http_jobs(h, req, t, query);
+		return;
+	}
+	if (strcmp(path, "/v1/installs") == 0) {
+		if (!get)
+			http_method_not_allowed(req, "GET");
+		else
+			http_installs(h, req, t, &c, who, query);
 		return;
 	}
 	if (strcmp(path, "/v1/stats") == 0) {

@@ -23,6 +23,7 @@ hreq_free(struct hreq *hr)
 		ops_forget(hr->h->q, hr);
 	if (hr->answer != NULL)
 		json_object_put(hr->answer);
+	tokens_scope_free(hr->scope);   /* after the waiter that could use it is gone */
 	event_free(hr->done_ev);
 	if (hr->gone_ev != NULL) {
 		event_free(hr->gone_ev);
@@ -115,6 +116,19 @@ hreq_waited(void *arg, json_object *o)
 	hr->waiting = 0;
 	hr->waiter = NULL;
 	hreq_answer(hr, o);
+}
+
+void
+hreq_installs(void *arg, json_object *o)
+{
+	hreq_waited(arg, o);
+}
+
+void
+hreq_watch_waiter(struct hreq *hr)
+{
+	if (hr->gone_ev == NULL)
+		hreq_watch(hr);
 }
 
 /* Start a long-poll on hr->id; the answer comes through hreq_waited (perhaps at once). */

@@ -43,12 +43,14 @@ ops_catalog_stats(struct queue *q)
 }
 
 json_object *
-ops_installs_list(struct queue *q, const char *after, int64_t limit)
+ops_installs_list(struct queue *q, const char *after, int64_t limit, ops_visible_fn visible,
+    const void *varg)
 {
 	json_object *o = json_object_new_object(), *arr, *e;
 	struct catalog_entry *const *v = catalog_sorted(&q->cat);
 	struct install *in;
-	size_t n = catalog_len(&q->cat), i, lo = 0, hi = n, end;
+	size_t n = catalog_len(&q->cat), i, lo = 0, hi = n, end, shown = 0, count = 0;
+	const char *next = NULL;
 
 	/* The first name past "after" (names are unique), then at most limit of them. */
 	while (after != NULL && after[0] != '\0' && lo < hi) {
@@ -61,8 +63,33 @@ ops_installs_list(struct queue *q, const char *after, int64_t limit)
 	}
 	end = limit > 0 && (size_t)limit < n - lo ? lo + (size_t)limit : n;
 	json_object_object_add(o, "ok", json_object_new_boolean(1));
+	if (visible != NULL) {
+		/* Seen through a scope: counted and paged among the visible ones only. */
+		for (i = 0; i < n; i++) {
+			if (!visible(varg, v[i]->id, v[i]->name))
+				continue;
+			count++;
+			if (i < lo)
+				continue;
+			if (limit > 0 && shown == (size_t)limit) {
+				if (next == NULL)
+					next = v[end - 1]->name;
+				continue;
+			}
+			shown++;
+			end = i + 1;
+		}
+		if (shown == 0)
+			end = lo;
+	} else {
+		count = n;
+		if (end < n && end > lo)
+			next = v[end - 1]->name;
+	}
 	arr = json_object_new_array_ext((int)(end - lo));
 	for (i = lo; i < end; i++) {
+		if (visible != NULL && !visible(varg, v[i]->id, v[i]->name))
+			continue;
 		e = json_object_new_object();
 		add_str(e, "name", v[i]->name);
 		add_str(e, "environment", v[i]->environment);
@@ -76,8 +103,8 @@ ops_installs_list(struct queue *q, const char *after, int64_t limit)
 		json_object_array_add(arr, e);
 	}
 	json_object_object_add(o, "installs", arr);
-	add_str(o, "next", end < n && end > lo ? v[end - 1]->name : NULL);
-	json_object_object_add(o, "count", json_object_new_int64((int64_t)n));
+	add_str(o, "next", next);
+	json_object_object_add(o, "count", json_object_new_int64((int64_t)count));
 	add_time(o, "fetched_at", q->cat.fetched_at);
 	json_object_object_add(o, "refreshing", json_object_new_boolean(q->fetch.running));
 	add_str(o, "refresh_error", q->fetch.error);
@@ -88,7 +115,7 @@ ops_installs_list(struct queue *q, const char *after, int64_t limit)
 
 struct waiter *
 ops_installs(struct queue *q, const struct proto_request *req, const struct ops_caller *c,
-    queue_answer_cb cb, void *arg)
+    queue_answer_cb cb, void *arg, ops_visible_fn visible, const void *varg)
 {
 	if (req->refresh && !q->stopping) {
 		if (!q->fetch.running && (c->admin ||
@@ -100,10 +127,12 @@ ops_installs(struct queue *q, const struct proto_request *req, const struct ops_
 
 			w->limit = req->limit;
 			memcpy(w->after, req->after_name, sizeof w->after);
+			w->visible = visible;
+			w->varg = varg;
 			return w;
 		}
 	}
-	cb(arg, ops_installs_list(q, req->after_name, req->limit));
+	cb(arg, ops_installs_list(q, req->after_name, req->limit, visible, varg));
 	return NULL;
 }
 

@@ -74,10 +74,17 @@ void ops_summary(struct queue *, char *buf, size_t len);
  * any time, anyone else at most once a minute) and returns a waiter that answers through
  * cb once that fetch settled, unless cancelled first with ops_wait_cancel.
  */
+/*
+ * visible (NULL: everything) limits the answer to the installs it accepts, before the
+ * page, "count" and "next" are cut (a scoped HTTP token); varg must outlive the waiter.
+ */
+typedef int (*ops_visible_fn)(const void *varg, const char *id, const char *name);
 struct waiter *ops_installs(struct queue *, const struct proto_request *,
-    const struct ops_caller *, queue_answer_cb, void *arg);
+    const struct ops_caller *, queue_answer_cb, void *arg, ops_visible_fn visible,
+    const void *varg);
 /* Installs by name after after ("" or NULL: from the first), at most limit (0: all). */
-json_object *ops_installs_list(struct queue *, const char *after, int64_t limit);
+json_object *ops_installs_list(struct queue *, const char *after, int64_t limit,
+    ops_visible_fn visible, const void *varg);
 json_object *ops_catalog_stats(struct queue *);
 /*
  * Resolve what a client calls an install (a UUID or a name) with the catalog as it is:

@@ -178,6 +178,8 @@ struct waiter {
 	/* installs --refresh: the page to answer with */
 	int64_t limit;
 	char after[INSTALL_NAME_MAX + 1];
+	int (*visible)(const void *, const char *, const char *);
+	const void *varg;
 };
 
 struct queue {

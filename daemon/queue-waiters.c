@@ -260,5 +260,6 @@ waiters_catalog_done(struct queue *q)
 	struct waiter *w;
 
 	while ((w = TAILQ_FIRST(&q->fetch.waiters)) != NULL)
-		waiter_answer(w, ops_installs_list(q, w->after, w->limit));
+		waiter_answer(w, ops_installs_list(q, w->after, w->limit, w->visible,
+		    w->varg));
 }

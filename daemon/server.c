@@ -393,7 +393,7 @@ conn_dispatch(struct conn *c, struct proto_request *req)
 		if (c->gone)
 			break;
 		c->waiting = 1;
-		w = ops_installs(srv->q, req, &caller, conn_wait_answer, c);
+		w = ops_installs(srv->q, req, &caller, conn_wait_answer, c, NULL, NULL);
 		if (c->waiting)
 			c->waiter = w;
 		break;

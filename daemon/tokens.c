@@ -427,18 +427,63 @@ tokens_find(struct tokens *ts, const char *secret, size_t len)
 	return found;
 }
 
-int
-tokens_install_allowed(const struct token *t, const char *install)
+struct token_scope {
+	char **patterns;
+	size_t n;
+};
+
+static int
+patterns_match(char *const *p, size_t n, const char *id, const char *name)
 {
 	size_t i;
 
-	if (t->installs == NULL)
-		return 1;
-	for (i = 0; i < t->ninstalls; i++) {
-		if (fnmatch(t->installs[i], install, FNM_CASEFOLD) == 0)
+	for (i = 0; i < n; i++) {
+		if ((id != NULL && id[0] != '\0' && fnmatch(p[i], id, FNM_CASEFOLD) == 0) ||
+		    (name != NULL && name[0] != '\0' && fnmatch(p[i], name, 0) == 0))
 			return 1;
 	}
 	return 0;
+}
+
+int
+tokens_install_allowed(const struct token *t, const char *id, const char *name)
+{
+	return t->installs == NULL || patterns_match(t->installs, t->ninstalls, id, name);
+}
+
+struct token_scope *
+tokens_scope(const struct token *t)
+{
+	struct token_scope *s;
+	size_t i;
+
+	if (t->installs == NULL)
+		return NULL;
+	s = xcalloc(1, sizeof *s);
+	s->patterns = xcalloc(t->ninstalls, sizeof *s->patterns);
+	for (i = 0; i < t->ninstalls; i++)
+		s->patterns[i] = xstrdup(t->installs[i]);
+	s->n = t->ninstalls;
+	return s;
+}
+
+int
+tokens_scope_allows(const struct token_scope *s, const char *id, const char *name)
+{
+	return s == NULL || patterns_match(s->patterns, s->n, id, name);
+}
+
+void
+tokens_scope_free(struct token_scope *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < s->n; i++)
+		free(s->patterns[i]);
+	free(s->patterns);
+	free(s);
 }
 
 int

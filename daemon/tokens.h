@@ -22,7 +22,7 @@
 struct token {
 	char *name;
 	unsigned char hash[32];      /* SHA-256 of the whole token string */
-	char **installs;             /* shell globs on install ids; NULL: every install */
+	char **installs;             /* shell globs on install ids and names; NULL: all */
 	size_t ninstalls;
 	unsigned types;              /* bit per enum purge_type */
 	int admin;
@@ -56,8 +56,19 @@ void tokens_carry(struct tokens *to, const struct tokens *from);
  * time, whichever matches.
  */
 struct token *tokens_find(struct tokens *, const char *secret, size_t len);
-/* May the token act on this install (its id now; its name once installs have names)? */
-int tokens_install_allowed(const struct token *, const char *install);
+/*
+ * May the token act on this install? A pattern matches its id or its name; either may
+ * be "" or NULL when unknown (a name the catalog does not have; an id of no name).
+ */
+int tokens_install_allowed(const struct token *, const char *id, const char *name);
+/*
+ * A copy of a token's install scope that outlives a reload of the tokens file (an
+ * answer that waits for the catalog keeps it). NULL: every install.
+ */
+struct token_scope;
+struct token_scope *tokens_scope(const struct token *);
+int tokens_scope_allows(const struct token_scope *, const char *id, const char *name);
+void tokens_scope_free(struct token_scope *);
 int tokens_type_allowed(const struct token *, enum purge_type);
 /* Take one request from its bucket: 0, or the milliseconds until one is available. */
 int64_t tokens_take(struct token *, int64_t now_ms);

@@ -29,7 +29,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if (strcmp(ts->v[j].name, t->name) == 0)
 					abort();
 			}
-			(void)tokens_install_allowed(t, "294deacc-d8b8-4005-82c4-0727ba8ddde0");
+			(void)tokens_install_allowed(t, "294deacc-d8b8-4005-82c4-0727ba8ddde0",
+			    "mysite");
 			(void)tokens_take(t, 1000);
 		}
 		(void)tokens_find(ts, (const char *)data, size);

@@ -542,6 +542,110 @@ class OpenMetrics(HttpTest):
         c.close()
 
 
+class Names(HttpTest):
+    """Install names over HTTP: in purges and job filters, in token scopes (patterns on
+    names), GET /v1/installs as the token's scope shows it; Idempotency-Key."""
+    tokens = {"named": "installs=install1,shop*", "byid": "installs=%s" % I2,
+              "boss": "admin", "ci": ""}
+
+    def setUp(self):
+        super().setUp()
+        wait_for(lambda: self.env.request({"op": "stats"})["catalog"]["fetched_at"],
+                 what="the installs catalog")
+
+    def test_names_in_purges_and_scopes(self):
+        self.env.request({"op": "pause"})
+        st, hd, j = self.post("named", install="install1")
+        self.assertEqual((st, j["install"], j["name"]), (202, I1, "install1"), j)
+        # a UUID whose catalog name matches the name pattern
+        self.assertEqual(self.post("named", install=I1)[0], 202)
+        self.assertEqual(self.post("named", install="install2")[0], 403)
+        self.assertEqual(self.post("named", install=I2)[0], 403)
+        # an id pattern lets the name of that install through
+        st, hd, j = self.post("byid", install="install2")
+        self.assertEqual((st, j["install"]), (202, I2), j)
+        st, hd, j = self.post("ci", install="nosuch")
+        self.assertEqual((st, j["error"]), (400, "unknown_install"), j)
+        # status of another install's request: not found for a scoped token
+        rid = self.post("boss", install="install3")[2]["id"]
+        self.assertEqual(self.h.call("GET", "/v1/purges/%d" % rid, "named")[0], 404)
+        st, hd, j = self.h.call("GET", "/v1/purges/%d" % rid, "boss")
+        self.assertEqual((st, j["name"]), (200, "install3"))
+        # job filters by name, within the scope
+        st, hd, j = self.h.call("GET", "/v1/jobs?install=install1", "named")
+        self.assertEqual((st, [x["name"] for x in j["jobs"]]), (200, ["install1"]), j)
+        self.assertEqual(self.h.call("GET", "/v1/jobs?install=install3", "named")[0], 403)
+        st, hd, j = self.h.call("GET", "/v1/jobs", "named")
+        self.assertEqual(sorted(x["name"] for x in j["jobs"]), ["install1"])
+
+    def test_installs_as_the_token_sees_them(self):
+        st, hd, j = self.h.call("GET", "/v1/installs", "boss")
+        self.assertEqual(st, 200, j)
+        names = [x["name"] for x in j["installs"]]
+        self.assertEqual(names, sorted(names))
+        self.assertIn("install1", names)
+        self.assertEqual(j["count"], len(names))
+        self.assertIsNone(j["next"])
+        st, hd, j = self.h.call("GET", "/v1/installs", "named")
+        self.assertEqual(([x["name"] for x in j["installs"]], j["count"]), (["install1"], 1))
+        st, hd, j = self.h.call("GET", "/v1/installs", "byid")
+        self.assertEqual([x["id"] for x in j["installs"]], [I2])
+        # paging: one at a time, through "next"
+        seen, after = [], ""
+        while True:
+            st, hd, j = self.h.call("GET", "/v1/installs?limit=1" + after, "boss")
+            self.assertEqual(st, 200, j)
+            seen += [x["name"] for x in j["installs"]]
+            if j["next"] is None:
+                break
+            after = "&after=" + j["next"]
+        self.assertEqual(seen, names)
+        # a refresh answers once the catalog was read again
+        before = self.env.request({"op": "stats"})["catalog"]["fetches"]
+        st, hd, j = self.h.call("GET", "/v1/installs?refresh=1", "boss")
+        self.assertEqual((st, j["refreshing"]), (200, False), j)
+        self.assertEqual(self.env.request({"op": "stats"})["catalog"]["fetches"], before + 1)
+        st, hd, j = self.h.call("GET", "/v1/installs?refresh=maybe", "boss")
+        self.assertEqual(st, 400)
+        self.assertEqual(self.h.call("POST", "/v1/installs", "boss", body="{}")[0], 405)
+
+    def test_idempotency_key_header(self):
+        self.env.request({"op": "pause"})
+        key = {"Idempotency-Key": "deploy-42-attempt"}
+        st, hd, j = self.h.call("POST", "/v1/purges", "ci", {"install": I1, "type": "page"},
+                                headers=key)
+        self.assertEqual(st, 202, j)
+        self.assertFalse(j["replayed"])
+        st, hd, j2 = self.h.call("POST", "/v1/purges", "ci", {"install": I1, "type": "page"},
+                                 headers=key)
+        self.assertEqual((st, j2["id"], j2["replayed"]), (202, j["id"], True), j2)
+        self.assertEqual(hd["location"], "/v1/purges/%d" % j["id"])
+        st, hd, j3 = self.h.call("POST", "/v1/purges", "ci", {"install": I1, "type": "cdn"},
+                                 headers=key)
+        self.assertEqual((st, j3["error"]), (409, "idempotency_conflict"), j3)
+        # scoped to the token: another token's same key is its own request
+        st, hd, j4 = self.h.call("POST", "/v1/purges", "boss",
+                                 {"install": I1, "type": "page"}, headers=key)
+        self.assertEqual(st, 202)
+        self.assertNotEqual(j4["id"], j["id"])
+        st, hd, j5 = self.h.call("POST", "/v1/purges", "ci", {"install": I1},
+                                 headers={"Idempotency-Key": "has a blank"})
+        self.assertEqual((st, j5["error"]), (400, "bad_value"))
+        self.assertEqual(self.env.request({"op": "stats"})["requests"], 2)
+
+    def test_cli_installs_over_https(self):
+        tf = os.path.join(self.env.dir, "token-named")
+        with open(tf, "w") as f:
+            f.write(self.h.secrets["named"][0] + "\n")
+        os.chmod(tf, 0o600)
+        p = subprocess.run([CTL, "--url", "https://127.0.0.1:%d" % self.h.port,
+                            "--token-file", tf, "--cacert", self.h.cacert, "installs"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("install1", p.stdout)
+        self.assertNotIn("install2", p.stdout)
+
+
 class Client(HttpTest):
     """The real wpe-purgectl --url against the daemon: the same exit codes as the socket."""
 

@@ -34,7 +34,7 @@ expect_error(const char *text, const char *fragment)
 static void
 test_parse(void **state)
 {
-	const char *text = "# comment\n\n  ci " H1 " installs=294deacc-*,abc types=page,cdn "
+	const char *text = "# comment\n\n  ci " H1 " installs=294deacc-*,abc,shop* types=page,cdn "
 	    "rate=5/s # trailing\nboss " H2 " admin\n";
 	char *cause = NULL;
 	struct tokens *ts = tokens_parse(text, strlen(text), "t", &cause);
@@ -43,22 +43,40 @@ test_parse(void **state)
 	assert_non_null(ts);
 	assert_int_equal(ts->n, 2);
 	assert_string_equal(ts->v[0].name, "ci");
-	assert_int_equal(ts->v[0].ninstalls, 2);
+	assert_int_equal(ts->v[0].ninstalls, 3);
 	assert_int_equal(ts->v[0].rate, 5);
 	assert_false(ts->v[0].admin);
-	assert_true(tokens_install_allowed(&ts->v[0], "294deacc-d8b8-4005-82c4-0727ba8ddde0"));
-	assert_true(tokens_install_allowed(&ts->v[0], "294DEACC-D8B8-4005-82C4-0727BA8DDDE0"));
-	assert_false(tokens_install_allowed(&ts->v[0], "3f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"));
+	assert_true(tokens_install_allowed(&ts->v[0], "294deacc-d8b8-4005-82c4-0727ba8ddde0",
+	    NULL));
+	assert_true(tokens_install_allowed(&ts->v[0], "294DEACC-D8B8-4005-82C4-0727BA8DDDE0",
+	    ""));
+	assert_false(tokens_install_allowed(&ts->v[0], "3f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+	    NULL));
+	/* Patterns on names: an install whose name matches, whatever its id; a name alone. */
+	assert_true(tokens_install_allowed(&ts->v[0], "3f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+	    "shopstaging"));
+	assert_true(tokens_install_allowed(&ts->v[0], "", "abc"));
+	assert_true(tokens_install_allowed(&ts->v[0], NULL, "shop1"));
+	assert_false(tokens_install_allowed(&ts->v[0], "", "blog"));
+	assert_false(tokens_install_allowed(&ts->v[0], "", ""));
+	/* A copied scope says the same, and outlives the tokens it came from. */
+	struct token_scope *sc = tokens_scope(&ts->v[0]);
+	assert_null(tokens_scope(&ts->v[1]));
+	assert_true(tokens_scope_allows(NULL, "", "anything"));
 	assert_true(tokens_type_allowed(&ts->v[0], PURGE_PAGE));
 	assert_false(tokens_type_allowed(&ts->v[0], PURGE_ALL));
 	assert_true(ts->v[1].admin);
 	assert_int_equal(ts->v[1].rate, TOKENS_DEFAULT_RATE);
-	assert_true(tokens_install_allowed(&ts->v[1], "anything"));
+	assert_true(tokens_install_allowed(&ts->v[1], "anything", NULL));
 	assert_true(tokens_type_allowed(&ts->v[1], PURGE_ALL));
 	assert_true(ts->v[0].requester < -1);
 	assert_int_equal(ts->v[0].requester, tokens_requester("ci"));
 	assert_true(ts->v[0].requester != ts->v[1].requester);
 	tokens_free(ts);
+	assert_true(tokens_scope_allows(sc, NULL, "shopfront"));
+	assert_true(tokens_scope_allows(sc, "294deacc-d8b8-4005-82c4-0727ba8ddde0", NULL));
+	assert_false(tokens_scope_allows(sc, "3f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9", "blog"));
+	tokens_scope_free(sc);
 }
 
 static void
