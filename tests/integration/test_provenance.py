@@ -72,6 +72,17 @@ class Source(EnvTest):
             ({"pipeline": 12}, "bad_type"),
             ({"where": "x"}, "unknown_field"),
             ("github", "bad_type"),
+            # What a terminal or a log viewer acts on (review): they reached "list", the
+            # status and the log line. U+009B is the 8-bit CSI, U+0085 NEL; U+2028 split
+            # the log line for readers that take it as a line end; bidi overrides and
+            # isolates reorder what is shown; U+FEFF is invisible.
+            ({"actor": "a\u009b31mred"}, "bad_value"),
+            ({"pipeline": "1\u0085x"}, "bad_value"),
+            ({"ref": "main\u2028forged line"}, "bad_value"),
+            ({"actor": "x\u202eevil"}, "bad_value"),
+            ({"actor": "x\u2066y\u2069"}, "bad_value"),
+            ({"ref": "\u200fmain"}, "bad_value"),
+            ({"actor": "\ufeffz"}, "bad_value"),
         ]
         for src, code in bad:
             r = self.env.request({"op": "enqueue", "install": I1, "source": src})
@@ -81,8 +92,10 @@ class Source(EnvTest):
                        '"ci":"gitlab"}}\n' % I1)
             self.assertEqual(r.get("error"), "duplicate_field", r)
         self.assertEqual(rows(self.env, "SELECT count(*) FROM requests"), [(0,)])
-        # The limits themselves are accepted.
+        # The limits themselves are accepted, and text of any script.
         self.enqueue(I1, source={"ref": "r" * 256, "job_url": "https://e.com/" + "x" * 498})
+        self.enqueue(I1, source={"actor": "J\u00fcrgen \u05d3\u05d5\u05d3 \U0001f680",
+                                 "ref": "\u00a0main"})
 
     def test_client_fills_source_from_ci_environment(self):
         rc, out, err = self.env.ctl("--json", "enqueue", I1, "-t", "page",
@@ -105,6 +118,15 @@ class Source(EnvTest):
         self.assertIsNone(self.status(rid)["source"])
         rc, _, err = self.env.ctl("enqueue", I1, "--source", "ci=travis", env=env)
         self.assertEqual(rc, 2, err)
+        # A CI variable a terminal would act on is dropped, never fails the enqueue.
+        env = ci_clean_env(dict(GITHUB_ENV, GITHUB_ACTOR="x\u202eevil",
+                                GITHUB_REF="a\u009b31m"))
+        rc, out, err = self.env.ctl("--json", "enqueue", I1, "-t", "page", env=env)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("actor was left out", err)
+        self.assertIn("ref was left out", err)
+        rid = int(out.split('"id":')[1].split(",")[0])
+        self.assertNotIn("actor", self.status(rid)["source"])
 
 
 class Idempotency(EnvTest):
