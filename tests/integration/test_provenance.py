@@ -275,6 +275,40 @@ class Held(unittest.TestCase):
         finally:
             env.close()
 
+    def test_job_of_a_held_request_is_who_asked(self):
+        """The job a held request makes once the catalog comes says who asked, as the
+        request does; it said "uid N" (the resolving pass had no source), for a request
+        held across a restart too (review)."""
+        env = Env()
+        try:
+            self.catalog_fault(env, 100000)
+            env.start()
+            env.request({"op": "pause"})
+            a = env.request({"op": "enqueue", "install": "install1", "type": "page",
+                             "source": GITHUB})
+            env.kill9()                           # a is loaded from the store again
+            env.start()
+            env.request({"op": "pause"})
+            b = env.request({"op": "enqueue", "install": "install2", "type": "page",
+                             "source": dict(GITHUB, job_url="https://github.com/o/r2/"
+                                            "actions/runs/5", pipeline="5")})
+            self.assertEqual((a["job"], b["job"]), (None, None), (a, b))
+            self.catalog_fault(env, 0)
+            wait_for(lambda: env.request({"op": "status", "id": b["id"]}).get("job"),
+                     timeout=60, what="held requests resolved")
+            who = {j["name"]: j["requested_by"] for j in env.request({"op": "list"})["jobs"]}
+            self.assertEqual(who, {"install1": "github:org/repo#123",
+                                   "install2": "github:o/r2#5"})
+        finally:
+            env.close()
+
+    @staticmethod
+    def catalog_fault(env, count):
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d/_sim/installs" % env.port, method="POST",
+            data=json.dumps({"fault": {"status": 503, "count": count}}).encode())
+        urllib.request.urlopen(req, timeout=5).close()
+
 
 class LostAnswer(unittest.TestCase):
     """--wait after the daemon died between its commit and its answer: sent again with
