@@ -151,7 +151,7 @@ http_status_of(json_object *o, const char **retry)
 		return 404;
 	if (strcmp(code, "forbidden") == 0)
 		return 403;
-	if (strcmp(code, "finished") == 0)
+	if (strcmp(code, "finished") == 0 || strcmp(code, "idempotency_conflict") == 0)
 		return 409;
 	if (strcmp(code, "storage") == 0) {
 		*retry = HTTP_STORAGE_RETRY;
@@ -551,7 +551,7 @@ http_purges_post(struct http *h, struct evhttp_request *req, const struct token 
 	struct evbuffer *body = evhttp_request_get_input_buffer(req);
 	struct proto_request pr;
 	struct hreq *hr;
-	const char *code;
+	const char *code, *idem;
 	char *cause, *buf;
 	size_t len = evbuffer_get_length(body);
 	int64_t wait_ms;
@@ -574,6 +574,18 @@ http_purges_post(struct http *h, struct evhttp_request *req, const struct token 
 		return;
 	}
 	free(buf);
+	/* The Idempotency-Key header (wpe-purgectl --url sends it): the body's field's. */
+	if ((idem = evhttp_find_header(in, "Idempotency-Key")) != NULL) {
+		if (!proto_idem_key_valid(idem, strlen(idem)) || (pr.idem_key[0] != '\0' &&
+		    strcmp(pr.idem_key, idem) != 0)) {
+			proto_request_free(&pr);
+			http_error(req, 400, "bad_value", "the Idempotency-Key header must be 1 to "
+			    "128 printable ASCII characters without blanks, and the body's "
+			    "idempotency_key, if any, the same");
+			return;
+		}
+		memcpy(pr.idem_key, idem, strlen(idem) + 1);
+	}
 	if (!tokens_install_allowed(t, pr.install) || !tokens_type_allowed(t, pr.type)) {
 		log_warn("HTTP %s: %s purge of %s refused: outside the token's scope", who,
 		    purge_type_name(pr.type), pr.install);
