@@ -668,7 +668,12 @@ enqueue_retrying(json_object *req, const char *key)
 		now = clock_mono_ms();
 		if (use_http) {
 			o = chttp_call(req, IO_TIMEOUT_MS, &cause, &retry, &after);
-			if (o != NULL && retry == 0)
+			/*
+			 * wpe-purged answered: that is the answer, a 503 queue_full or storage
+			 * too (nothing was queued: exit 7, as without a key). Only its token's
+			 * rate cap (429) is waited out, as simple_http does.
+			 */
+			if (o != NULL && retry != 2)
 				break;
 			snprintf(why, sizeof why, "%s", o != NULL && sget(o, "message") != NULL ?
 			    sget(o, "message") : cause != NULL ? cause : "no answer");

@@ -687,6 +687,31 @@ class IdempotencyOverHttp(HttpTest):
                            headers={"Idempotency-Key": headers_key} if headers_key else None)
 
 
+class KeyedEnqueueRefusedOverHttp(HttpTest):
+    """A keyed enqueue (--idempotency-key, or --wait's own key) that wpe-purged answers
+    503 queue_full exits 7 at once, as without a key; it was sent again for 30 s, then
+    exit 3 "no answer ... it may have been queued" (provenance review)."""
+    ctl = Client.ctl
+
+    def setUp(self):
+        self.h = HttpEnv(self.tokens)
+        self.env = self.h.env
+        self.env.write_conf(dict(self.env.lim, max_queued=1), self.env.api,
+                            self.env.daemon_extra)
+        self.env.start()
+        wait_for(lambda: self._up(), what="HTTPS listener")
+
+    def test_queue_full_exits_7_at_once(self):
+        self.env.request({"op": "pause"})
+        self.assertTrue(self.env.request({"op": "enqueue", "install": I1})["ok"])
+        for extra in (["--idempotency-key", "q"], ["--wait"]):
+            t = time.monotonic()
+            rc, _, err = self.ctl("ci", "enqueue", I2, "-t", "page", *extra)
+            self.assertEqual(rc, 7, err)
+            self.assertIn("queue_full", err)
+            self.assertLess(time.monotonic() - t, 10, err)
+
+
 def extract_embedded(path):
     """The script between the BEGIN/END purge-with-curl.sh markers of a CI recipe."""
     lines, inside, indent = [], False, None
