@@ -2,8 +2,11 @@
 import glob
 import json
 import os
+import socket
 import sqlite3
 import subprocess
+import tempfile
+import threading
 import unittest
 import urllib.request
 
@@ -335,6 +338,90 @@ class LostAnswer(unittest.TestCase):
             self.assertEqual(len(env.purges(I1)), 1)
         finally:
             env.close()
+
+
+class Protocol3Daemon:
+    """A stand-in for a wpe-purged older than protocol 4 on a Unix socket: it refuses
+    "source" and "idempotency_key" as unknown fields (as version 3 did), queues the
+    rest, and answers a wait with the request done. Every request is kept in seen."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="wpe-p3-")
+        self.sock = os.path.join(self.dir, "d.sock")
+        self.seen = []
+        self.ids = 0
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.sock)
+        self.srv.listen(8)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def answer(self, r):
+        self.seen.append(r)
+        for k in r:
+            if k not in ("op", "install", "type", "reason", "id", "timeout"):
+                return {"ok": False, "error": "unknown_field",
+                        "message": 'unknown field "%s"' % k}
+        if r["op"] == "enqueue":
+            self.ids += 1
+            return {"ok": True, "id": self.ids, "job": self.ids, "coalesced": False,
+                    "state": "queued", "install": r["install"], "name": None}
+        return {"ok": True, "id": r.get("id"), "install": I1, "type": "page",
+                "state": "done", "job": r.get("id"), "job_type": "page", "attempts": 1,
+                "http_status": 202, "message": None}
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            with c, c.makefile("rwb") as f:
+                for line in f:
+                    f.write(json.dumps(self.answer(json.loads(line))).encode() + b"\n")
+                    f.flush()
+
+    def close(self):
+        self.srv.close()
+        os.unlink(self.sock)
+        os.rmdir(self.dir)
+
+
+class OlderDaemon(unittest.TestCase):
+    """wpe-purgectl against a daemon older than protocol 4 (a CI runner's newer client, a
+    package upgrade before the restart): what it adds on its own (the CI's source,
+    --wait's key) must never fail the enqueue; every enqueue from a CI job and every
+    --wait failed with unknown_field, exit 2 (review)."""
+
+    def setUp(self):
+        self.d = Protocol3Daemon()
+
+    def tearDown(self):
+        self.d.close()
+
+    def ctl(self, *args, env=None):
+        p = subprocess.run([CTL, "-s", self.d.sock] + list(args), capture_output=True,
+                           text=True, timeout=30, env=ci_clean_env(env))
+        return p.returncode, p.stdout, p.stderr
+
+    def test_own_fields_dropped_given_ones_kept(self):
+        rc, out, err = self.ctl("enqueue", I1, "-t", "page", env=GITHUB_ENV)
+        self.assertEqual(rc, 0, err)
+        self.assertIn('does not take "source"; sent without it', err)
+        self.assertEqual(["source" in r for r in self.d.seen], [True, False])
+        rc, out, err = self.ctl("enqueue", I1, "-t", "page", "--wait", "--timeout", "5",
+                                env=GITHUB_ENV)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("done", out)
+        self.assertEqual(self.d.seen[-1]["op"], "wait")
+        enq = [r for r in self.d.seen[2:] if r["op"] == "enqueue"]
+        self.assertEqual(sorted(enq[-1]), ["install", "op", "type"])
+        # What the user asked for is not dropped: the daemon's refusal stands.
+        rc, _, err = self.ctl("enqueue", I1, "--idempotency-key", "k")
+        self.assertEqual(rc, 2, err)
+        self.assertIn('unknown field "idempotency_key"', err)
+        rc, _, err = self.ctl("enqueue", I1, "--source", "actor=me")
+        self.assertEqual(rc, 2, err)
 
 
 @unittest.skipUnless(FAKETIME_LIB, "needs libfaketime")
