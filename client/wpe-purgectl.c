@@ -668,7 +668,12 @@ enqueue_retrying(json_object *req, const char *key)
 		now = clock_mono_ms();
 		if (use_http) {
 			o = chttp_call(req, IO_TIMEOUT_MS, &cause, &retry, &after);
-			if (o != NULL && retry == 0)
+			/*
+			 * wpe-purged answered: that is the answer, a 503 queue_full or storage
+			 * too (nothing was queued: exit 7, as without a key). Only its token's
+			 * rate cap (429) is waited out, as simple_http does.
+			 */
+			if (o != NULL && retry != 2)
 				break;
 			snprintf(why, sizeof why, "%s", o != NULL && sget(o, "message") != NULL ?
 			    sget(o, "message") : cause != NULL ? cause : "no answer");
@@ -707,6 +712,25 @@ enqueue_retrying(json_object *req, const char *key)
 	return o;
 }
 
+/*
+ * o is unknown_field for "source" (src_own: this client made it from the CI's
+ * environment) or "idempotency_key" (key_own: it made the key up for --wait): that field's
+ * name, else NULL.
+ */
+static const char *
+unknown_own_field(json_object *o, int src_own, int key_own)
+{
+	const char *err = sget(o, "error"), *msg = sget(o, "message");
+
+	if (is_ok(o) || err == NULL || strcmp(err, "unknown_field") != 0 || msg == NULL)
+		return NULL;
+	if (src_own && strstr(msg, "\"source\"") != NULL)
+		return "source";
+	if (key_own && strstr(msg, "\"idempotency_key\"") != NULL)
+		return "idempotency_key";
+	return NULL;
+}
+
 static int
 cmd_enqueue(int argc, char **argv)
 {
@@ -723,6 +747,7 @@ cmd_enqueue(int argc, char **argv)
 	};
 	const char *type = "all", *reason = NULL, *install = NULL, *key = NULL;
 	char keybuf[64], *cause = NULL, **overrides = xcalloc((size_t)argc + 1, sizeof(char *));
+	const char *unasked;
 	double timeout = -1;
 	int ch, wait = 0, nosource = 0, noverrides = 0;
 	json_object *req, *o, *src = NULL;
@@ -779,7 +804,28 @@ cmd_enqueue(int argc, char **argv)
 	free(overrides);
 	if (key != NULL)
 		json_object_object_add(req, "idempotency_key", json_object_new_string(key));
-	o = key != NULL ? enqueue_retrying(req, key) : simple(req);
+	for (;;) {
+		json_object_get(req);
+		o = key != NULL ? enqueue_retrying(req, key) : simple(req);
+		/*
+		 * A daemon older than protocol 4 refuses the fields this client added on its
+		 * own (the CI's source, --wait's key): they never make the enqueue fail, so
+		 * it goes again without them. Those the user gave are kept (and refused).
+		 */
+		if ((unasked = unknown_own_field(o, src != NULL && noverrides == 0,
+		    key == keybuf)) == NULL)
+			break;
+		fprintf(stderr, "wpe-purgectl: note: wpe-purged at %s is older than this client "
+		    "and does not take \"%s\"; sent without it\n", use_http ? chttp_url() :
+		    sock_path, unasked);
+		json_object_object_del(req, unasked);
+		if (strcmp(unasked, "idempotency_key") == 0)
+			key = NULL;
+		else
+			src = NULL;
+		json_object_put(o);
+	}
+	json_object_put(req);
 	check_answer(o);
 	if (json_out)
 		print_json(o);

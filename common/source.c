@@ -104,8 +104,10 @@ source_check(enum source_field f, const char *v, size_t len, const char **why)
 			return *why = "must be printable ASCII without blanks", -1;
 		return 0;
 	default:
-		if (!text_valid(v, len))
-			return *why = "holds control characters or invalid UTF-8", -1;
+		/* Shown in "list", "status" and the log: nothing a terminal would act on. */
+		if (!text_plain(v, len))
+			return *why = "holds control characters (C0, C1, U+2028, U+2029), bidi "
+			    "or invisible format controls, or invalid UTF-8", -1;
 		return 0;
 	}
 }

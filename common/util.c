@@ -334,6 +334,39 @@ install_name_valid(const char *s)
 }
 
 int
+text_plain(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	unsigned long cp;
+
+	if (!text_valid(s, len))
+		return 0;
+	while (p < end) {
+		if (*p < 0x80) {
+			p++;
+			continue;
+		}
+		/* Valid UTF-8 (checked above): 2 to 4 bytes. */
+		if (*p < 0xe0) {
+			cp = (unsigned long)(p[0] & 0x1f) << 6 | (p[1] & 0x3f);
+			p += 2;
+		} else if (*p < 0xf0) {
+			cp = (unsigned long)(p[0] & 0x0f) << 12 | (unsigned long)(p[1] & 0x3f) << 6 |
+			    (p[2] & 0x3f);
+			p += 3;
+		} else {
+			p += 4;
+			continue;       /* above U+FFFF: none of those below */
+		}
+		if (cp <= 0x9f || cp == 0x2028 || cp == 0x2029 || cp == 0x061c ||
+		    cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+		    (cp >= 0x2066 && cp <= 0x206f) || cp == 0xfeff)
+			return 0;
+	}
+	return 1;
+}
+
+int
 text_valid(const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s, *end = p + len;

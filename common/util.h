@@ -60,6 +60,13 @@ int parse_int64(const char *, int64_t min, int64_t max, int64_t *out);
 size_t utf8_prefix(const char *s, size_t max);
 /* len bytes of valid UTF-8 (no overlongs, surrogates) without control characters? */
 int text_valid(const char *s, size_t len);
+/*
+ * text_valid, and nothing that acts on a terminal or a log viewer rather than be read:
+ * no C1 controls (U+0080-U+009F: U+009B is the 8-bit CSI), no line or paragraph
+ * separators (U+2028, U+2029), no bidi controls (U+061C, U+200E, U+200F, U+202A-U+202E,
+ * U+2066-U+206F), no U+FEFF.
+ */
+int text_plain(const char *s, size_t len);
 /* Is s a canonical UUID (8-4-4-4-12 hex digits)? Upper case is accepted. */
 int uuid_valid(const char *s);
 /* Is s a WP Engine install name (^[a-z][a-z0-9]{2,13}$)? */

@@ -231,12 +231,14 @@ http_purges_post(struct http *h, struct evhttp_request *req, const struct token 
 		return;
 	}
 	free(buf);
-	/* The header is the HTTP way to give a key; it wins over one in the body. */
+	/* The header is the HTTP way to give a key; a body's idempotency_key must agree. */
 	if ((key = evhttp_find_header(in, "Idempotency-Key")) != NULL) {
-		if (!proto_idem_key_valid(key, strlen(key))) {
+		if (!proto_idem_key_valid(key, strlen(key)) || (pr.idem_key[0] != '\0' &&
+		    strcmp(pr.idem_key, key) != 0)) {
 			proto_request_free(&pr);
-			http_error(req, 400, "bad_value", "Idempotency-Key must be 1 to 128 "
-			    "printable ASCII characters without blanks");
+			http_error(req, 400, "bad_value", "the Idempotency-Key header must be 1 to "
+			    "128 printable ASCII characters without blanks, and the body's "
+			    "idempotency_key, if any, the same");
 			return;
 		}
 		memcpy(pr.idem_key, key, strlen(key) + 1);

@@ -138,6 +138,7 @@ struct held {
 	pid_t pid;
 	enum purge_type type;
 	char name[INSTALL_NAME_MAX + 1];
+	char who[SOURCE_LABEL_MAX];  /* who asked: the job it makes is theirs in "list" */
 	TAILQ_ENTRY(held) entry;
 };
 TAILQ_HEAD(helds, held);

@@ -90,6 +90,7 @@ held_place(struct queue *q, struct pending *p, int64_t now_wall, struct held **h
 	h->pid = p->pid;
 	h->type = p->req.type;
 	memcpy(h->name, p->req.name, sizeof h->name);
+	memcpy(h->who, p->who, sizeof h->who);
 	p->out.request_id = id;
 	p->out.job_id = 0;
 	p->out.held = 1;
@@ -139,7 +140,7 @@ held_free_all(struct queue *q)
 
 static void
 held_row(void *arg, int64_t id, const char *name, enum purge_type type, int64_t uid,
-    int64_t pid, int64_t enqueued_at)
+    int64_t pid, int64_t enqueued_at, const char *who)
 {
 	struct queue *q = arg;
 	struct held *h = xcalloc(1, sizeof *h);
@@ -150,6 +151,7 @@ held_row(void *arg, int64_t id, const char *name, enum purge_type type, int64_t 
 	h->pid = (pid_t)pid;
 	h->type = type;
 	snprintf(h->name, sizeof h->name, "%s", name);
+	snprintf(h->who, sizeof h->who, "%.*s", (int)utf8_prefix(who, sizeof h->who - 1), who);
 	held_settle(q, h, 0);
 }
 
@@ -191,6 +193,9 @@ held_resolve(struct queue *q)
 		p->pid = h->pid;
 		p->resolved_once = 1;
 		pending_provenance(p);
+		/* The job it may make is who asked for it's, not "uid N" (its source is stored). */
+		if (h->who[0] != '\0')
+			memcpy(p->who, h->who, sizeof p->who);
 		TAILQ_INIT(&p->followers);
 		v[n++] = p;
 	}

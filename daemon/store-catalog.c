@@ -25,7 +25,7 @@ static const char *cstmt_sql[C_COUNT] = {
 	    " fetched_at = excluded.fetched_at",
 	[C_DELETE_OLD] = "DELETE FROM installs WHERE fetched_at <> ?1",
 	[C_PURGED] = "UPDATE installs SET last_purge = ?2 WHERE id = ?1",
-	[C_HELD_LOAD] = "SELECT id, name, type, uid, pid, enqueued_at FROM requests"
+	[C_HELD_LOAD] = "SELECT id, name, type, uid, pid, enqueued_at, who FROM requests"
 	    " WHERE state = 'queued' AND job = 0 ORDER BY id",
 	[C_HELD_RESOLVE] = "UPDATE requests SET job = ?2, install = ?3, coalesced = ?4"
 	    " WHERE id = ?1 AND state = 'queued' AND job = 0",
@@ -163,7 +163,7 @@ store_catalog_purged(struct store *st, const char *id, int64_t when)
 
 int
 store_held_load(struct store *st, void (*cb)(void *, int64_t, const char *, enum purge_type,
-    int64_t, int64_t, int64_t), void *arg)
+    int64_t, int64_t, int64_t, const char *), void *arg)
 {
 	sqlite3_stmt *s = cstmt(st, C_HELD_LOAD);
 	char name[INSTALL_NAME_MAX + 2];
@@ -181,7 +181,8 @@ store_held_load(struct store *st, void (*cb)(void *, int64_t, const char *, enum
 		cb(arg, sqlite3_column_int64(s, 0), name, t,
 		    sqlite3_column_type(s, 3) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 3),
 		    sqlite3_column_type(s, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 4),
-		    sqlite3_column_int64(s, 5));
+		    sqlite3_column_int64(s, 5), sqlite3_column_text(s, 6) != NULL ?
+		    (const char *)sqlite3_column_text(s, 6) : "");
 	}
 	sqlite3_reset(s);
 	if (rc != SQLITE_DONE) {

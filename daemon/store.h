@@ -155,9 +155,13 @@ int store_catalog_load(struct store *, struct catalog *c);
 int store_catalog_replace(struct store *, const struct catalog *c);
 /* An install's purge was accepted at when (wall ms); inside the caller's transaction. */
 int store_catalog_purged(struct store *, const char *id, int64_t when);
-/* Call cb for every unfinished request by a name that has no job yet. 0, or -1. */
+/*
+ * Call cb for every unfinished request by a name that has no job yet (who: the label of
+ * who asked, "" if none). 0, or -1.
+ */
 int store_held_load(struct store *, void (*cb)(void *, int64_t id, const char *name,
-    enum purge_type, int64_t uid, int64_t pid, int64_t enqueued_at), void *arg);
+    enum purge_type, int64_t uid, int64_t pid, int64_t enqueued_at, const char *who),
+    void *arg);
 /* A held request resolved: now part of job, for install. */
 int store_held_resolve(struct store *, int64_t id, int64_t job, const char *install,
     int coalesced);

@@ -39,7 +39,7 @@ check_enqueue(const struct proto_request *req)
 	}
 	/* Its label is bounded text; it survives the store's JSON and comes back equal. */
 	source_label(req->source, 1, label, sizeof label);
-	if (strlen(label) >= sizeof label || !text_valid(label, strlen(label)))
+	if (strlen(label) >= sizeof label || !text_plain(label, strlen(label)))
 		abort();
 	o = source_to_json(req->source);
 	if (source_from_json(json_object_to_json_string(o), &back) != 0)

@@ -774,6 +774,70 @@ class ReviewFindings(unittest.TestCase):
             h.close()
 
 
+class IdempotencyOverHttp(HttpTest):
+    """Idempotency keys over HTTPS (issue 12, part 3; provenance review)."""
+    ctl = Client.ctl
+
+    def test_header_key_replays_and_conflict_is_409(self):
+        # The Idempotency-Key header was ignored: each POST made a new request.
+        self.env.request({"op": "pause"})
+        a = self.post("ci", I1, headers_key="deploy-1")
+        b = self.post("ci", I1, headers_key="deploy-1")
+        self.assertEqual((a[0], b[0]), (202, 202), (a, b))
+        self.assertEqual((b[2]["id"], b[2]["replayed"]), (a[2]["id"], True), b)
+        st, _, j = self.post("ci", I1, type="cdn", headers_key="deploy-1")
+        self.assertEqual((st, j["error"]), (409, "idempotency_conflict"), j)
+        # Another token's key of the same text is its own.
+        st, _, j = self.post("other", I1, headers_key="deploy-1")
+        self.assertEqual((st, j["replayed"]), (202, False), j)
+        self.assertNotEqual(j["id"], a[2]["id"])
+        # The header and the body's field must agree; a bad header is refused.
+        st, _, j = self.post("ci", I1, headers_key="x", idempotency_key="y")
+        self.assertEqual((st, j["error"]), (400, "bad_value"), j)
+        st, _, j = self.post("ci", I1, headers_key="two words")
+        self.assertEqual((st, j["error"]), (400, "bad_value"), j)
+        # wpe-purgectl --url sends its key in the header: the second run is a replay.
+        rc, out, err = self.ctl("ci", "enqueue", I2, "-t", "page", "--idempotency-key",
+                                "ci-7")
+        self.assertEqual((rc, out[0]["replayed"]), (0, False), err)
+        rc, out2, err = self.ctl("ci", "enqueue", I2, "-t", "page", "--idempotency-key",
+                                 "ci-7")
+        self.assertEqual((rc, out2[0]["id"], out2[0]["replayed"]), (0, out[0]["id"], True),
+                         err)
+        total = self.env.request({"op": "stats"})["requests"]
+        self.assertEqual(total, 3)
+
+    def post(self, token, install=I1, type="page", headers_key=None, **kw):
+        body = dict(install=install, type=type, **kw)
+        return self.h.call("POST", "/v1/purges", token, body,
+                           headers={"Idempotency-Key": headers_key} if headers_key else None)
+
+
+class KeyedEnqueueRefusedOverHttp(HttpTest):
+    """A keyed enqueue (--idempotency-key, or --wait's own key) that wpe-purged answers
+    503 queue_full exits 7 at once, as without a key; it was sent again for 30 s, then
+    exit 3 "no answer ... it may have been queued" (provenance review)."""
+    ctl = Client.ctl
+
+    def setUp(self):
+        self.h = HttpEnv(self.tokens)
+        self.env = self.h.env
+        self.env.write_conf(dict(self.env.lim, max_queued=1), self.env.api,
+                            self.env.daemon_extra)
+        self.env.start()
+        wait_for(lambda: self._up(), what="HTTPS listener")
+
+    def test_queue_full_exits_7_at_once(self):
+        self.env.request({"op": "pause"})
+        self.assertTrue(self.env.request({"op": "enqueue", "install": I1})["ok"])
+        for extra in (["--idempotency-key", "q"], ["--wait"]):
+            t = time.monotonic()
+            rc, _, err = self.ctl("ci", "enqueue", I2, "-t", "page", *extra)
+            self.assertEqual(rc, 7, err)
+            self.assertIn("queue_full", err)
+            self.assertLess(time.monotonic() - t, 10, err)
+
+
 def extract_embedded(path):
     """The script between the BEGIN/END purge-with-curl.sh markers of a CI recipe."""
     lines, inside, indent = [], False, None

@@ -2,8 +2,11 @@
 import glob
 import json
 import os
+import socket
 import sqlite3
 import subprocess
+import tempfile
+import threading
 import unittest
 import urllib.request
 
@@ -72,6 +75,17 @@ class Source(EnvTest):
             ({"pipeline": 12}, "bad_type"),
             ({"where": "x"}, "unknown_field"),
             ("github", "bad_type"),
+            # What a terminal or a log viewer acts on (review): they reached "list", the
+            # status and the log line. U+009B is the 8-bit CSI, U+0085 NEL; U+2028 split
+            # the log line for readers that take it as a line end; bidi overrides and
+            # isolates reorder what is shown; U+FEFF is invisible.
+            ({"actor": "a\u009b31mred"}, "bad_value"),
+            ({"pipeline": "1\u0085x"}, "bad_value"),
+            ({"ref": "main\u2028forged line"}, "bad_value"),
+            ({"actor": "x\u202eevil"}, "bad_value"),
+            ({"actor": "x\u2066y\u2069"}, "bad_value"),
+            ({"ref": "\u200fmain"}, "bad_value"),
+            ({"actor": "\ufeffz"}, "bad_value"),
         ]
         for src, code in bad:
             r = self.env.request({"op": "enqueue", "install": I1, "source": src})
@@ -81,8 +95,10 @@ class Source(EnvTest):
                        '"ci":"gitlab"}}\n' % I1)
             self.assertEqual(r.get("error"), "duplicate_field", r)
         self.assertEqual(rows(self.env, "SELECT count(*) FROM requests"), [(0,)])
-        # The limits themselves are accepted.
+        # The limits themselves are accepted, and text of any script.
         self.enqueue(I1, source={"ref": "r" * 256, "job_url": "https://e.com/" + "x" * 498})
+        self.enqueue(I1, source={"actor": "J\u00fcrgen \u05d3\u05d5\u05d3 \U0001f680",
+                                 "ref": "\u00a0main"})
 
     def test_client_fills_source_from_ci_environment(self):
         rc, out, err = self.env.ctl("--json", "enqueue", I1, "-t", "page",
@@ -105,6 +121,15 @@ class Source(EnvTest):
         self.assertIsNone(self.status(rid)["source"])
         rc, _, err = self.env.ctl("enqueue", I1, "--source", "ci=travis", env=env)
         self.assertEqual(rc, 2, err)
+        # A CI variable a terminal would act on is dropped, never fails the enqueue.
+        env = ci_clean_env(dict(GITHUB_ENV, GITHUB_ACTOR="x\u202eevil",
+                                GITHUB_REF="a\u009b31m"))
+        rc, out, err = self.env.ctl("--json", "enqueue", I1, "-t", "page", env=env)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("actor was left out", err)
+        self.assertIn("ref was left out", err)
+        rid = int(out.split('"id":')[1].split(",")[0])
+        self.assertNotIn("actor", self.status(rid)["source"])
 
 
 class Idempotency(EnvTest):
@@ -253,6 +278,40 @@ class Held(unittest.TestCase):
         finally:
             env.close()
 
+    def test_job_of_a_held_request_is_who_asked(self):
+        """The job a held request makes once the catalog comes says who asked, as the
+        request does; it said "uid N" (the resolving pass had no source), for a request
+        held across a restart too (review)."""
+        env = Env()
+        try:
+            self.catalog_fault(env, 100000)
+            env.start()
+            env.request({"op": "pause"})
+            a = env.request({"op": "enqueue", "install": "install1", "type": "page",
+                             "source": GITHUB})
+            env.kill9()                           # a is loaded from the store again
+            env.start()
+            env.request({"op": "pause"})
+            b = env.request({"op": "enqueue", "install": "install2", "type": "page",
+                             "source": dict(GITHUB, job_url="https://github.com/o/r2/"
+                                            "actions/runs/5", pipeline="5")})
+            self.assertEqual((a["job"], b["job"]), (None, None), (a, b))
+            self.catalog_fault(env, 0)
+            wait_for(lambda: env.request({"op": "status", "id": b["id"]}).get("job"),
+                     timeout=60, what="held requests resolved")
+            who = {j["name"]: j["requested_by"] for j in env.request({"op": "list"})["jobs"]}
+            self.assertEqual(who, {"install1": "github:org/repo#123",
+                                   "install2": "github:o/r2#5"})
+        finally:
+            env.close()
+
+    @staticmethod
+    def catalog_fault(env, count):
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d/_sim/installs" % env.port, method="POST",
+            data=json.dumps({"fault": {"status": 503, "count": count}}).encode())
+        urllib.request.urlopen(req, timeout=5).close()
+
 
 class LostAnswer(unittest.TestCase):
     """--wait after the daemon died between its commit and its answer: sent again with
@@ -279,6 +338,90 @@ class LostAnswer(unittest.TestCase):
             self.assertEqual(len(env.purges(I1)), 1)
         finally:
             env.close()
+
+
+class Protocol3Daemon:
+    """A stand-in for a wpe-purged older than protocol 4 on a Unix socket: it refuses
+    "source" and "idempotency_key" as unknown fields (as version 3 did), queues the
+    rest, and answers a wait with the request done. Every request is kept in seen."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="wpe-p3-")
+        self.sock = os.path.join(self.dir, "d.sock")
+        self.seen = []
+        self.ids = 0
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.sock)
+        self.srv.listen(8)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def answer(self, r):
+        self.seen.append(r)
+        for k in r:
+            if k not in ("op", "install", "type", "reason", "id", "timeout"):
+                return {"ok": False, "error": "unknown_field",
+                        "message": 'unknown field "%s"' % k}
+        if r["op"] == "enqueue":
+            self.ids += 1
+            return {"ok": True, "id": self.ids, "job": self.ids, "coalesced": False,
+                    "state": "queued", "install": r["install"], "name": None}
+        return {"ok": True, "id": r.get("id"), "install": I1, "type": "page",
+                "state": "done", "job": r.get("id"), "job_type": "page", "attempts": 1,
+                "http_status": 202, "message": None}
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            with c, c.makefile("rwb") as f:
+                for line in f:
+                    f.write(json.dumps(self.answer(json.loads(line))).encode() + b"\n")
+                    f.flush()
+
+    def close(self):
+        self.srv.close()
+        os.unlink(self.sock)
+        os.rmdir(self.dir)
+
+
+class OlderDaemon(unittest.TestCase):
+    """wpe-purgectl against a daemon older than protocol 4 (a CI runner's newer client, a
+    package upgrade before the restart): what it adds on its own (the CI's source,
+    --wait's key) must never fail the enqueue; every enqueue from a CI job and every
+    --wait failed with unknown_field, exit 2 (review)."""
+
+    def setUp(self):
+        self.d = Protocol3Daemon()
+
+    def tearDown(self):
+        self.d.close()
+
+    def ctl(self, *args, env=None):
+        p = subprocess.run([CTL, "-s", self.d.sock] + list(args), capture_output=True,
+                           text=True, timeout=30, env=ci_clean_env(env))
+        return p.returncode, p.stdout, p.stderr
+
+    def test_own_fields_dropped_given_ones_kept(self):
+        rc, out, err = self.ctl("enqueue", I1, "-t", "page", env=GITHUB_ENV)
+        self.assertEqual(rc, 0, err)
+        self.assertIn('does not take "source"; sent without it', err)
+        self.assertEqual(["source" in r for r in self.d.seen], [True, False])
+        rc, out, err = self.ctl("enqueue", I1, "-t", "page", "--wait", "--timeout", "5",
+                                env=GITHUB_ENV)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("done", out)
+        self.assertEqual(self.d.seen[-1]["op"], "wait")
+        enq = [r for r in self.d.seen[2:] if r["op"] == "enqueue"]
+        self.assertEqual(sorted(enq[-1]), ["install", "op", "type"])
+        # What the user asked for is not dropped: the daemon's refusal stands.
+        rc, _, err = self.ctl("enqueue", I1, "--idempotency-key", "k")
+        self.assertEqual(rc, 2, err)
+        self.assertIn('unknown field "idempotency_key"', err)
+        rc, _, err = self.ctl("enqueue", I1, "--source", "actor=me")
+        self.assertEqual(rc, 2, err)
 
 
 @unittest.skipUnless(FAKETIME_LIB, "needs libfaketime")

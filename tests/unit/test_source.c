@@ -102,6 +102,10 @@ test_untrusted_environment(void **state)
 	const char *kv[] = { "GITLAB_CI", "true", "CI_JOB_URL", longurl, "CI_COMMIT_SHA",
 		"has space", "CI_COMMIT_REF_NAME", longref, "GITLAB_USER_LOGIN", "x\x1b[31m",
 		"CI_PIPELINE_ID", "\xff\xfe", NULL };
+	/* C1 CSI, a bidi override, a line separator: a terminal or log viewer acts on them. */
+	const char *kv2[] = { "GITHUB_ACTIONS", "true", "GITHUB_ACTOR", "a\xc2\x9b" "31m",
+		"GITHUB_REF", "x\xe2\x80\xae" "evil", "GITHUB_RUN_ID", "1\xe2\x80\xa8" "2",
+		"GITHUB_SHA", "beef", NULL };
 	struct source s;
 	unsigned dropped;
 
@@ -120,6 +124,33 @@ test_untrusted_environment(void **state)
 	assert_int_equal(dropped, 1u << SF_JOB_URL | 1u << SF_COMMIT | 1u << SF_ACTOR |
 	    1u << SF_PIPELINE);
 	source_free(&s);
+	assert_int_equal(source_from_env(get, kv2, &s, &dropped), 0);
+	assert_null(s.f[SF_ACTOR]);
+	assert_null(s.f[SF_REF]);
+	assert_null(s.f[SF_PIPELINE]);
+	assert_string_equal(s.f[SF_COMMIT], "beef");
+	assert_int_equal(dropped, 1u << SF_ACTOR | 1u << SF_REF | 1u << SF_PIPELINE);
+	source_free(&s);
+}
+
+/* Plain text: any script, but nothing a terminal or a log viewer acts on. */
+static void
+test_plain_text(void **state)
+{
+	static const char *good[] = { "alice", "J\xc3\xbcrgen", "\xc2\xa0nbsp",
+		"\xd7\x93\xd7\x95\xd7\x93", "\xf0\x9f\x9a\x80", ("\xe2\x80\x8b" "zwsp") };
+	static const char *bad[] = { "a\x1b[31m", "\xc2\x80", "\xc2\x85", ("\xc2\x9b" "31m"),
+		"\xc2\x9f", "\xe2\x80\xa8", "\xe2\x80\xa9", "\xd8\x9c", "\xe2\x80\x8e",
+		"\xe2\x80\x8f", "\xe2\x80\xaa", "\xe2\x80\xae", "\xe2\x81\xa6",
+		"\xe2\x81\xaf", "\xef\xbb\xbf", "\xff" };
+	const char *why;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof good / sizeof good[0]; i++)
+		assert_int_equal(source_check(SF_ACTOR, good[i], strlen(good[i]), &why), 0);
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(source_check(SF_REF, bad[i], strlen(bad[i]), &why), -1);
 }
 
 static void
@@ -166,6 +197,7 @@ main(void)
 		cmocka_unit_test(test_each_ci),
 		cmocka_unit_test(test_untrusted_environment),
 		cmocka_unit_test(test_labels),
+		cmocka_unit_test(test_plain_text),
 	};
 
 	return cmocka_run_group_tests_name("source", tests, NULL, NULL);
