@@ -403,6 +403,12 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 				    PROTO_MAX_REASON);
 				goto out;
 			}
+			/* Shown in status and the log: nothing that acts on a terminal. */
+			if (!text_plain(s, slen)) {
+				fail(code, cause, "bad_value", "reason holds control, line-separator "
+				    "or bidirectional-formatting characters");
+				goto out;
+			}
 			req->reason = xstrdup(s);
 		}
 		if (get_string(obj, "idempotency_key", 0, &s, &slen, code, cause) != 0)

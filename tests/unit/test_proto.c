@@ -139,6 +139,13 @@ test_errors(void **state)
 	    "bad_value");
 	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"reason\":\"a\\nb\"}",
 	    "bad_value");
+	/* C1 controls (an 8-bit CSI), line separators and bidi overrides: refused too. */
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"reason\":\"a\\u009b31mb\"}",
+	    "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"reason\":\"a\\u2028b\"}",
+	    "bad_value");
+	expect_error("{\"op\":\"enqueue\",\"install\":\"" UUID "\",\"reason\":\"a\\u202eb\"}",
+	    "bad_value");
 	expect_error("{\"op\":\"status\"}", "missing_field");
 	expect_error("{\"op\":\"status\",\"id\":\"7\"}", "bad_type");
 	expect_error("{\"op\":\"status\",\"id\":0}", "bad_value");
