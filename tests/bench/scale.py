@@ -306,13 +306,18 @@ def count_waits(path):
 
 def fig_idle(w, template, seconds):
     hdr("[7] wakeups while idle, nothing queued")
-    plain = Daemon(w, "idle", copy_db(w, template, "idle"), DEAD_API)
+    # An API that answers: the installs catalog is read once at start, then nothing is
+    # due for catalog_refresh (1 h). (Against a dead API the daemon retries that read,
+    # with backoff up to retry_max: work to do, not idling.)
+    _, port, _ = w.start_sim("idle-sim", [])
+    api = "http://127.0.0.1:%d/v1" % port
+    plain = Daemon(w, "idle", copy_db(w, template, "idle"), api)
     plain.start()
     # the same as the packaged service runs it: sd_notify socket, WatchdogSec=30s
     nsock_path = w.path("notify.sock")
     nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     nsock.bind(nsock_path)
-    svc = Daemon(w, "idle-svc", copy_db(w, template, "idle-svc"), DEAD_API)
+    svc = Daemon(w, "idle-svc", copy_db(w, template, "idle-svc"), api)
     svc.start(env={"NOTIFY_SOCKET": nsock_path, "WATCHDOG_USEC": "30000000"},
               wrap=["sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"'])
     time.sleep(2.5)                     # past the first prune (a second after start)
