@@ -28,6 +28,7 @@ static const struct {
 	{ "resume", OP_RESUME, { NULL } },
 	{ "ping", OP_PING, { NULL } },
 	{ "installs", OP_INSTALLS, { "refresh", NULL } },
+	{ "requeue", OP_REQUEUE, { "id", NULL } },
 };
 
 const char *
@@ -389,6 +390,7 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 		break;
 	case OP_STATUS:
 	case OP_CANCEL:
+	case OP_REQUEUE:
 		if (get_id(obj, &req->id, code, cause) != 0)
 			goto out;
 		break;

@@ -10,10 +10,11 @@ struct json_object;
 
 /*
  * Bump PROTO_VERSION if any of these change: the ops, their fields, the answers'
- * fields or the error codes. docs/protocol.md describes version 3 (3: install names,
- * the "installs" op, "name" in answers, the unknown_install error).
+ * fields or the error codes. docs/protocol.md describes version 4 (3: install names,
+ * the "installs" op, "name" in answers, the unknown_install error; 4: the "expired"
+ * state and max_age, the "requeue" op and requeued_from, the persisted pause).
  */
-#define PROTO_VERSION 3
+#define PROTO_VERSION 4
 
 #define PROTO_MAX_LINE (64 * 1024)   /* longer unterminated line: error, then close */
 #define PROTO_MAX_DEPTH 4            /* JSON nesting allowed in a request */
@@ -28,7 +29,7 @@ enum purge_type { PURGE_OBJECT = 0, PURGE_PAGE, PURGE_CDN, PURGE_ALL };
 
 enum proto_op {
 	OP_ENQUEUE, OP_STATUS, OP_WAIT, OP_LIST, OP_STATS, OP_CANCEL, OP_PAUSE, OP_RESUME,
-	OP_PING, OP_INSTALLS
+	OP_PING, OP_INSTALLS, OP_REQUEUE
 };
 
 struct proto_request {
@@ -37,7 +38,7 @@ struct proto_request {
 	char name[INSTALL_NAME_MAX + 1]; /* enqueue, list: an install name instead, or "" */
 	enum purge_type type;   /* enqueue */
 	char *reason;           /* enqueue: optional, NULL if absent */
-	int64_t id;             /* status, wait, cancel */
+	int64_t id;             /* status, wait, cancel, requeue */
 	int64_t timeout_ms;     /* wait: -1 for none */
 	/* list: filters (install and type above) and paging */
 	int has_install, has_type;

@@ -103,6 +103,25 @@ held_settle(struct queue *q, struct held *h, int failed)
 	q->nheld++;
 }
 
+/*
+ * A held request finished on its own (expired, cancelled). Held requests are in order of
+ * acceptance, so the one expiring is at the head (a clock set back aside).
+ */
+void
+held_drop(struct queue *q, int64_t id)
+{
+	struct held *h;
+
+	TAILQ_FOREACH(h, &q->held, entry) {
+		if (h->id == id) {
+			TAILQ_REMOVE(&q->held, h, entry);
+			q->nheld--;
+			free(h);
+			return;
+		}
+	}
+}
+
 void
 held_free_all(struct queue *q)
 {
@@ -199,6 +218,7 @@ held_resolve(struct queue *q)
 		held_free_all(q);
 		for (i = 0; i < n; i++) {
 			if (v[i]->out.error != NULL) {
+				live_del(q, v[i]->held_id);
 				q->stats.failed++;
 				q->stats.unknown_installs++;
 				log_warn("request %lld: %s", (long long)v[i]->held_id,

@@ -7,6 +7,7 @@
 #include "store.h"
 
 #define STORE_CAT_STMTS 12
+#define STORE_LIFE_STMTS 7
 
 /* store.c's prepared statements. */
 enum stmt {
@@ -25,6 +26,7 @@ struct store {
 	struct durable *dur; /* syncs the WAL after commits (NULL: synchronous=FULL does) */
 	sqlite3_stmt *st[S_COUNT];
 	sqlite3_stmt *cst[STORE_CAT_STMTS]; /* store-catalog.c's */
+	sqlite3_stmt *lst[STORE_LIFE_STMTS]; /* store-lifecycle.c's */
 	int64_t last_job, last_request; /* the highest ids given */
 };
 

@@ -586,8 +586,9 @@ class Client(HttpTest):
         time.sleep(1)
         self.env.stop()                   # the long-poll's connection goes with it
         time.sleep(1)
-        self.env.start()                  # not paused any more: it goes out now
+        self.env.start()
         wait_for(lambda: self._up(), what="HTTPS listener again")
+        self.env.request({"op": "resume"})   # the pause held across the restart
         out, err = waiter.communicate(timeout=60)
         self.assertEqual(waiter.returncode, 0, err)
         self.assertIn("done", out)

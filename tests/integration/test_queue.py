@@ -15,7 +15,7 @@ from harness import (CTL, DAEMON, I1, I2, I3, PASSWORD, Client, Env, EnvTest, Fr
 class Protocol(EnvTest):
     def test_ping_and_version(self):
         r = self.env.request({"op": "ping"})
-        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 3})
+        self.assertEqual(r, {"ok": True, "version": "0.1.0", "protocol": 4})
 
     def test_errors_keep_connection_usable(self):
         bad = [
@@ -312,7 +312,8 @@ class Durability(FreshEnvTest):
             s = env.request({"op": "status", "id": rid})
             self.assertTrue(s["ok"], (rid, s))
             self.assertIn(s["state"], ("queued", "sending", "done"))
-        # paused state is not persisted: sending resumes after restart
+        # the pause is persisted (test_lifecycle): it holds until resumed
+        self.assertTrue(env.request({"op": "resume"})["ok"])
         for rid in acked:
             env.wait_state(rid, timeout=20)
         out = subprocess.run(["sqlite3", env.db, "PRAGMA integrity_check"],
@@ -353,7 +354,8 @@ class Durability(FreshEnvTest):
         time.sleep(0.4)
         env.kill9()
         time.sleep(0.5)
-        env.start()   # not paused any more: it gets sent
+        env.start()
+        env.request({"op": "resume"})   # the pause held across the restart: now it goes
         out, err = p.communicate(timeout=20)
         self.assertEqual(p.returncode, 0, err)
         self.assertIn("done", out)
@@ -594,6 +596,7 @@ class Quotas(EnvTest):
         dup = self.env.request({"op": "enqueue", "install": I2, "type": "object"})
         self.assertTrue(dup["ok"] and dup["coalesced"], dup)   # its own job, after restart
         # Finished work frees room: everything goes out, then there is room again.
+        self.env.request({"op": "resume"})   # the pause held across the restart
         self.env.start_sim()
         wait_for(lambda: self.env.request({"op": "stats"})["queued_jobs"] == 0 and
                  self.env.request({"op": "stats"})["sending_jobs"] == 0, timeout=20,
