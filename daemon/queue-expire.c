@@ -186,7 +186,6 @@ expire_reason(struct queue *q, const struct job *j, char *buf, size_t len)
 
 	f.max_age_s = q->limits.max_age;
 	f.paused_since = q->paused ? q->paused_since : 0;
-	f.storage_failing = q->store_failing;
 	f.outage_since = o == SCHED_NEVER ? 0 : queue_to_wall(o);
 	f.held = j == NULL;
 	f.catalog_error = q->fetch.error;

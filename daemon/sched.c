@@ -308,8 +308,8 @@ sched_fmt_duration(int64_t s, char *buf, size_t len)
 }
 
 /*
- * The first thing that explains the wait wins: a pause or a refusing database stop all
- * sending whatever the API does; an outage explains every job's wait; otherwise the job's
+ * The first thing that explains the wait wins: a pause stops all sending whatever the
+ * API does (a database refusing writes does too, but then nothing expires either); an outage explains every job's wait; otherwise the job's
  * own last answer, or that it never got to go.
  */
 void
@@ -322,9 +322,6 @@ sched_expiry_reason(const struct expiry_facts *f, char *buf, size_t len)
 	if (f->paused_since != 0)
 		snprintf(buf, len, "not sent within max_age (%s): sending paused since %s", age,
 		    fmt_rfc3339(f->paused_since, when, sizeof when));
-	else if (f->storage_failing)
-		snprintf(buf, len, "not sent within max_age (%s): the queue database refuses "
-		    "writes", age);
 	else if (f->held)
 		snprintf(buf, len, "not sent within max_age (%s): its install name could not be "
 		    "resolved, the installs catalog was never read%s%.200s", age,

@@ -117,7 +117,6 @@ struct expiry_facts {
 	int64_t max_age_s;
 	int64_t paused_since;    /* wall ms sending was paused, 0: not paused */
 	int64_t outage_since;    /* wall ms the API looks down since, 0: it does not */
-	int storage_failing;     /* the queue database refuses writes */
 	int held;                /* by a name, waiting for a first installs catalog */
 	const char *catalog_error; /* why reading the catalog failed, NULL or "" */
 	int attempts;            /* of its job */

@@ -8,7 +8,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import Env, EnvTest, I1, I2, I3, wait_for
+from harness import Env, EnvTest, I1, I2, I3, erofs_env, wait_for
 
 
 def sim_reset(env):
@@ -98,6 +98,28 @@ class Expiry(EnvTest):
         self.env.daemon.send_signal(signal.SIGHUP)
         self.wait_state(r["id"], "expired", timeout=3)
         self.assertEqual(self.env.request({"op": "list"})["jobs"], [])
+
+
+class ExpiryStorageFailure(unittest.TestCase):
+    """An expiry that cannot be written changes nothing, and is tried again."""
+
+    def test_expiry_waits_for_the_database(self):
+        env = erofs_env(limits={"max_age": "2s"})
+        try:
+            env.request({"op": "pause"})
+            r = env.request({"op": "enqueue", "install": I1, "type": "object"})
+            self.assertTrue(r["ok"], r)
+            env.readonly(True)
+            wait_for(lambda: env.request({"op": "stats"})["storage_errors"] > 0, timeout=6,
+                     what="a failed expiry")
+            self.assertEqual(env.request({"op": "status", "id": r["id"]})["state"], "queued")
+            self.assertEqual(len(env.request({"op": "list"})["jobs"]), 1)
+            env.readonly(False)
+            st = env.wait_state(r["id"], "expired", timeout=10)
+            self.assertIn("sending paused since", st["message"])
+            self.assertEqual(env.request({"op": "list"})["jobs"], [])
+        finally:
+            env.close()
 
 
 class HeldExpiry(unittest.TestCase):

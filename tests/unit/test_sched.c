@@ -308,9 +308,6 @@ test_expiry(void **state)
 	f.catalog_error = "HTTP 503";
 	sched_expiry_reason(&f, buf, sizeof buf);
 	assert_non_null(strstr(buf, "the installs catalog was never read: HTTP 503"));
-	f.storage_failing = 1;
-	sched_expiry_reason(&f, buf, sizeof buf);
-	assert_non_null(strstr(buf, "the queue database refuses writes"));
 	/* A pause explains everything else. */
 	f.paused_since = acc + 1000;
 	sched_expiry_reason(&f, buf, sizeof buf);
