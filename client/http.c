@@ -244,6 +244,10 @@ map_request(json_object *req, const char **method, char **url, char **body, char
 			json_object_object_add(b, "source", json_object_get(v));
 		*body = xstrdup(json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN));
 		json_object_put(b);
+	} else if (strcmp(op, "requeue") == 0) {
+		*method = "POST";
+		xasprintf(url, "%s/v1/purges/%lld/requeue", ch.base, (long long)jint(req, "id"));
+		*body = xstrdup("{}");
 	} else if (strcmp(op, "status") == 0 || strcmp(op, "wait") == 0 ||
 	    strcmp(op, "cancel") == 0) {
 		*method = strcmp(op, "cancel") == 0 ? "DELETE" : "GET";

@@ -78,7 +78,7 @@ static const char usage_text[] =
     "                     taken from the CI job's environment\n"
     "  status ID          show a request\n"
     "  wait ID [--timeout SECONDS]\n"
-    "                     wait until a request is done, failed or cancelled\n"
+    "                     wait until a request is done, failed, cancelled or expired\n"
     "  list [--install ID] [--type TYPE] [--state queued|sending] [--limit N]\n"
     "       [--after JOB]  jobs not finished yet (100 at a time), what each waits for\n"
     "  installs [--refresh]\n"
@@ -86,6 +86,7 @@ static const char usage_text[] =
     "                     purge, queued jobs (--refresh: read them from the API first)\n"
     "  stats              counters\n"
     "  cancel ID          cancel a request\n"
+    "  requeue ID         enqueue a failed, expired or cancelled request again\n"
     "  pause | resume     stop / restart sending (requests are still accepted)\n"
     "  ping               check that the daemon answers\n"
     "\n"
@@ -100,8 +101,8 @@ static const char usage_text[] =
     "  -h, --help         this help; COMMAND --help for one command\n"
     "  -V, --version      print the version\n"
     "\n"
-    "exit status: 0 success (with --wait: purged), 1 the purge failed or was cancelled,\n"
-    "2 usage error or input rejected, 3 daemon unreachable, 4 wait timed out,\n"
+    "exit status: 0 success (with --wait: purged), 1 the purge failed, was cancelled or\n"
+    "expired, 2 usage error or input rejected, 3 daemon unreachable, 4 wait timed out,\n"
     "5 the output could not be written, 6 permission denied, 7 not taken now (queue full\n"
     "or storage failing): try again later.\n";
 
@@ -451,7 +452,7 @@ print_status(json_object *o)
 {
 	static const char *keys[] = { "id", "install", "type", "state", "job", "job_type",
 		"attempts", "http_status", "message", "reason", "requested_by", "enqueued_at",
-		"next_attempt_at", "finished_at", NULL };
+		"next_attempt_at", "finished_at", "requeued_from", NULL };
 	json_object *v;
 	int i;
 
@@ -490,7 +491,8 @@ print_final(json_object *o)
 	}
 	fprintf(stderr, "wpe-purgectl: request %lld %s", (long long)iget(o, "id"),
 	    st != NULL ? st : "failed");
-	if (http != 0)
+	/* An expired request's message says why, the API's last answer included. */
+	if (http != 0 && (st == NULL || strcmp(st, "expired") != 0))
 		fprintf(stderr, ": HTTP %lld", (long long)http);
 	if (msg != NULL)
 		fprintf(stderr, ": %s", msg);
@@ -882,7 +884,8 @@ cmd_id(const char *name, int argc, char **argv)
 			break;
 		case 'h':
 			sub_help(is_wait ? "wait ID [--timeout SECONDS]" :
-			    strcmp(name, "cancel") == 0 ? "cancel ID" : "status ID");
+			    strcmp(name, "cancel") == 0 ? "cancel ID" :
+			    strcmp(name, "requeue") == 0 ? "requeue ID" : "status ID");
 		default: exit(EXIT_USAGE);
 		}
 	}
@@ -899,6 +902,13 @@ cmd_id(const char *name, int argc, char **argv)
 		print_json(o);
 	else if (strcmp(name, "cancel") == 0)
 		printf("request %lld cancelled\n", (long long)id);
+	else if (strcmp(name, "requeue") == 0 && json_object_object_get(o, "job") == NULL)
+		printf("request %lld requeued as request %lld: held until the installs catalog "
+		    "is read\n", (long long)id, (long long)iget(o, "id"));
+	else if (strcmp(name, "requeue") == 0)
+		printf("request %lld requeued as request %lld: %s job %lld\n", (long long)id,
+		    (long long)iget(o, "id"), json_object_get_boolean(json_object_object_get(o,
+		    "coalesced")) ? "joined" : "new", (long long)iget(o, "job"));
 	else
 		print_status(o);
 	json_object_put(o);
@@ -1175,7 +1185,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "enqueue") == 0)
 		return cmd_enqueue(argc, argv);
 	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "wait") == 0 ||
-	    strcmp(cmd, "cancel") == 0)
+	    strcmp(cmd, "cancel") == 0 || strcmp(cmd, "requeue") == 0)
 		return cmd_id(cmd, argc, argv);
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(argc, argv);

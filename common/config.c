@@ -62,6 +62,8 @@ static const struct key {
 	    10000000 },
 	{ "limits", "max_queued_per_user", K_INT,
 	    offsetof(struct config, limits.max_queued_per_user), 1, 10000000 },
+	{ "limits", "max_age", K_DURATION, offsetof(struct config, limits.max_age), 0,
+	    366 * 86400 },
 	{ "http", "listen", K_LISTEN, offsetof(struct config, http_listen), 0, 0 },
 	{ "http", "tls_cert", K_PATH, offsetof(struct config, tls_cert), 1, 4096 },
 	{ "http", "tls_key", K_PATH, offsetof(struct config, tls_key), 1, 4096 },
@@ -107,6 +109,7 @@ config_defaults(struct config *cfg)
 	cfg->limits.retry_max = 900;
 	cfg->limits.max_queued = 200000;
 	cfg->limits.max_queued_per_user = 100000;
+	cfg->limits.max_age = 86400;
 	cfg->tokens_file = xstrdup(CONFIG_DEFAULT_TOKENS);
 	cfg->http_max_conns = 4096;
 	cfg->http_header_timeout = 10;
@@ -841,6 +844,8 @@ config_print(const struct config *cfg, FILE *f)
 	    (long long)cfg->limits.retry_initial, (long long)cfg->limits.retry_max);
 	fprintf(f, "max_queued = %lld\nmax_queued_per_user = %lld\n",
 	    (long long)cfg->limits.max_queued, (long long)cfg->limits.max_queued_per_user);
+	fprintf(f, "max_age = %llds%s\n", (long long)cfg->limits.max_age,
+	    cfg->limits.max_age == 0 ? " (never)" : "");
 	fprintf(f, "\n[http]\n");
 	if (cfg->http_listen == NULL)
 		fprintf(f, "listen =\n# (no HTTP API)\n");

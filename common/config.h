@@ -39,6 +39,8 @@ struct limits {
 	int64_t retry_max;
 	int64_t max_queued;          /* unfinished jobs in the whole daemon */
 	int64_t max_queued_per_user; /* jobs holding one requester's unfinished requests */
+	int64_t max_age;             /* an unfinished request expires this long after it
+	                              * was accepted (0: never) */
 };
 
 struct config {

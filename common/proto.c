@@ -29,6 +29,7 @@ static const struct {
 	{ "resume", OP_RESUME, { NULL } },
 	{ "ping", OP_PING, { NULL } },
 	{ "installs", OP_INSTALLS, { "refresh", "after", "limit", NULL } },
+	{ "requeue", OP_REQUEUE, { "id", NULL } },
 };
 
 const char *
@@ -427,6 +428,7 @@ proto_parse(const char *line, size_t len, struct proto_request *req, int body_op
 		break;
 	case OP_STATUS:
 	case OP_CANCEL:
+	case OP_REQUEUE:
 		if (get_id(obj, &req->id, code, cause) != 0)
 			goto out;
 		break;

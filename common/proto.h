@@ -13,7 +13,8 @@ struct json_object;
  * Bump PROTO_VERSION if any of these change: the ops, their fields, the answers'
  * fields or the error codes. docs/protocol.md describes version 4 (3: install names,
  * the "installs" op, "name" in answers, the unknown_install error; 4: "source" and
- * "idempotency_key" of enqueue, "replayed", the idempotency_conflict error).
+ * "idempotency_key" of enqueue, "replayed", the idempotency_conflict error, the
+ * "expired" state and max_age, the "requeue" op and requeued_from, the persisted pause).
  */
 #define PROTO_VERSION 4
 
@@ -38,7 +39,7 @@ enum purge_type { PURGE_OBJECT = 0, PURGE_PAGE, PURGE_CDN, PURGE_ALL };
 
 enum proto_op {
 	OP_ENQUEUE, OP_STATUS, OP_WAIT, OP_LIST, OP_STATS, OP_CANCEL, OP_PAUSE, OP_RESUME,
-	OP_PING, OP_INSTALLS
+	OP_PING, OP_INSTALLS, OP_REQUEUE
 };
 
 struct proto_request {
@@ -49,7 +50,7 @@ struct proto_request {
 	char *reason;           /* enqueue: optional, NULL if absent */
 	struct source *source;  /* enqueue: who asked (source.h), NULL if absent */
 	char idem_key[PROTO_MAX_IDEM_KEY + 1]; /* enqueue: "" if absent */
-	int64_t id;             /* status, wait, cancel */
+	int64_t id;             /* status, wait, cancel, requeue */
 	int64_t timeout_ms;     /* wait: -1 for none */
 	/* list: filters (install and type above) and paging */
 	int has_install, has_type;

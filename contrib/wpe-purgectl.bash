@@ -3,7 +3,7 @@ _wpe_purgectl()
 {
 	local cur prev words cword cmd i
 	_init_completion || return
-	local commands="enqueue status wait list stats cancel pause resume ping"
+	local commands="enqueue status wait list stats cancel requeue pause resume ping installs"
 	cmd=
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in

@@ -102,7 +102,8 @@ http_status_of(json_object *o, const char **retry)
 		return 404;
 	if (strcmp(code, "forbidden") == 0)
 		return 403;
-	if (strcmp(code, "finished") == 0 || strcmp(code, "idempotency_conflict") == 0)
+	if (strcmp(code, "finished") == 0 || strcmp(code, "idempotency_conflict") == 0 ||
+	    strcmp(code, "not_requeueable") == 0)
 		return 409;
 	if (strcmp(code, "storage") == 0) {
 		*retry = HTTP_STORAGE_RETRY;

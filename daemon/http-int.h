@@ -110,6 +110,8 @@ struct hreq *hreq_new(struct http *, struct evhttp_request *, const struct ops_c
 void hreq_enqueued(void *arg, json_object *o);
 /* The answer of a wait other than a request's (installs?refresh); it may come at once. */
 void hreq_installs(void *arg, json_object *o);
+/* Nothing is owed after all (an answer sent at once instead): free hr. */
+void hreq_abandon(struct hreq *hr);
 /* A waiter was set on hr: watch for the client hanging up meanwhile. */
 void hreq_watch_waiter(struct hreq *hr);
 /* Start a long-poll on hr->id; the answer comes through hreq_waited (perhaps at once). */

@@ -362,6 +362,46 @@ http_jobs(struct http *h, struct evhttp_request *req, const struct token *t,
 	http_send_ops(req, o);
 }
 
+/*
+ * POST /v1/purges/ID/requeue: a failed, expired or cancelled request again, as a new one
+ * (answered like POST /v1/purges). The request must be one the token may see, of a type
+ * it may purge; ownership (the token that made it, or an admin) is the queue's check.
+ */
+static void
+http_requeue(struct http *h, struct evhttp_request *req, const struct token *t,
+    const struct ops_caller *c, const char *who, int64_t id)
+{
+	json_object *o, *v;
+	enum purge_type type;
+	struct hreq *hr;
+
+	o = ops_status(h->q, id, c);
+	if (http_hidden(h, t, o)) {
+		json_object_put(o);
+		http_not_found(req, id);
+		return;
+	}
+	if (!http_answer_ok(o)) {
+		http_send_ops(req, o);
+		return;
+	}
+	if (json_object_object_get_ex(o, "type", &v) &&
+	    purge_type_parse(json_object_get_string(v), &type) == 0 &&
+	    !tokens_type_allowed(t, type)) {
+		json_object_put(o);
+		http_error(req, 403, "forbidden", "this token may not purge that type");
+		return;
+	}
+	json_object_put(o);
+	hr = hreq_new(h, req, c, who);
+	hr->post = 1;
+	hr->owed = 1;
+	if ((o = ops_requeue(h->q, id, &hr->caller, hreq_enqueued, hr)) != NULL) {
+		hreq_abandon(hr);
+		http_send_ops(req, o);
+	}
+}
+
 static int
 http_scope_sees(const void *scope, const char *id, const char *name)
 {
@@ -595,8 +635,21 @@ http_request(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (strncmp(path, "/v1/purges/", 11) == 0) {
-		const char *p = path + 11;
+		const char *p = path + 11, *slash = strchr(p, '/');
+		char num[24];
 
+		if (slash != NULL && strcmp(slash, "/requeue") == 0 &&
+		    (size_t)(slash - p) < sizeof num) {
+			memcpy(num, p, (size_t)(slash - p));
+			num[slash - p] = '\0';
+			if (*p < '1' || *p > '9' || parse_int64(num, 1, INT64_MAX, &id) != 0)
+				http_error(req, 404, "not_found", "no such request");
+			else if (m != EVHTTP_REQ_POST)
+				http_method_not_allowed(req, "POST");
+			else
+				http_requeue(h, req, t, &c, who, id);
+			return;
+		}
 		if (*p < '1' || *p > '9' || parse_int64(p, 1, INT64_MAX, &id) != 0) {
 			http_error(req, 404, "not_found", "no such request");
 			return;

@@ -119,6 +119,16 @@ hreq_waited(void *arg, json_object *o)
 }
 
 void
+hreq_abandon(struct hreq *hr)
+{
+	hr->hc->hr = NULL;
+	hr->owed = 0;
+	hr->waiting = 0;
+	hr->waiter = NULL;
+	hreq_free(hr);
+}
+
+void
 hreq_installs(void *arg, json_object *o)
 {
 	hreq_waited(arg, o);
@@ -197,7 +207,8 @@ http_done(evutil_socket_t fd, short events, void *arg)
 		const char *st = http_answer_state(o);
 
 		status = hr->wait_ms >= 0 && (strcmp(st, "done") == 0 ||
-		    strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0) ? 200 : 202;
+		    strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0 ||
+		    strcmp(st, "expired") == 0) ? 200 : 202;
 		http_send(req, status, o);
 	} else
 		http_send_ops(req, o);

@@ -55,11 +55,6 @@ add_str(json_object *o, const char *key, const char *s)
 	json_object_object_add(o, key, s == NULL ? NULL : json_object_new_string(s));
 }
 
-static int
-state_final(enum job_state s)
-{
-	return s == JOB_DONE || s == JOB_FAILED || s == JOB_CANCELLED;
-}
 
 /*
  * Who asked: "requested_by" (a label) for everyone, "source" (the job URL, commit, ref,
@@ -93,9 +88,12 @@ ops_enqueue_answer(const struct queue_placed *pl)
 	json_object_object_add(o, "replayed", json_object_new_boolean(pl->replayed));
 	add_str(o, "install", pl->install[0] != '\0' ? pl->install : NULL);
 	add_str(o, "name", pl->name[0] != '\0' ? pl->name : NULL);
-	if (pl->held && !state_final(pl->state))
+	if (pl->held && !job_state_final(pl->state))
 		add_str(o, "waiting_for", "the installs catalog (the name is resolved once it "
 		    "is read)");
+	if (pl->requeued_from != 0)
+		json_object_object_add(o, "requeued_from",
+		    json_object_new_int64(pl->requeued_from));
 	return o;
 }
 
@@ -138,6 +136,8 @@ ops_status_object(const struct store_status *ss, int64_t requester, int admin)
 	ops_add_source(o, ss, mine);
 	add_time(o, "enqueued_at", ss->enqueued_at);
 	add_time(o, "finished_at", ss->finished_at);
+	json_object_object_add(o, "requeued_from", ss->requeued_from == 0 ? NULL :
+	    json_object_new_int64(ss->requeued_from));
 	return o;
 }
 
@@ -169,11 +169,11 @@ ops_status(struct queue *q, int64_t id, const struct ops_caller *c)
 	if (ss.install[0] != '\0' && catalog_by_id(&q->cat, ss.install) != NULL)
 		snprintf(ss.name, sizeof ss.name, "%s", names_of(q, ss.install));
 	o = ops_status_object(&ss, c->requester, c->admin);
-	if (!state_final(ss.state) && ss.job == 0)
+	if (!job_state_final(ss.state) && ss.job == 0)
 		add_str(o, "waiting_for", "the installs catalog (the name is resolved once it "
 		    "is read)");
 	/* While it waits, say when it may go out next. */
-	if (!state_final(ss.state) && (j = job_find(q, ss.job)) != NULL &&
+	if (!job_state_final(ss.state) && (j = job_find(q, ss.job)) != NULL &&
 	    j->state == JOB_QUEUED)
 		add_time(o, "next_attempt_at", queue_to_wall(job_ready_at(q, j)));
 	store_status_free(&ss);
@@ -189,7 +189,7 @@ ops_wait(struct queue *q, int64_t id, int64_t timeout_ms, const struct ops_calle
 	int rc;
 
 	rc = store_request_get(q->store, id, &ss);
-	if (rc <= 0 || state_final(ss.state)) {
+	if (rc <= 0 || job_state_final(ss.state)) {
 		if (rc == 1)
 			store_status_free(&ss);
 		cb(arg, ops_status(q, id, c));
@@ -230,7 +230,7 @@ ops_cancel(struct queue *q, int64_t id, const struct ops_caller *c)
 		return ops_error("forbidden", "request %lld belongs to another user; "
 		    "cancelling it needs root or a member of admin_group", (long long)id);
 	}
-	if (state_final(ss.state)) {
+	if (job_state_final(ss.state)) {
 		o = ops_error("finished", "request %lld is already %s", (long long)id,
 		    job_state_name(ss.state));
 		store_status_free(&ss);
@@ -246,19 +246,6 @@ ops_cancel(struct queue *q, int64_t id, const struct ops_caller *c)
 	else
 		log_info("request %lld cancelled by uid %ld", (long long)id, (long)c->uid);
 	return ops_status(q, id, c);
-}
-
-json_object *
-ops_pause(struct queue *q, int paused)
-{
-	json_object *o = answer_ok();
-
-	if (q->paused != paused)
-		log_notice("sending %s", paused ? "paused" : "resumed");
-	q->paused = paused;
-	json_object_object_add(o, "paused", json_object_new_boolean(paused));
-	queue_run(q);
-	return o;
 }
 
 /* Why a queued job is not going out now: for people reading "list". */
@@ -486,6 +473,9 @@ ops_stats(struct queue *q, int connections)
 	ADD(o, "done", s->done);
 	ADD(o, "failed", s->failed);
 	ADD(o, "cancelled", s->cancelled);
+	ADD(o, "expired", s->expired);
+	ADD(o, "requeued", s->requeued);
+	ADD(o, "limits_forgotten", s->limits_forgotten);
 	ADD(o, "retries", s->retries);
 	ADD(o, "rejected_full", s->rejected_full);
 	ADD(o, "replayed", s->replayed);
@@ -517,6 +507,8 @@ ops_stats(struct queue *q, int connections)
 	json_object_object_add(o, "top_requesters", top_json(q));
 #undef ADD
 	json_object_object_add(o, "paused", json_object_new_boolean(q->paused));
+	add_time(o, "paused_since", q->paused ? q->paused_since : 0);
+	json_object_object_add(o, "max_age", json_object_new_int64(q->limits.max_age));
 	json_object_object_add(o, "storage_failing", json_object_new_boolean(q->broken));
 	json_object_object_add(o, "outage", json_object_new_boolean(
 	    sched_outage_next(&q->outage) != 0));
@@ -536,8 +528,14 @@ ops_summary(struct queue *q, char *buf, size_t len)
 	if (q->broken)
 		snprintf(buf, len, "queue database refusing writes; queued %lld, sending %lld",
 		    queued, sending);
-	else if (q->paused)
-		snprintf(buf, len, "paused; queued %lld, sending %lld", queued, sending);
+	else if (q->paused) {
+		char since[32];
+
+		/* Also right after a start: a pause persisted across the restart shows. */
+		fmt_rfc3339(q->paused_since, since, sizeof since);
+		snprintf(buf, len, "paused since %.10s %.8s UTC; queued %lld, sending %lld",
+		    since, since + 11, queued, sending);
+	}
 	else if (queued > 0 && !ready && hn != NULL && hn->key > now) {
 		char at[32];
 

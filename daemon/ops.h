@@ -63,7 +63,21 @@ json_object *ops_list_visible(struct queue *, const struct proto_request *,
 /* 1 while the loop runs and the store takes writes (the last write succeeded). */
 int ops_healthy(struct queue *);
 json_object *ops_stats(struct queue *, int connections);
+/*
+ * Pause or resume sending (ops-lifecycle.c): persisted first, so a paused daemon stays
+ * paused across restarts until resumed. {"ok":true,"paused":B,"paused_since":T}, or a
+ * storage error (nothing changed).
+ */
 json_object *ops_pause(struct queue *, int paused);
+/*
+ * Requeue a failed, expired or cancelled request: a new request with its fields (and
+ * requeued_from) through the usual enqueue path, owned by the same requester. Returns an
+ * error answer at once (not_found, forbidden, not_requeueable, storage), or NULL: then
+ * cb(arg, answer) answers like an enqueue, once committed (ops_forget drops it). Only
+ * the request's owner or an administrator may.
+ */
+json_object *ops_requeue(struct queue *, int64_t id, const struct ops_caller *,
+    queue_answer_cb, void *arg);
 /* A one-line summary for sd_notify STATUS=. */
 void ops_summary(struct queue *, char *buf, size_t len);
 

@@ -160,6 +160,7 @@ queue_check(struct queue *q)
 		    catalog_len(&q->cat) == htab_len(&q->cat.by_name),
 		    "every catalog entry is found by id and by name");
 	}
+	queue_check_lifecycle(q);
 	if (!q->paused && !q->stopping && !q->broken) {
 		CHECK(TAILQ_EMPTY(&q->ring) ||
 		    queue_in_flight(q) >= q->cfg->max_in_flight ||
@@ -168,4 +169,82 @@ queue_check(struct queue *q)
 		CHECK(heap_len(&q->timed) == 0 || q->timer_at <= heap_top(&q->timed)->key,
 		    "the timer is armed for the first timed job");
 	}
+}
+
+struct lapse_tally {
+	struct queue *q;
+	size_t waiting;
+};
+
+static void
+check_lapse(struct hnode *n, void *arg)
+{
+	struct install *in = container_of(n, struct install, hn);
+	struct lapse_tally *t = arg;
+
+	CHECK(heap_contains(&in->ln) == (in->njobs == 0),
+	    "an install waits for its limits to lapse exactly while it has no job");
+	if (heap_contains(&in->ln)) {
+		t->waiting++;
+		CHECK(in->ln.key == sched_limits_lapse(in->cls, &t->q->limits),
+		    "an install without jobs waits for exactly its limits' lapse");
+	}
+}
+
+/*
+ * Requests that expire, installs whose limits lapse, the pause: every unfinished request
+ * is live once, on its job (as many as the job counts) or held; both timers are armed for
+ * exactly the first of their heaps.
+ */
+void
+queue_check_lifecycle(struct queue *q)
+{
+	struct lapse_tally lt = { q, 0 };
+	const struct held *h;
+	const struct live *l;
+	struct heap_node *top;
+	struct job *j;
+	size_t pos = 0, onjobs = 0;
+	int64_t at;
+	int n;
+
+	CHECK(heap_check(&q->ages), "the age heap is a heap");
+	CHECK(htab_len(&q->live) == heap_len(&q->ages),
+	    "every unfinished request is in the age heap once");
+	while ((j = order_next(&q->order, &pos)) != NULL) {
+		n = 0;
+		TAILQ_FOREACH(l, &j->live, jentry) {
+			CHECK(l->j == j && live_find(q, l->id) == l && heap_contains(&l->an),
+			    "a job's live request is found by id and by age");
+			n++;
+		}
+		CHECK(n == j->nreq, "a job has as many live requests as it counts");
+		onjobs += (size_t)n;
+	}
+	TAILQ_FOREACH(h, &q->held, entry) {
+		l = live_find(q, h->id);
+		CHECK(l != NULL && l->j == NULL, "a held request is live, on no job");
+	}
+	CHECK(onjobs + q->nheld == htab_len(&q->live),
+	    "every live request is on a job or held");
+	top = heap_top(&q->ages);
+	if (!q->broken && !q->stopping) {
+		at = 0;
+		if (top != NULL && q->limits.max_age > 0) {
+			at = sched_expires_at(top->key, q->limits.max_age);
+			if (at < q->expire_retry)
+				at = q->expire_retry;
+		}
+		CHECK(q->expire_at == at, "the expiry timer is armed for the oldest request");
+	}
+	CHECK(heap_check(&q->lapse), "the lapse heap is a heap");
+	htab_foreach(&q->installs, check_lapse, &lt);
+	CHECK(lt.waiting == heap_len(&q->lapse), "the lapse heap holds only job-less installs");
+	if (!q->broken && !q->stopping) {
+		top = heap_top(&q->lapse);
+		at = top == NULL ? INT64_MAX : top->key > q->lapse_retry ? top->key :
+		    q->lapse_retry;
+		CHECK(q->lapse_at == at, "the lapse timer is armed for the first install");
+	}
+	CHECK(q->paused == (q->paused_since != 0), "a pause knows since when");
 }

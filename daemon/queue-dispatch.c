@@ -342,6 +342,8 @@ queue_run(struct queue *q)
 		queue_run_once(q);
 	} while (q->rerun);
 	q->running = 0;
+	expire_arm(q);
+	lapse_arm(q);
 	if (q->check)
 		queue_check(q);
 	/* Every change ends here: tell whoever shows the summary. */

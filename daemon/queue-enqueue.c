@@ -16,14 +16,15 @@ struct undo {
 	struct job *j;
 	struct held *h;
 	int64_t uid;
+	int64_t rid, at;     /* U_MEMBER, U_HELD: the request and when it was accepted */
 };
 struct undo_log {
 	struct undo *v;
 	size_t n, cap;
 };
 
-void
-queue_enqueue(struct queue *q, const struct proto_request *req, int64_t requester,
+static struct pending *
+pending_add(struct queue *q, const struct proto_request *req, int64_t requester,
     pid_t pid, const char *name, queue_answer_cb cb, void *arg)
 {
 	struct pending *p = xcalloc(1, sizeof *p);
@@ -46,6 +47,32 @@ queue_enqueue(struct queue *q, const struct proto_request *req, int64_t requeste
 		q->flush_armed = 1;
 		event_active(q->flush_ev, 0, 0);
 	}
+	return p;
+}
+
+void
+queue_enqueue(struct queue *q, const struct proto_request *req, int64_t requester,
+    pid_t pid, const char *name, queue_answer_cb cb, void *arg)
+{
+	(void)pending_add(q, req, requester, pid, name, cb, arg);
+}
+
+/* A new request like req that says it enqueues request from again (ops_requeue). */
+void
+queue_requeue(struct queue *q, const struct proto_request *req, int64_t from,
+    int64_t requester, pid_t pid, const char *name, queue_answer_cb cb, void *arg)
+{
+	pending_add(q, req, requester, pid, name, cb, arg)->requeued_from = from;
+}
+
+/* A placed request that requeues another says which (in the same transaction). */
+static int
+placed_from(struct queue *q, struct pending *p)
+{
+	p->out.requeued_from = p->requeued_from;
+	if (p->requeued_from == 0)
+		return 0;
+	return store_request_requeued_from(q->store, p->out.request_id, p->requeued_from);
 }
 
 void
@@ -133,6 +160,7 @@ undo_push(struct undo_log *u, enum undo_kind kind, struct job *j, int64_t uid)
 	u->v[u->n].kind = kind;
 	u->v[u->n].j = j;
 	u->v[u->n].h = NULL;
+	u->v[u->n].rid = u->v[u->n].at = 0;
 	u->v[u->n++].uid = uid;
 }
 
@@ -216,8 +244,14 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 		case RESOLVE_HOLD:
 			if ((rc = held_place(q, p, now_wall, &h)) != 0)
 				return rc;
+			if (placed_from(q, p) != 0) {
+				free(h);
+				return -1;
+			}
 			undo_push(u, U_HELD, NULL, 0);
 			u->v[u->n - 1].h = h;
+			u->v[u->n - 1].rid = h->id;
+			u->v[u->n - 1].at = now_wall;
 			return 0;
 		case RESOLVED:
 		default:
@@ -294,10 +328,12 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 		    p->req.reason, uid, (int64_t)p->pid, p->out.coalesced, now_wall,
 		    p->out.name, &prov);
 	}
-	if (p->out.request_id < 0)
+	if (p->out.request_id < 0 || placed_from(q, p) != 0)
 		return -1;
 	member_add(q, j, uid, 1);
 	undo_push(u, U_MEMBER, j, uid);
+	u->v[u->n - 1].rid = p->out.request_id;
+	u->v[u->n - 1].at = now_wall;   /* a held request keeps its own (live_attach) */
 	return 0;
 }
 
@@ -331,6 +367,13 @@ enqueue_settle(struct queue *q, struct undo_log *u, int failed)
 				job_free(q, j);
 		}
 		return;
+	}
+	/* The requests are live now, on their jobs (those absorbed below hand them over). */
+	for (i = 0; i < u->n; i++) {
+		if (u->v[i].kind == U_MEMBER)
+			live_attach(q, u->v[i].rid, u->v[i].j, u->v[i].uid, u->v[i].at);
+		else if (u->v[i].kind == U_HELD)
+			live_attach(q, u->v[i].rid, NULL, u->v[i].h->requester, u->v[i].at);
 	}
 	for (i = 0; i < u->n; i++) {
 		if (u->v[i].kind != U_NEW)
@@ -460,6 +503,11 @@ queue_flush(struct queue *q)
 				    purge_type_name(p->req.type), what,
 				    (long)p->requester, (long)p->pid, via,
 				    p->out.coalesced ? "joined" : "new", (long long)p->out.job_id);
+			if (p->requeued_from != 0) {
+				q->stats.requeued++;
+				log_info("request %lld requeues request %lld",
+				    (long long)p->out.request_id, (long long)p->requeued_from);
+			}
 			o = ops_enqueue_answer(&p->out);
 		}
 		/*
@@ -508,11 +556,12 @@ queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
 	q->stats.cancelled++;
 	if (j != NULL)
 		member_sub(q, j, uid);
+	live_del(q, id);     /* a held one leaves the held list too */
 	if (drop)
 		job_free(q, j);
 	/* A request by name still held for the catalog must not be resolved and sent. */
 	if (job_id == 0)
-		held_forget(q, id);
+		held_drop(q, id);
 	prune_arm(q, now_wall);
 	waiters_wake(q, id, 0);
 	queue_run(q);

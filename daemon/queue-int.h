@@ -40,14 +40,33 @@ struct job;
 struct requester;
 TAILQ_HEAD(jobs, job);
 
-/* One install: its limit state and its unfinished jobs. Times are monotonic ms. */
+/*
+ * One install: its limit state and its unfinished jobs. Times are monotonic ms. One with
+ * no job waits in q->lapse until its limit state says nothing any more; then its rows
+ * leave the limits table and it leaves memory (queue-lapse.c).
+ */
 struct install {
 	struct hnode hn;             /* q->installs, by id */
 	char id[37];
 	struct class_state cls[NCLASSES];
 	struct jobs jobs;
 	int njobs;
+	struct heap_node ln;         /* q->lapse while it has no job */
 };
+
+/*
+ * An unfinished request (queue-expire.c), found by id, by acceptance time (q->ages: the
+ * oldest expires first, whatever max_age is) and on its job's list.
+ */
+struct live {
+	struct hnode hn;             /* q->live, by id */
+	struct heap_node an;         /* q->ages: key accepted (wall ms), seq id */
+	int64_t id;
+	int64_t requester;
+	struct job *j;               /* NULL: held for a first catalog (job 0) */
+	TAILQ_ENTRY(live) jentry;    /* j->live */
+};
+TAILQ_HEAD(lives, live);
 
 /* Whoever asks for purges (a uid, -1 when unknown): the unit of fairness and quota. */
 struct requester {
@@ -96,6 +115,7 @@ struct job {
 	struct heap_node tn;   /* q->timed while SLOT_TIMED */
 	struct member *members;
 	int nreq;              /* unfinished requests on it */
+	struct lives live;     /* the same requests, each (queue-expire.c) */
 	TAILQ_ENTRY(job) ientry; /* install->jobs */
 };
 
@@ -111,6 +131,7 @@ struct pending {
 	struct proto_request req;
 	uint64_t seq;            /* arrival order */
 	int64_t held_id;         /* a held request resolving (no answer owed), or 0 */
+	int64_t requeued_from;   /* a requeue: the request it enqueues again, or 0 */
 	int resolved_once;       /* back from q->resolving: unknown now means unknown */
 	struct pendings followers;
 	int64_t requester;
@@ -226,6 +247,16 @@ struct queue {
 	struct outage outage;
 	struct queue_stats stats;
 	struct top *top;         /* who asked most (queue-provenance.c), NULL until someone did */
+	struct htab live;        /* unfinished requests by id (struct live) */
+	struct heap ages;        /* the same by acceptance time */
+	struct event *expire_ev; /* the one expiry timer: the oldest request's max_age */
+	int64_t expire_at;       /* wall ms it is armed for (0: not armed) */
+	int64_t expire_retry;    /* wall ms: not before (a failed expiry write), or 0 */
+	struct heap lapse;       /* installs without jobs, by when their limits lapse */
+	struct event *lapse_ev;
+	int64_t lapse_at;        /* monotonic ms it is armed for (INT64_MAX: not armed) */
+	int64_t lapse_retry;     /* monotonic ms: not before (a failed write), or 0 */
+	int64_t paused_since;    /* wall ms sending was paused (persisted), 0: not paused */
 	int paused;
 	int stopping;
 	int broken;              /* memory may differ from the store: see above */
@@ -306,13 +337,36 @@ void prune_start(struct queue *);
 
 /* queue-check.c */
 void queue_check(struct queue *);
+void queue_check_lifecycle(struct queue *);
+
+/* queue-expire.c: unfinished requests by age; max_age */
+void live_init(struct queue *);
+struct live *live_find(struct queue *, int64_t id);
+void live_attach(struct queue *, int64_t id, struct job *, int64_t requester,
+    int64_t accepted);
+void live_del(struct queue *, int64_t id);
+void live_move(struct job *from, struct job *to);
+void live_clear(struct queue *, struct job *);
+void live_free_all(struct queue *);
+int live_load(struct queue *);
+void expire_arm(struct queue *);
+void expire_free(struct queue *);
+
+/* queue-lapse.c: installs whose limit state lapsed leave the limits table and memory */
+void lapse_init(struct queue *);
+void lapse_track(struct queue *, struct install *);
+void lapse_arm(struct queue *);
+void lapse_reload(struct queue *);
+void lapse_free(struct queue *);
+
+/* queue-names.c: a held request finished (expired, cancelled): it waits no more */
+void held_drop(struct queue *, int64_t id);
 
 /* queue-names.c: names, held requests, enqueues waiting for a fetch */
 enum resolve { RESOLVED = 0, RESOLVE_UNKNOWN, RESOLVE_HOLD, RESOLVE_WAIT };
 enum resolve names_resolve(struct queue *, struct pending *);
 int held_place(struct queue *, struct pending *, int64_t now_wall, struct held **);
 void held_settle(struct queue *, struct held *, int failed);
-void held_forget(struct queue *, int64_t id);
 void held_free_all(struct queue *);
 int held_load(struct queue *);
 void held_resolve(struct queue *);
@@ -354,6 +408,8 @@ void undo_free(struct undo_log *);
 void enqueue_settle(struct queue *, struct undo_log *, int failed);
 void queue_enqueue(struct queue *, const struct proto_request *, int64_t requester, pid_t,
     const char *name, queue_answer_cb, void *arg);
+void queue_requeue(struct queue *, const struct proto_request *, int64_t from,
+    int64_t requester, pid_t, const char *name, queue_answer_cb, void *arg);
 void queue_enqueue_forget(struct queue *, void *arg);
 void queue_flush(struct queue *);
 void queue_deliver(struct queue *, int all);

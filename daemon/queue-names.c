@@ -110,9 +110,12 @@ held_settle(struct queue *q, struct held *h, int failed)
 	q->nheld++;
 }
 
-/* A held request was cancelled (committed): it no longer waits for the catalog. */
+/*
+ * A held request finished on its own (expired, cancelled). Held requests are in order of
+ * acceptance, so the one expiring is at the head (a clock set back aside).
+ */
 void
-held_forget(struct queue *q, int64_t id)
+held_drop(struct queue *q, int64_t id)
 {
 	struct held *h;
 
@@ -229,6 +232,7 @@ held_resolve(struct queue *q)
 		held_free_all(q);
 		for (i = 0; i < n; i++) {
 			if (v[i]->out.error != NULL) {
+				live_del(q, v[i]->held_id);
 				q->stats.failed++;
 				q->stats.unknown_installs++;
 				log_warn("request %lld: %s", (long long)v[i]->held_id,

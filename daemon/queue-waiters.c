@@ -112,8 +112,7 @@ waiters_settle(struct queue *q, struct waiters *batch)
 		TAILQ_REMOVE(batch, w, entry);
 		w->batch = NULL;
 		rc = store_request_get(q->store, w->request_id, &ss);
-		if (rc == 1 && ss.state != JOB_DONE && ss.state != JOB_FAILED &&
-		    ss.state != JOB_CANCELLED) {
+		if (rc == 1 && !job_state_final(ss.state)) {
 			/* Still unfinished (e.g. a cancelled sibling): keep waiting. */
 			w->job_id = ss.job;
 			store_status_free(&ss);

@@ -66,7 +66,9 @@ install_get(struct queue *q, const char *id, int create)
 	memcpy(in->id, id, sizeof in->id);
 	install_reset(in);
 	TAILQ_INIT(&in->jobs);
+	heap_node_init(&in->ln);
 	htab_insert(&q->installs, &in->hn, h);
+	lapse_track(q, in);
 	return in;
 }
 
@@ -102,6 +104,7 @@ job_link(struct queue *q, struct job *j)
 {
 	TAILQ_INSERT_TAIL(&j->install->jobs, j, ientry);
 	j->install->njobs++;
+	lapse_track(q, j->install);
 	htab_insert(&q->jobs, &j->hn, htab_hash_u64((uint64_t)j->id));
 	order_insert(&q->order, j->id, j);
 	count_state(q, j->state, 1);
@@ -113,6 +116,7 @@ job_unlink(struct queue *q, struct job *j)
 	job_unslot(q, j);
 	TAILQ_REMOVE(&j->install->jobs, j, ientry);
 	j->install->njobs--;
+	lapse_track(q, j->install);
 	htab_remove(&q->jobs, &j->hn);
 	order_remove(&q->order, j->id);
 	count_state(q, j->state, -1);
@@ -137,6 +141,7 @@ job_new(struct queue *q, int64_t id, struct install *in, enum purge_type type)
 	j->state = JOB_QUEUED;
 	j->not_before = SCHED_NEVER;
 	heap_node_init(&j->tn);
+	TAILQ_INIT(&j->live);
 	job_link(q, j);
 	return j;
 }
@@ -146,6 +151,7 @@ void
 job_destroy(struct queue *q, struct job *j)
 {
 	members_clear(q, j);
+	live_clear(q, j);
 	free(j->attempt);
 	free(j->message);
 	free(j);
@@ -286,6 +292,8 @@ queue_create(struct event_base *base, struct config *cfg, struct store *store)
 	if (q->flush_ev == NULL || q->timer == NULL || q->probe_ev == NULL)
 		fatalx("out of memory creating events");
 	q->sender = sender_create(base, cfg, queue_sent, q);
+	live_init(q);
+	lapse_init(q);
 	q->started_wall = clock_wall_ms();
 	chk = getenv("WPE_PURGED_CHECK");
 	q->check = chk != NULL && chk[0] == '1';
@@ -336,15 +344,11 @@ load_limit(void *arg, const char *install, int cls, const struct class_state *cs
 	int64_t last = queue_to_mono(cs->last_start), blocked = queue_to_mono(cs->blocked_until);
 
 	/*
-	 * An install with nothing queued needs its row only while it still says something:
-	 * a window not yet over, a block, strikes. The rest stays on disk, not in memory.
+	 * An install with nothing queued needs its row only while it still says something;
+	 * it waits in memory until it does not, then its rows go (queue-lapse.c).
 	 */
-	if (in == NULL) {
-		if (cs->strikes == 0 && (blocked == SCHED_NEVER || blocked <= now) &&
-		    (last == SCHED_NEVER || last + q->limits.interval[cls] * 1000 <= now))
-			return;
+	if (in == NULL)
 		in = install_get(q, install, 1);
-	}
 	if (class_in_flight(in, cls))
 		return;
 	in->cls[cls].strikes = cs->strikes;
@@ -476,15 +480,17 @@ queue_rebuild(struct queue *q)
 	}
 	free(all);
 	htab_foreach(&q->installs, install_forget, NULL);
+	live_free_all(q);    /* those of jobs in flight and held requests too: reloaded */
 	if (store_load(q->store, load_job, load_limit, load_member, q) != 0) {
 		q->broken = 1;   /* partly loaded: keep sending stopped, try again */
 		return -1;
 	}
+	lapse_reload(q);
 	now = queue_now();
 	pos = 0;
 	while ((j = order_next(&q->order, &pos)) != NULL)
 		job_sched(q, j, now);
-	if (held_load(q) != 0) {
+	if (held_load(q) != 0 || live_load(q) != 0) {
 		q->broken = 1;
 		return -1;
 	}
@@ -551,12 +557,20 @@ probe_cb(evutil_socket_t fd, short events, void *arg)
 int
 queue_start(struct queue *q)
 {
+	char when[32];
 	int n;
 
-	if (store_catalog_load(q->store, &q->cat) != 0)
+	if (store_catalog_load(q->store, &q->cat) != 0 ||
+	    (q->paused_since = store_paused_get(q->store)) < 0)
 		return -1;
+	q->paused = q->paused_since > 0;     /* before anything could be sent */
 	if ((n = queue_rebuild(q)) < 0)
 		return -1;
+	if (q->paused) {
+		log_notice("sending is paused since %s (pause is kept across restarts); "
+		    "requests are accepted; wpe-purgectl resume sends them",
+		    fmt_rfc3339(q->paused_since, when, sizeof when));
+	}
 	if (q->cat.fetched_at != 0)
 		log_info("installs catalog: %zu installs, read %lld s ago", catalog_len(&q->cat),
 		    (long long)((clock_wall_ms() - q->cat.fetched_at) / 1000));
@@ -610,6 +624,8 @@ queue_free(struct queue *q)
 	for (i = 0; i < n; i++)
 		job_free(q, v[i]);
 	free(v);
+	expire_free(q);
+	lapse_free(q);
 	htab_foreach(&q->installs, install_free, &q->installs);
 	htab_free(&q->installs);
 	htab_free(&q->jobs);
@@ -640,7 +656,8 @@ queue_reload(struct queue *q, const struct limits *lim)
 	/* New intervals move every ready time: the one walk of all jobs, on SIGHUP only. */
 	while ((j = order_next(&q->order, &pos)) != NULL)
 		job_sched(q, j, now);
-	queue_run(q);
+	lapse_reload(q);    /* and the times installs' limits lapse */
+	queue_run(q);       /* a new max_age moves the expiry timer */
 }
 
 void

@@ -33,6 +33,8 @@ struct queue_stats {
 	uint64_t api_calls, api_2xx, api_400, api_401, api_403, api_404, api_429, api_5xx,
 	    api_other, api_transport;
 	uint64_t retries, done, failed, commits, storage_errors, rebuilds;
+	uint64_t expired, requeued;      /* requests past max_age; requests made by requeue */
+	uint64_t limits_forgotten;       /* installs whose lapsed limit rows were pruned */
 	int64_t waiters;
 	/* The installs catalog: fetches begun, pages read, fetches failed, its API calls. */
 	uint64_t catalog_fetches, catalog_pages, catalog_failed, catalog_calls;
@@ -53,6 +55,7 @@ struct queue_placed {
 	char install[37];        /* "" while held */
 	char name[INSTALL_NAME_MAX + 1]; /* "" when the catalog does not know the install */
 	int held;                /* by a name, waiting for a first catalog (no job yet) */
+	int64_t requeued_from;   /* a requeue: the request it enqueued again, or 0 */
 	int resolving;           /* waiting for a catalog fetch: not answered yet */
 	int replayed;            /* an earlier request with the same idempotency key */
 	enum job_state state;    /* of that request, when replayed */

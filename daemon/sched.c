@@ -1,5 +1,6 @@
 /* sched.c: coalescing, eligibility windows, backoff arithmetic and answer classification. */
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -196,7 +197,8 @@ sched_retry_after(const char *value, int64_t now_wall_ms, int64_t cap_ms, int64_
 void
 sched_outage_failure(struct outage *o, const struct limits *lim, int64_t now, uint32_t rnd)
 {
-	o->failures++;
+	if (o->failures++ == 0)
+		o->since = now;
 	if (o->failures >= OUTAGE_THRESHOLD)
 		o->until = now + sched_backoff_transient(o->failures - OUTAGE_THRESHOLD + 1, lim,
 		    rnd);
@@ -207,6 +209,13 @@ sched_outage_answer(struct outage *o)
 {
 	o->failures = 0;
 	o->until = 0;
+	o->since = SCHED_NEVER;
+}
+
+int64_t
+sched_outage_since(const struct outage *o)
+{
+	return o->failures < OUTAGE_THRESHOLD ? SCHED_NEVER : o->since;
 }
 
 int
@@ -267,4 +276,90 @@ sched_catalog_answered(struct catalog_backoff *b)
 {
 	b->failures = 0;
 	b->strikes = 0;
+}
+
+/* Requests that cannot wait forever ------------------------------------------------- */
+
+int64_t
+sched_expires_at(int64_t accepted, int64_t max_age_s)
+{
+	return max_age_s <= 0 ? 0 : accepted + max_age_s * 1000;
+}
+
+int
+sched_expired(int64_t accepted, int64_t max_age_s, int64_t now)
+{
+	return max_age_s > 0 && now >= sched_expires_at(accepted, max_age_s);
+}
+
+void
+sched_fmt_duration(int64_t s, char *buf, size_t len)
+{
+	if (s > 0 && s % 86400 == 0)
+		snprintf(buf, len, "%lldd", (long long)(s / 86400));
+	else if (s > 0 && s % 3600 == 0)
+		snprintf(buf, len, "%lldh", (long long)(s / 3600));
+	else if (s > 0 && s % 60 == 0)
+		snprintf(buf, len, "%lldm", (long long)(s / 60));
+	else if (s > 0)
+		snprintf(buf, len, "%llds", (long long)s);
+	else
+		snprintf(buf, len, "0");
+}
+
+/*
+ * The first thing that explains the wait wins: a pause stops all sending whatever the
+ * API does (a database refusing writes does too, but then nothing expires either); an outage explains every job's wait; otherwise the job's
+ * own last answer, or that it never got to go.
+ */
+void
+sched_expiry_reason(const struct expiry_facts *f, char *buf, size_t len)
+{
+	char age[32], when[32];
+	const char *msg = f->message != NULL && f->message[0] != '\0' ? f->message : NULL;
+
+	sched_fmt_duration(f->max_age_s, age, sizeof age);
+	if (f->paused_since != 0)
+		snprintf(buf, len, "not sent within max_age (%s): sending paused since %s", age,
+		    fmt_rfc3339(f->paused_since, when, sizeof when));
+	else if (f->held)
+		snprintf(buf, len, "not sent within max_age (%s): its install name could not be "
+		    "resolved, the installs catalog was never read%s%.200s", age,
+		    f->catalog_error != NULL && f->catalog_error[0] != '\0' ? ": " : "",
+		    f->catalog_error != NULL ? f->catalog_error : "");
+	else if (f->outage_since != 0)
+		snprintf(buf, len, "not sent within max_age (%s): API unavailable since %s%s%.200s%s",
+		    age, fmt_rfc3339(f->outage_since, when, sizeof when),
+		    msg != NULL ? " (" : "", msg != NULL ? msg : "", msg != NULL ? ")" : "");
+	else if (f->http_status != 0)
+		snprintf(buf, len, "not sent within max_age (%s): the API's last answer was HTTP "
+		    "%ld%s%.200s (%d attempt%s)", age, f->http_status, msg != NULL ? ": " : "",
+		    msg != NULL ? msg : "", f->attempts, f->attempts == 1 ? "" : "s");
+	else if (msg != NULL)
+		snprintf(buf, len, "not sent within max_age (%s): %.200s (%d attempt%s)", age, msg,
+		    f->attempts, f->attempts == 1 ? "" : "s");
+	else
+		snprintf(buf, len, "not sent within max_age (%s): never attempted (it waited for "
+		    "its install's window or a sending slot)", age);
+}
+
+int64_t
+sched_limits_lapse(const struct class_state cs[NCLASSES], const struct limits *lim)
+{
+	int64_t lapse = SCHED_NEVER, t;
+	int c;
+
+	for (c = 0; c < NCLASSES; c++) {
+		if ((t = sched_window_end(&cs[c], lim->interval[c])) > lapse)
+			lapse = t;
+		if (cs[c].blocked_until > lapse)
+			lapse = cs[c].blocked_until;
+		if (cs[c].strikes > 0) {
+			t = cs[c].blocked_until != SCHED_NEVER ? cs[c].blocked_until :
+			    cs[c].last_start;
+			if (t != SCHED_NEVER && t + lim->retry_max * 1000 > lapse)
+				lapse = t + lim->retry_max * 1000;
+		}
+	}
+	return lapse;
 }

@@ -93,6 +93,7 @@ int sched_retry_after(const char *value, int64_t now_wall_ms, int64_t cap_ms,
 struct outage {
 	int failures;   /* consecutive transient failures, any job */
 	int64_t until;  /* no probe before */
+	int64_t since;  /* the first of those failures (SCHED_NEVER or 0: none) */
 };
 void sched_outage_failure(struct outage *, const struct limits *, int64_t now, uint32_t rnd);
 void sched_outage_answer(struct outage *);
@@ -100,6 +101,39 @@ void sched_outage_answer(struct outage *);
 int sched_outage_allows(const struct outage *, int64_t now, int in_flight);
 /* When may the next request start (0 = no outage restriction)? */
 int64_t sched_outage_next(const struct outage *);
+/* Since when the API looks down (the first failure of the run), or SCHED_NEVER. */
+int64_t sched_outage_since(const struct outage *);
+
+/*
+ * Requests that cannot wait forever: one still unfinished max_age after it was accepted
+ * expires. Times are wall-clock ms; max_age is seconds, 0 meaning never. The order of
+ * expiry is the order of acceptance whatever max_age is, so the queue keys its heap by
+ * acceptance time and a new max_age (SIGHUP) only moves the one timer.
+ */
+int64_t sched_expires_at(int64_t accepted, int64_t max_age_s);   /* 0: never */
+int sched_expired(int64_t accepted, int64_t max_age_s, int64_t now);
+/* What was in the way of a request that expired, as its owner is told. */
+struct expiry_facts {
+	int64_t max_age_s;
+	int64_t paused_since;    /* wall ms sending was paused, 0: not paused */
+	int64_t outage_since;    /* wall ms the API looks down since, 0: it does not */
+	int held;                /* by a name, waiting for a first installs catalog */
+	const char *catalog_error; /* why reading the catalog failed, NULL or "" */
+	int attempts;            /* of its job */
+	long http_status;        /* the job's last answer (0: none) */
+	const char *message;     /* the job's last message (NULL: none) */
+};
+void sched_expiry_reason(const struct expiry_facts *, char *buf, size_t len);
+/* A duration as the configuration writes it: "24h", "90s", "2d", "0". */
+void sched_fmt_duration(int64_t s, char *buf, size_t len);
+
+/*
+ * When an install's limit state stops saying anything, so that its row may go from the
+ * limits table (with no job left): every window over, every 429 block over, and a block's
+ * strikes kept retry_max longer (a 429 soon after still backs off from where it was).
+ * SCHED_NEVER: it says nothing already. Times as in struct class_state.
+ */
+int64_t sched_limits_lapse(const struct class_state cs[NCLASSES], const struct limits *);
 
 /*
  * The installs catalog. A fetch is due at start when the stored one is older than the

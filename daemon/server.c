@@ -403,6 +403,14 @@ conn_dispatch(struct conn *c, struct proto_request *req)
 	case OP_CANCEL:
 		conn_send(c, ops_cancel(srv->q, req->id, &caller));
 		break;
+	case OP_REQUEUE:
+		/* Answered like an enqueue once its commit is durable, or at once if refused. */
+		c->owed++;
+		if ((o = ops_requeue(srv->q, req->id, &caller, conn_enqueue_answer, c)) != NULL) {
+			c->owed--;
+			conn_send(c, o);
+		}
+		break;
 	case OP_LIST:
 		conn_send(c, ops_list(srv->q, req));
 		break;

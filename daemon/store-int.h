@@ -8,6 +8,7 @@
 
 #define STORE_CAT_STMTS 12
 #define STORE_PROV_STMTS 2
+#define STORE_LIFE_STMTS 7
 
 /* store.c's prepared statements. */
 enum stmt {
@@ -27,6 +28,7 @@ struct store {
 	sqlite3_stmt *st[S_COUNT];
 	sqlite3_stmt *cst[STORE_CAT_STMTS]; /* store-catalog.c's */
 	sqlite3_stmt *pst[STORE_PROV_STMTS]; /* store-provenance.c's */
+	sqlite3_stmt *lst[STORE_LIFE_STMTS]; /* store-lifecycle.c's */
 	int64_t last_job, last_request; /* the highest ids given */
 };
 

@@ -14,10 +14,10 @@
 #include "util.h"
 
 #define STORE_APP_ID 0x57504550 /* "WPEP": refuse databases that are not ours */
-#define STORE_SCHEMA 6
+#define STORE_SCHEMA 7
 
 static const char *state_names[JOB_NSTATES] = { "queued", "sending", "done", "failed",
-	"cancelled" };
+	"cancelled", "expired" };
 
 
 static const char *stmt_sql[S_COUNT] = {
@@ -48,7 +48,7 @@ static const char *stmt_sql[S_COUNT] = {
 	[S_REQ_LIVE] = "SELECT count(*) FROM requests WHERE job = ?1 AND state = 'queued'",
 	[S_REQ_GET] = "SELECT r.id, r.install, r.type, r.state, r.job, j.type, j.state,"
 	    " j.attempts, j.http_status, j.message, r.reason, r.enqueued_at, r.finished_at,"
-	    " r.uid, r.name, r.error, r.source, r.who FROM requests r"
+	    " r.uid, r.name, r.error, r.source, r.who, r.requeued_from FROM requests r"
 	    " LEFT JOIN jobs j ON j.id = r.job"
 	    " WHERE r.id = ?1",
 	[S_REQ_CANCEL] = "UPDATE requests SET state = 'cancelled', finished_at = ?2"
@@ -188,9 +188,17 @@ static const char schema_v6[] =
     "CREATE UNIQUE INDEX requests_idem ON requests(uid, idem_key)"
     " WHERE idem_key IS NOT NULL;";
 
+/*
+ * Schema 7: a request made by requeueing another says which (the state "expired" and
+ * the persisted pause, a meta row, need no schema).
+ */
+static const char schema_v7[] =
+    "ALTER TABLE requests ADD COLUMN requeued_from INTEGER;";
+
 /* migrations[v] takes schema v to v + 1; a new database runs them all after schema 1. */
 static const char *const migrations[STORE_SCHEMA] = {
 	[1] = schema_v2, [2] = schema_v3, [3] = schema_v4, [4] = schema_v5, [5] = schema_v6,
+	[6] = schema_v7,
 };
 
 const char *
@@ -424,7 +432,8 @@ store_open(const char *path, char **cause)
 	st->last_request = sqlite3_column_int64(st->st[S_SEQ_GET], 1);
 	sqlite3_reset(st->st[S_SEQ_GET]);
 	if (store_catalog_prepare(st, path, cause) != 0 ||
-	    store_prov_prepare(st, path, cause) != 0)
+	    store_prov_prepare(st, path, cause) != 0 ||
+	    store_lifecycle_prepare(st, path, cause) != 0)
 		goto fail;
 	return st;
 fail:
@@ -446,6 +455,8 @@ store_close(struct store *st)
 		sqlite3_finalize(st->cst[i]);
 	for (i = 0; i < STORE_PROV_STMTS; i++)
 		sqlite3_finalize(st->pst[i]);
+	for (i = 0; i < STORE_LIFE_STMTS; i++)
+		sqlite3_finalize(st->lst[i]);
 	sqlite3_close(st->db);
 	if (st->lockfd != -1)
 		close(st->lockfd);
@@ -822,11 +833,17 @@ store_request_get(struct store *st, int64_t id, struct store_status *out)
 	if (sqlite3_column_text(s, 14) != NULL)
 		snprintf(out->name, sizeof out->name, "%s",
 		    (const char *)sqlite3_column_text(s, 14));
-	/* A request that never had a job (an unknown name) keeps its own reason. */
-	if (out->message == NULL)
+	/*
+	 * A request that never had a job (an unknown name) keeps its own reason; so does an
+	 * expired one (why its purges could not be sent).
+	 */
+	if (out->message == NULL || (rs == JOB_EXPIRED && sqlite3_column_text(s, 15) != NULL)) {
+		free(out->message);
 		out->message = dup_text(sqlite3_column_text(s, 15));
+	}
 	out->source = dup_text(sqlite3_column_text(s, 16));
 	out->who = dup_text(sqlite3_column_text(s, 17));
+	out->requeued_from = sqlite3_column_int64(s, 18);
 	sqlite3_reset(s);
 	return 1;
 }

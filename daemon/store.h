@@ -8,9 +8,12 @@
 #include "proto.h"
 #include "sched.h"
 
-enum job_state { JOB_QUEUED = 0, JOB_SENDING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
-#define JOB_NSTATES 5
+enum job_state { JOB_QUEUED = 0, JOB_SENDING, JOB_DONE, JOB_FAILED, JOB_CANCELLED,
+	JOB_EXPIRED };
+#define JOB_NSTATES 6
 const char *job_state_name(enum job_state);
+/* Done, failed, cancelled or expired: nothing more happens to it. */
+static inline int job_state_final(enum job_state s) { return s >= JOB_DONE; }
 
 /* A job row as the store reads and writes it; times are wall-clock unix ms. */
 struct store_job {
@@ -45,6 +48,7 @@ struct store_status {
 	char name[INSTALL_NAME_MAX + 1]; /* the install's name when it was asked for, or "" */
 	char *source;           /* the "source" object as JSON text, or NULL */
 	char *who;              /* who asked, as a label ("github:org/repo#12", "uid 1000") */
+	int64_t requeued_from;  /* the request this one requeued, 0: none */
 };
 
 /* Who asked, as stored with a request (store-provenance.c); any field may be NULL. */
@@ -167,5 +171,25 @@ int store_held_resolve(struct store *, int64_t id, int64_t job, const char *inst
     int coalesced);
 /* A held request whose name does not exist: failed, with error. */
 int store_held_fail(struct store *, int64_t id, const char *error, int64_t now);
+
+/*
+ * store-lifecycle.c: requests that expire, requeues, the persisted pause, and pruning the
+ * limits table. Writes are inside the caller's transaction.
+ */
+/* Call cb for every unfinished request (job 0: held for a name). 0, or -1. */
+int store_live_load(struct store *, void (*cb)(void *, int64_t id, int64_t job,
+    int64_t uid, int64_t enqueued_at), void *arg);
+/* An unfinished request expired, with why. 1 expired, 0 it was not unfinished, -1. */
+int store_request_expire(struct store *, int64_t id, const char *error, int64_t now);
+/* Request id was made by requeueing request from. */
+int store_request_requeued_from(struct store *, int64_t id, int64_t from);
+/* Since when sending is paused (wall ms), 0 if it is not; -1 on error. */
+int64_t store_paused_get(struct store *);
+/* Persist the pause (since: wall ms) or, with 0, the resume. */
+int store_paused_put(struct store *, int64_t since);
+/* Forget an install's limit rows (every window and block of it is over). */
+int store_limits_forget(struct store *, const char *install);
+/* The stored statements, prepared at open and finalized at close. */
+int store_lifecycle_prepare(struct store *, const char *path, char **cause);
 
 #endif

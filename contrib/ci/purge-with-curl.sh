@@ -1,7 +1,7 @@
 # purge-with-curl.sh: one cache purge through wpe-purged's HTTPS API with curl and sh only.
 # Needs: WPE_PURGED_URL, WPE_PURGED_TOKEN (a secret), INSTALL; optional PURGE_TYPE (all),
 # PURGE_TIMEOUT (seconds, 600), PURGE_REASON. Exits 0 when the API accepted the purge,
-# 1 when it failed or was cancelled, 4 when it did not finish in time (it stays queued),
+# 1 when it failed, was cancelled or expired, 4 when it did not finish in time (it stays queued),
 # 3 when the daemon could not be reached, 2 when the request was refused.
 set -eu
 : "${WPE_PURGED_URL:?}" "${WPE_PURGED_TOKEN:?}" "${INSTALL:?}"
@@ -44,7 +44,7 @@ while :; do
 	state=$(printf '%s' "$body" | field state)
 	case $code:$state in
 	200:done) echo "request $id: done (the API accepted the purge)"; exit 0 ;;
-	200:failed|200:cancelled)
+	200:failed|200:cancelled|200:expired)
 		echo "request $id: $state: $(printf '%s' "$body" | field message)" >&2; exit 1 ;;
 	esac
 	if [ "$(date +%s)" -ge "$deadline" ]; then

@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct limits lim = { { 60, 0, 0 }, 1, 900, 200000, 100000 };
+	static const struct limits lim = { { 60, 0, 0 }, 1, 900, 200000, 100000, 86400 };
 	char buf[256];
 	int64_t delay = -1, cap = 900000, now = 1784000000000LL, d;
 	uint64_t v = 0;

@@ -787,6 +787,7 @@ class SyncFailure(unittest.TestCase):
             self.assertIn("fdatasync of the queue database's WAL failed", env.log())
             env.losing_writes(False)
             env.start()                          # and it comes back with its queue
+            env.request({"op": "resume"})        # (paused still: the pause is persisted)
             env.wait_state(first["id"])
         finally:
             env.close()

@@ -71,8 +71,8 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class HttpEnv:
     """An Env with an HTTPS listener on a private port and a set of tokens."""
 
-    def __init__(self, tokens, extra_http=None, tls=True, listen=None):
-        self.env = Env(daemon_extra="socket_mode = 0666\n")
+    def __init__(self, tokens, extra_http=None, tls=True, listen=None, limits=None):
+        self.env = Env(daemon_extra="socket_mode = 0666\n", limits=limits)
         self.tls = tls
         try:
             self._setup(tokens, extra_http, tls, listen)
@@ -160,9 +160,11 @@ class HttpTest(unittest.TestCase):
     extra_http = None
     tls = True
     listen = None          # "unix": a Unix socket in the test's directory
+    limits = None          # [limits] keys
 
     def setUp(self):
-        self.h = HttpEnv(self.tokens, self.extra_http, tls=self.tls, listen=self.listen)
+        self.h = HttpEnv(self.tokens, self.extra_http, tls=self.tls, listen=self.listen,
+                         limits=self.limits)
         self.env = self.h.env
         self.env.start()
         wait_for(lambda: self._up(), what="HTTPS listener")
@@ -646,6 +648,47 @@ class Names(HttpTest):
         self.assertNotIn("install2", p.stdout)
 
 
+class Lifecycle(HttpTest):
+    """Requeue over HTTP, and a long-poll that ends with an expired request."""
+    tokens = {"ci": "", "other": "", "pageonly": "types=page", "boss": "admin"}
+    limits = {"max_age": "2s"}
+
+    def test_requeue(self):
+        self.env.request({"op": "pause"})
+        st, hd, j = self.post("ci", install=I1, type="page", reason="deploy 7")
+        rid = j["id"]
+        # not final yet: 409; GET is not the way: 405; another's: 403
+        st, hd, j = self.h.call("POST", "/v1/purges/%d/requeue" % rid, "ci", body="{}")
+        self.assertEqual((st, j["error"]), (409, "not_requeueable"), j)
+        self.assertEqual(self.h.call("GET", "/v1/purges/%d/requeue" % rid, "ci")[0], 405)
+        self.assertEqual(self.h.call("DELETE", "/v1/purges/%d" % rid, "ci")[0], 200)
+        st, hd, j = self.h.call("POST", "/v1/purges/%d/requeue" % rid, "other", body="{}")
+        self.assertEqual((st, j["error"]), (403, "forbidden"), j)
+        st, hd, j = self.h.call("POST", "/v1/purges/%d/requeue" % rid, "ci", body="{}")
+        self.assertEqual((st, j["requeued_from"]), (202, rid), j)
+        self.assertEqual(hd["location"], "/v1/purges/%d" % j["id"])
+        st, hd, s = self.h.call("GET", "/v1/purges/%d" % j["id"], "ci")
+        self.assertEqual((s["state"], s["reason"], s["requeued_from"]),
+                         ("queued", "deploy 7", rid), s)
+        # an admin may requeue anyone's; a token limited to page may not requeue an all
+        self.assertEqual(self.h.call("DELETE", "/v1/purges/%d" % j["id"], "ci")[0], 200)
+        st, hd, j2 = self.h.call("POST", "/v1/purges/%d/requeue" % j["id"], "boss", body="")
+        self.assertEqual(st, 202, j2)
+        rid3 = self.post("boss", install=I2, type="all")[2]["id"]
+        self.h.call("DELETE", "/v1/purges/%d" % rid3, "boss")
+        st, hd, j = self.h.call("POST", "/v1/purges/%d/requeue" % rid3, "pageonly", body="")
+        self.assertEqual(st, 403, j)
+        self.assertEqual(self.h.call("POST", "/v1/purges/999/requeue", "ci", body="")[0], 404)
+
+    def test_long_poll_ends_when_the_request_expires(self):
+        self.env.request({"op": "pause"})
+        t0 = time.monotonic()
+        st, hd, j = self.post("ci", install=I1, type="page", query="?wait=20")
+        self.assertEqual((st, j["state"]), (200, "expired"), j)
+        self.assertLess(time.monotonic() - t0, 15)
+        self.assertIn("max_age", j["message"])
+
+
 class Client(HttpTest):
     """The real wpe-purgectl --url against the daemon: the same exit codes as the socket."""
 
@@ -716,8 +759,9 @@ class Client(HttpTest):
         time.sleep(1)
         self.env.stop()                   # the long-poll's connection goes with it
         time.sleep(1)
-        self.env.start()                  # not paused any more: it goes out now
+        self.env.start()
         wait_for(lambda: self._up(), what="HTTPS listener again")
+        self.env.request({"op": "resume"})   # the pause held across the restart
         out, err = waiter.communicate(timeout=60)
         self.assertEqual(waiter.returncode, 0, err)
         self.assertIn("done", out)

@@ -313,7 +313,8 @@ class Durability(FreshEnvTest):
             s = env.request({"op": "status", "id": rid})
             self.assertTrue(s["ok"], (rid, s))
             self.assertIn(s["state"], ("queued", "sending", "done"))
-        # paused state is not persisted: sending resumes after restart
+        # the pause is persisted (test_lifecycle): it holds until resumed
+        self.assertTrue(env.request({"op": "resume"})["ok"])
         for rid in acked:
             env.wait_state(rid, timeout=20)
         out = subprocess.run(["sqlite3", env.db, "PRAGMA integrity_check"],
@@ -354,7 +355,8 @@ class Durability(FreshEnvTest):
         time.sleep(0.4)
         env.kill9()
         time.sleep(0.5)
-        env.start()   # not paused any more: it gets sent
+        env.start()
+        env.request({"op": "resume"})   # the pause held across the restart: now it goes
         out, err = p.communicate(timeout=20)
         self.assertEqual(p.returncode, 0, err)
         self.assertIn("done", out)
@@ -595,6 +597,7 @@ class Quotas(EnvTest):
         dup = self.env.request({"op": "enqueue", "install": I2, "type": "object"})
         self.assertTrue(dup["ok"] and dup["coalesced"], dup)   # its own job, after restart
         # Finished work frees room: everything goes out, then there is room again.
+        self.env.request({"op": "resume"})   # the pause held across the restart
         self.env.start_sim()
         wait_for(lambda: self.env.request({"op": "stats"})["queued_jobs"] == 0 and
                  self.env.request({"op": "stats"})["sending_jobs"] == 0, timeout=20,

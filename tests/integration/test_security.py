@@ -383,6 +383,7 @@ class DiskFull(unittest.TestCase):
         finally:
             subprocess.run(["mount", "-o", "remount,rw", self.mnt], check=True)
         env.start()
+        env.request({"op": "resume"})   # the pause held across the restart
         env.wait_state(first, timeout=10)
 
 
@@ -475,6 +476,8 @@ class ClockJumps(unittest.TestCase):
         self.assertGreaterEqual(ts[1] - ts[0], 2.0)
 
     def test_retention_prunes_finished_requests_only(self):
+        self.env.lim["max_age"] = "0"   # 8 days would expire the queued one (test_lifecycle)
+        self.env.write_conf(self.env.lim, self.env.api)
         self.start()
         done = self.env.request({"op": "enqueue", "install": I2, "type": "page"})["id"]
         self.env.wait_state(done)
@@ -487,6 +490,7 @@ class ClockJumps(unittest.TestCase):
                  "not_found", timeout=5, what="finished request pruned")
         s = self.env.request({"op": "status", "id": queued})
         self.assertTrue(s["ok"], s)  # unfinished: never pruned, and it still goes out
+        self.env.request({"op": "resume"})   # (once resumed: the pause is persisted)
         self.env.wait_state(queued)
 
     def test_clock_set_back_across_restart(self):

@@ -83,7 +83,7 @@ class Notify(unittest.TestCase):
             env.request({"op": "enqueue", "install": I1, "type": "page"})
             env.daemon.send_signal(signal.SIGHUP)
             until(lambda m: "RELOADING=1" in m)
-            until(lambda m: "STATUS=paused; queued 1" in m)
+            until(lambda m: m.startswith("STATUS=paused since") and "; queued 1" in m)
             env.daemon.send_signal(signal.SIGTERM)
             until(lambda m: "STOPPING=1" in m)
             self.assertEqual(env.daemon.wait(10), 0)
@@ -121,7 +121,7 @@ class Notify(unittest.TestCase):
             env.request({"op": "pause"})
             for _ in range(5):
                 env.request({"op": "enqueue", "install": I1, "type": "object"})
-            status_within(lambda m: m.startswith("paused; queued 1"), 1.5)
+            status_within(lambda m: m.startswith("paused since ") and "; queued 1" in m, 1.5)
             env.request({"op": "resume"})
             wait_for(lambda: env.request({"op": "list"})["jobs"] == [], what="sent")
             self.assertEqual(status_within(lambda m: m.startswith("queued 0"), 1.5),

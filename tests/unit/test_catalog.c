@@ -16,7 +16,7 @@
 #define ID1 "294deacc-d8b8-4005-82c4-0727ba8ddde0"
 #define ID2 "3f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
 
-static const struct limits lim = { { 60, 0, 0 }, 5, 900, 1000, 1000 };
+static const struct limits lim = { { 60, 0, 0 }, 5, 900, 1000, 1000, 86400 };
 
 static void
 test_name_valid(void **state)

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -10,7 +11,7 @@
 
 #define G SCHED_GUARD_MS
 
-static const struct limits lim = { { 60, 0, 0 }, 5, 900, 1000, 1000 };
+static const struct limits lim = { { 60, 0, 0 }, 5, 900, 1000, 1000, 86400 };
 
 static void
 test_classes(void **state)
@@ -214,7 +215,7 @@ test_retry_after(void **state)
 static void
 test_delay_429(void **state)
 {
-	struct limits l = { { 60, 0, 0 }, 2, 300, 1000, 1000 };
+	struct limits l = { { 60, 0, 0 }, 2, 300, 1000, 1000, 86400 };
 	int64_t now = 1784000000000LL;
 
 	(void)state;
@@ -236,7 +237,7 @@ test_delay_429(void **state)
 static void
 test_outage(void **state)
 {
-	struct outage o = { 0, 0 };
+	struct outage o = { 0, 0, 0 };
 	int64_t now = 5000000;
 
 	(void)state;
@@ -259,6 +260,118 @@ test_outage(void **state)
 	assert_true(sched_outage_allows(&o, now, 3));
 }
 
+/* max_age: the decision and the words, with the clock given. */
+static void
+test_expiry(void **state)
+{
+	int64_t acc = 1784000000000LL;
+	struct expiry_facts f = { 0 };
+	char buf[512], d[16];
+
+	(void)state;
+	assert_int_equal(sched_expires_at(acc, 0), 0);
+	assert_int_equal(sched_expires_at(acc, 86400), acc + 86400000LL);
+	assert_false(sched_expired(acc, 0, acc + 365LL * 86400000));  /* 0: never */
+	assert_false(sched_expired(acc, 2, acc + 1999));
+	assert_true(sched_expired(acc, 2, acc + 2000));
+	/* A shorter max_age on SIGHUP expires what is already older at once. */
+	assert_false(sched_expired(acc, 3600, acc + 600000));
+	assert_true(sched_expired(acc, 60, acc + 600000));
+	/* A clock set back: not expired before its time. */
+	assert_false(sched_expired(acc, 2, acc - 5000));
+
+	sched_fmt_duration(86400, d, sizeof d);
+	assert_string_equal(d, "1d");
+	sched_fmt_duration(7200, d, sizeof d);
+	assert_string_equal(d, "2h");
+	sched_fmt_duration(90, d, sizeof d);
+	assert_string_equal(d, "90s");
+	sched_fmt_duration(0, d, sizeof d);
+	assert_string_equal(d, "0");
+
+	f.max_age_s = 2;
+	sched_expiry_reason(&f, buf, sizeof buf);
+	assert_non_null(strstr(buf, "not sent within max_age (2s): never attempted"));
+	f.attempts = 3;
+	f.message = "no answer from the API: Couldn't connect to server";
+	sched_expiry_reason(&f, buf, sizeof buf);
+	assert_non_null(strstr(buf, "Couldn't connect to server (3 attempts)"));
+	f.http_status = 503;
+	f.message = "Service Unavailable";
+	sched_expiry_reason(&f, buf, sizeof buf);
+	assert_non_null(strstr(buf, "last answer was HTTP 503: Service Unavailable"));
+	f.outage_since = acc;
+	sched_expiry_reason(&f, buf, sizeof buf);
+	assert_non_null(strstr(buf, "API unavailable since 2026-07-14T03:33:20.000Z "
+	    "(Service Unavailable)"));
+	f.held = 1;
+	f.catalog_error = "HTTP 503";
+	sched_expiry_reason(&f, buf, sizeof buf);
+	assert_non_null(strstr(buf, "the installs catalog was never read: HTTP 503"));
+	/* A pause explains everything else. */
+	f.paused_since = acc + 1000;
+	sched_expiry_reason(&f, buf, sizeof buf);
+	assert_string_equal(buf, "not sent within max_age (2s): sending paused since "
+	    "2026-07-14T03:33:21.000Z");
+	/* Bounded, whatever the message. */
+	memset(&f, 0, sizeof f);
+	f.max_age_s = 60;
+	f.http_status = 400;
+	f.message = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+	sched_expiry_reason(&f, buf, 64);
+	assert_int_equal(strlen(buf), 63);
+}
+
+/* The outage remembers since when the API looks down. */
+static void
+test_outage_since(void **state)
+{
+	struct outage o = { 0, 0, 0 };
+	int i;
+
+	(void)state;
+	sched_outage_answer(&o);
+	assert_int_equal(sched_outage_since(&o), SCHED_NEVER);
+	for (i = 0; i < OUTAGE_THRESHOLD; i++) {
+		assert_int_equal(sched_outage_since(&o), SCHED_NEVER);
+		sched_outage_failure(&o, &lim, 1000 + i * 500, 0);
+	}
+	assert_int_equal(sched_outage_since(&o), 1000);
+	sched_outage_failure(&o, &lim, 9000, 0);
+	assert_int_equal(sched_outage_since(&o), 1000);
+	sched_outage_answer(&o);
+	assert_int_equal(sched_outage_since(&o), SCHED_NEVER);
+}
+
+/* When an install's limit rows stop saying anything. */
+static void
+test_limits_lapse(void **state)
+{
+	struct class_state cs[NCLASSES];
+	int c;
+
+	(void)state;
+	for (c = 0; c < NCLASSES; c++)
+		cs[c] = (struct class_state){ SCHED_NEVER, SCHED_NEVER, 0 };
+	assert_int_equal(sched_limits_lapse(cs, &lim), SCHED_NEVER);
+	cs[CLASS_OBJECT].last_start = 10000;
+	assert_int_equal(sched_limits_lapse(cs, &lim), 10000 + 60000 + G);
+	/* No interval for pages: a page purge leaves nothing in force. */
+	cs[CLASS_OBJECT].last_start = SCHED_NEVER;
+	cs[CLASS_PAGE].last_start = 10000;
+	assert_int_equal(sched_limits_lapse(cs, &lim), SCHED_NEVER);
+	/* A 429 block, and its strikes kept retry_max longer. */
+	cs[CLASS_CDN].blocked_until = 50000;
+	assert_int_equal(sched_limits_lapse(cs, &lim), 50000);
+	cs[CLASS_CDN].strikes = 2;
+	assert_int_equal(sched_limits_lapse(cs, &lim), 50000 + 900000);
+	/* The latest of all wins. */
+	cs[CLASS_OBJECT].last_start = 2000000;
+	assert_int_equal(sched_limits_lapse(cs, &lim), 2000000 + 60000 + G);
+}
+
 int
 main(void)
 {
@@ -273,6 +386,9 @@ main(void)
 		cmocka_unit_test(test_retry_after),
 		cmocka_unit_test(test_delay_429),
 		cmocka_unit_test(test_outage),
+		cmocka_unit_test(test_expiry),
+		cmocka_unit_test(test_outage_since),
+		cmocka_unit_test(test_limits_lapse),
 	};
 
 	return cmocka_run_group_tests_name("sched", tests, NULL, NULL);

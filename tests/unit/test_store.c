@@ -392,7 +392,103 @@ test_migrate_to_4(void **state)
 	    " 'kept' AND uid = 1000"), 1);
 	assert_int_equal(count(db, "SELECT count(*) FROM requests WHERE state = 'queued'"
 	    " AND job = 1"), 1);
-	assert_int_equal(count(db, "PRAGMA user_version"), 6);
+	assert_int_equal(count(db, "PRAGMA user_version"), 7);
+	sqlite3_close(db);
+}
+
+struct live_rows {
+	int n;
+	int64_t id[8], job[8], uid[8], at[8];
+};
+
+static void
+on_live(void *arg, int64_t id, int64_t job, int64_t uid, int64_t at)
+{
+	struct live_rows *l = arg;
+
+	l->id[l->n] = id;
+	l->job[l->n] = job;
+	l->uid[l->n] = uid;
+	l->at[l->n++] = at;
+}
+
+/* Expiry, requeues, the persisted pause and forgetting limits (store-lifecycle.c). */
+static void
+test_lifecycle(void **state)
+{
+	struct store *st = fresh();
+	struct store_status ss;
+	struct live_rows lr = { 0 };
+	struct class_state cs = { 1000, 0, 0 };
+	sqlite3 *db;
+	int64_t j, r1, r2, r3;
+
+	(void)state;
+	store_begin(st);
+	j = store_job_insert(st, A, PURGE_ALL, 0, 0, 1, NULL);
+	r1 = store_request_insert(st, j, A, PURGE_ALL, "one", 1000, 1, 0, 100, NULL, NULL);
+	r2 = store_request_insert(st, j, A, PURGE_ALL, NULL, 1001, 2, 1, 200, NULL, NULL);
+	r3 = store_request_insert(st, 0, "", PURGE_PAGE, NULL, 1000, 3, 0, 300, "mysite",
+	    NULL);
+	assert_int_equal(store_limit_put(st, A, 0, &cs), 0);
+	store_commit(st);
+
+	/* Every unfinished request, with its job (0: held), requester and acceptance. */
+	assert_int_equal(store_live_load(st, on_live, &lr), 0);
+	assert_int_equal(lr.n, 3);
+	assert_int_equal(lr.id[0], r1);
+	assert_int_equal(lr.job[0], j);
+	assert_int_equal(lr.id[1], r2);
+	assert_int_equal(lr.uid[1], 1001);
+	assert_int_equal(lr.at[1], 200);
+	assert_int_equal(lr.job[2], 0);
+
+	/* Expired: finished, with its reason before the job's message; once only. */
+	store_begin(st);
+	assert_int_equal(store_request_expire(st, r1, "not sent within max_age (1d): x", 500), 1);
+	assert_int_equal(store_request_expire(st, r1, "again", 600), 0);
+	store_commit(st);
+	assert_int_equal(store_request_get(st, r1, &ss), 1);
+	assert_int_equal(ss.state, JOB_EXPIRED);
+	assert_string_equal(job_state_name(ss.state), "expired");
+	assert_string_equal(ss.message, "not sent within max_age (1d): x");
+	assert_int_equal(ss.finished_at, 500);
+	assert_int_equal(ss.requeued_from, 0);
+	store_status_free(&ss);
+	assert_int_equal(store_job_live_requests(st, j), 1);
+	assert_true(job_state_final(JOB_EXPIRED) && job_state_final(JOB_CANCELLED) &&
+	    !job_state_final(JOB_SENDING));
+
+	/* A requeue says where it came from. */
+	store_begin(st);
+	assert_int_equal(store_request_requeued_from(st, r3, r1), 0);
+	store_commit(st);
+	assert_int_equal(store_request_get(st, r3, &ss), 1);
+	assert_int_equal(ss.requeued_from, r1);
+	store_status_free(&ss);
+
+	/* The pause: absent, put, kept, removed. */
+	assert_int_equal(store_paused_get(st), 0);
+	store_begin(st);
+	assert_int_equal(store_paused_put(st, 12345), 0);
+	store_commit(st);
+	store_close(st);
+	st = store_open(path, &(char *){ NULL });
+	assert_non_null(st);
+	assert_int_equal(store_paused_get(st), 12345);
+	store_begin(st);
+	assert_int_equal(store_paused_put(st, 0), 0);
+	store_commit(st);
+	assert_int_equal(store_paused_get(st), 0);
+
+	/* Limits forgotten, every class of that install. */
+	store_begin(st);
+	assert_int_equal(store_limits_forget(st, A), 0);
+	store_commit(st);
+	store_close(st);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(count(db, "SELECT count(*) FROM limits"), 0);
+	assert_int_equal(count(db, "SELECT count(*) FROM requests WHERE state = 'expired'"), 1);
 	sqlite3_close(db);
 }
 
@@ -579,6 +675,7 @@ main(void)
 		cmocka_unit_test(test_prune),
 		cmocka_unit_test(test_prune_jobs_after_their_requests),
 		cmocka_unit_test(test_migrate_to_4),
+		cmocka_unit_test(test_lifecycle),
 		cmocka_unit_test(test_ids_survive_pruning),
 		cmocka_unit_test(test_foreign_and_corrupt),
 		cmocka_unit_test(test_one_daemon_per_database),

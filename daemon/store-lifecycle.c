@@ -1,0 +1,145 @@
+/* store-lifecycle.c: the SQL of requests that expire, requeues, the persisted pause and the limits table's pruning. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store-int.h"
+#include "util.h"
+
+enum lstmt {
+	L_LIVE_LOAD, L_EXPIRE, L_REQUEUED_FROM, L_PAUSED_GET, L_PAUSED_PUT, L_PAUSED_DEL,
+	L_LIMITS_FORGET, L_COUNT
+};
+
+static const char *lstmt_sql[L_COUNT] = {
+	/* Found through the partial index requests_live (state = 'queued'). */
+	[L_LIVE_LOAD] = "SELECT id, job, uid, enqueued_at FROM requests WHERE state = 'queued'"
+	    " ORDER BY id",
+	[L_EXPIRE] = "UPDATE requests SET state = 'expired', error = ?2, finished_at = ?3"
+	    " WHERE id = ?1 AND state = 'queued'",
+	[L_REQUEUED_FROM] = "UPDATE requests SET requeued_from = ?2 WHERE id = ?1",
+	[L_PAUSED_GET] = "SELECT value FROM meta WHERE key = 'paused_since'",
+	[L_PAUSED_PUT] = "INSERT OR REPLACE INTO meta (key, value) VALUES ('paused_since', ?1)",
+	[L_PAUSED_DEL] = "DELETE FROM meta WHERE key = 'paused_since'",
+	[L_LIMITS_FORGET] = "DELETE FROM limits WHERE install = ?1",
+};
+
+int
+store_lifecycle_prepare(struct store *st, const char *path, char **cause)
+{
+	int i;
+
+	for (i = 0; i < L_COUNT; i++) {
+		if (sqlite3_prepare_v3(st->db, lstmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		    &st->lst[i], NULL) != SQLITE_OK) {
+			xasprintf(cause, "%s: preparing lifecycle statement %d: %s", path, i,
+			    sqlite3_errmsg(st->db));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static sqlite3_stmt *
+lstmt(struct store *st, enum lstmt which)
+{
+	sqlite3_stmt *s = st->lst[which];
+
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return s;
+}
+
+static int
+lrun(struct store *st, sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		log_error("database: %s", sqlite3_errmsg(st->db));
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_live_load(struct store *st, void (*cb)(void *, int64_t, int64_t, int64_t, int64_t),
+    void *arg)
+{
+	sqlite3_stmt *s = lstmt(st, L_LIVE_LOAD);
+	int rc;
+
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		cb(arg, sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1),
+		    sqlite3_column_type(s, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 2),
+		    sqlite3_column_int64(s, 3));
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		log_error("database: loading the unfinished requests: %s",
+		    sqlite3_errmsg(st->db));
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_request_expire(struct store *st, int64_t id, const char *error, int64_t now)
+{
+	sqlite3_stmt *s = lstmt(st, L_EXPIRE);
+
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
+	if (lrun(st, s) != 0)
+		return -1;
+	return sqlite3_changes(st->db);
+}
+
+int
+store_request_requeued_from(struct store *st, int64_t id, int64_t from)
+{
+	sqlite3_stmt *s = lstmt(st, L_REQUEUED_FROM);
+
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, from);
+	return lrun(st, s);
+}
+
+int64_t
+store_paused_get(struct store *st)
+{
+	sqlite3_stmt *s = lstmt(st, L_PAUSED_GET);
+	int64_t v = -1;
+	int rc = sqlite3_step(s);
+
+	if (rc == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0) > 0 ? sqlite3_column_int64(s, 0) : 1;
+	else if (rc == SQLITE_DONE)
+		v = 0;
+	else
+		log_error("database: %s", sqlite3_errmsg(st->db));
+	sqlite3_reset(s);
+	return v;
+}
+
+int
+store_paused_put(struct store *st, int64_t since)
+{
+	sqlite3_stmt *s;
+
+	if (since == 0)
+		return lrun(st, lstmt(st, L_PAUSED_DEL));
+	s = lstmt(st, L_PAUSED_PUT);
+	sqlite3_bind_int64(s, 1, since);
+	return lrun(st, s);
+}
+
+int
+store_limits_forget(struct store *st, const char *install)
+{
+	sqlite3_stmt *s = lstmt(st, L_LIMITS_FORGET);
+
+	sqlite3_bind_text(s, 1, install, -1, SQLITE_STATIC);
+	return lrun(st, s);
+}
