@@ -121,5 +121,27 @@ void hreq_closed(struct hreq *);
 
 /* http-routes.c: every request: route, authenticate, rate-cap, answer (now or later). */
 void http_request(struct evhttp_request *, void *arg);
+/* 405 with the Allow header. */
+void http_method_not_allowed(struct evhttp_request *, const char *allow);
+
+/*
+ * http-handlers.c: the endpoints on the queue, for a request http_request authenticated:
+ * t its token, c the caller made of it, who "token NAME (ADDRESS)" for logs.
+ */
+/* POST /v1/purges[?wait=SECONDS]: enqueue (answered once its commit is durable). */
+void http_purges_post(struct http *, struct evhttp_request *, const struct token *t,
+    const struct ops_caller *c, const char *who, const char *query);
+/* GET|HEAD /v1/purges/ID[?wait=SECONDS]: status or long-poll; DELETE: cancel. */
+void http_purge_id(struct http *, struct evhttp_request *, const struct token *t,
+    const struct ops_caller *c, const char *who, int64_t id, const char *query);
+/* GET /v1/jobs: unfinished jobs, only the installs the token may see. */
+void http_jobs(struct http *, struct evhttp_request *, const struct token *t,
+    const char *query);
+/* POST /v1/purges/ID/requeue. */
+void http_requeue(struct http *, struct evhttp_request *, const struct token *t,
+    const struct ops_caller *c, const char *who, int64_t id);
+/* GET /v1/installs. */
+void http_installs(struct http *, struct evhttp_request *, const struct token *t,
+    const struct ops_caller *c, const char *who, const char *query);
 
 #endif
