@@ -5,7 +5,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import Env, I1, I2, wait_for
+from harness import WRAP, Env, I1, I2, wait_for
 
 
 def sim(env, body=None):
@@ -78,6 +78,8 @@ class Paging(CatalogBase):
 class Largest(CatalogBase):
     sim_args = ("--installs", "199997")     # and install1..3: 200,000
 
+    @unittest.skipIf(WRAP, "200,000 installs take minutes under Valgrind; the ASan and "
+                     "plain runs cover it")
     def test_200000_installs_are_read_and_one_more_refused(self):
         # Review: a catalog of exactly CATALOG_MAX_INSTALLS was refused as "more than
         # 200000 installs"; the log named page 1 for the 2,000th.
@@ -355,7 +357,8 @@ class ManyHeldUnknown(CatalogBase):
             worst = max(worst, time.monotonic() - t)
             time.sleep(0.02)
         self.assertEqual(held, 0)
-        self.assertLess(worst, 1.5)
+        if not WRAP:     # under Valgrind everything is 20-50 times slower
+            self.assertLess(worst, 1.5)
         # The first ones still say what was close; all failed as unknown.
         s = self.env.request({"op": "status", "id": 1})
         self.assertEqual(s["state"], "failed")

@@ -320,6 +320,10 @@ class LostAnswer(unittest.TestCase):
     def test_kill9_between_commit_and_answer(self):
         env = erofs_env(limits={"object_interval": 0})
         try:
+            # the catalog's first read commits too: past it, the next sync is the enqueue's
+            # (under Valgrind the daemon is slow enough for the read to come later)
+            wait_for(lambda: env.request({"op": "stats"})["catalog"]["fetched_at"],
+                     timeout=60, what="the installs catalog")
             env.killed_at_sync(True)
             p = subprocess.Popen([CTL, "-s", env.sock, "--json", "enqueue", I1, "-t", "page",
                                   "--wait", "--timeout", "25"], env=ci_clean_env(),
