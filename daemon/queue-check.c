@@ -204,18 +204,22 @@ queue_check_lifecycle(struct queue *q)
 	const struct live *l;
 	struct heap_node *top;
 	struct job *j;
-	size_t pos = 0, onjobs = 0;
+	size_t pos = 0, onjobs = 0, deferred = 0;
 	int64_t at;
 	int n;
 
 	CHECK(heap_check(&q->ages), "the age heap is a heap");
-	CHECK(htab_len(&q->live) == heap_len(&q->ages),
-	    "every unfinished request is in the age heap once");
 	while ((j = order_next(&q->order, &pos)) != NULL) {
 		n = 0;
 		TAILQ_FOREACH(l, &j->live, jentry) {
-			CHECK(l->j == j && live_find(q, l->id) == l && heap_contains(&l->an),
-			    "a job's live request is found by id and by age");
+			CHECK(l->j == j && live_find(q, l->id) == l, "a job's live request is found "
+			    "by id");
+			/* Out of the heap only past max_age, waiting for its job's answer. */
+			if (!heap_contains(&l->an)) {
+				CHECK(j->state == JOB_SENDING, "a request is out of the age heap "
+				    "only while its purge is being sent");
+				deferred++;
+			}
 			n++;
 		}
 		CHECK(n == j->nreq, "a job has as many live requests as it counts");
@@ -227,6 +231,8 @@ queue_check_lifecycle(struct queue *q)
 	}
 	CHECK(onjobs + q->nheld == htab_len(&q->live),
 	    "every live request is on a job or held");
+	CHECK(htab_len(&q->live) == heap_len(&q->ages) + deferred,
+	    "every unfinished request is in the age heap once, or waits for its job's answer");
 	top = heap_top(&q->ages);
 	if (!q->broken && !q->stopping) {
 		at = 0;

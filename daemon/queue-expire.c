@@ -94,13 +94,32 @@ live_del(struct queue *q, int64_t id)
 
 /* The requests of from now belong to to (absorbed or merged: see members_move). */
 void
-live_move(struct job *from, struct job *to)
+live_move(struct queue *q, struct job *from, struct job *to)
 {
 	struct live *l;
 
 	TAILQ_FOREACH(l, &from->live, jentry)
 		l->j = to;
 	TAILQ_CONCAT(&to->live, &from->live, jentry);
+	live_undefer(q, to);
+}
+
+/*
+ * Job j is not being sent (any more): its requests whose max_age passed while it was
+ * (expire_run left them out of the heap for its answer to settle) go back into the heap,
+ * with their acceptance time, so they expire now, with the reason that answer gave.
+ */
+void
+live_undefer(struct queue *q, struct job *j)
+{
+	struct live *l;
+
+	if (j->state == JOB_SENDING)
+		return;
+	TAILQ_FOREACH(l, &j->live, jentry) {
+		if (!heap_contains(&l->an))
+			heap_set(&q->ages, &l->an, l->an.key, l->an.seq);
+	}
 }
 
 /* A job went (finished, or forgotten for a rebuild): its requests are not live here. */
@@ -213,7 +232,8 @@ by_job(const void *a, const void *b)
 /*
  * Expire the requests whose max_age passed, a batch at a time, in one transaction: each
  * becomes "expired" with the reason, and a queued job none of whose requests is left
- * goes too (one being sent is settled by its answer: nobody needs it, it is dropped then).
+ * goes too. Requests of a job being sent wait for its answer: a purge the API accepted
+ * is done, not expired (and "not sent" would be false); any other answer expires them.
  * Memory follows only once the transaction committed; if it fails, the batch goes back
  * into the heap untouched and is tried again later.
  */
@@ -235,7 +255,14 @@ expire_run(struct queue *q)
 	while (n < EXPIRE_BATCH && (hn = heap_top(&q->ages)) != NULL &&
 	    sched_expired(hn->key, q->limits.max_age, now)) {
 		heap_pop(&q->ages);
-		v[n++] = container_of(hn, struct live, an);
+		l = container_of(hn, struct live, an);
+		/*
+		 * Its purge is out: the API may be acting on it right now. The answer settles
+		 * it (done: the request is done), or puts it back (live_undefer) to expire then.
+		 */
+		if (l->j != NULL && l->j->state == JOB_SENDING)
+			continue;
+		v[n++] = l;
 	}
 	if (n == 0)
 		return;

@@ -345,7 +345,8 @@ struct live *live_find(struct queue *, int64_t id);
 void live_attach(struct queue *, int64_t id, struct job *, int64_t requester,
     int64_t accepted);
 void live_del(struct queue *, int64_t id);
-void live_move(struct job *from, struct job *to);
+void live_move(struct queue *, struct job *from, struct job *to);
+void live_undefer(struct queue *, struct job *);
 void live_clear(struct queue *, struct job *);
 void live_free_all(struct queue *);
 int live_load(struct queue *);

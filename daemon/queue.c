@@ -128,6 +128,7 @@ job_set_state(struct queue *q, struct job *j, enum job_state s)
 	count_state(q, j->state, -1);
 	j->state = s;
 	count_state(q, s, 1);
+	live_undefer(q, j);    /* requests that expired while it was sent expire now */
 }
 
 struct job *

@@ -83,6 +83,29 @@ class Expiry(EnvTest):
         self.assertEqual(self.wait_state(b["id"], ("done", "expired"))["state"], "done")
         self.assertEqual(self.status(a["id"])["state"], "expired")
 
+    def test_purge_in_flight_at_max_age_is_settled_by_its_answer(self):
+        # The API holds its 202 past max_age: the purge was made, so the request is done
+        # (it was expired, "never attempted", while its job went on to be done).
+        self.env.fault(status=202, delay_ms=3000)
+        rc, out, err = self.env.ctl("enqueue", I1, "--type", "object", "--wait",
+                                    "--timeout", "30")
+        self.assertEqual(rc, 0, (out, err))
+        rid = int(out.split()[1])
+        st = self.status(rid)
+        self.assertEqual((st["state"], st["http_status"]), ("done", 202), st)
+        self.assertEqual(db_rows(self.env, "SELECT state FROM requests WHERE id = ?", rid),
+                         [("done",)])
+        self.assertEqual(self.env.request({"op": "stats"})["expired"], 0)
+        # Any other answer past max_age expires it then, with that answer as the reason,
+        # and nothing more is sent for it.
+        self.env.fault(status=503, delay_ms=3000)
+        r = self.enqueue(I2, "page")
+        st = self.wait_state(r["id"], "expired", timeout=10)
+        self.assertIn("HTTP 503", st["message"])
+        self.assertEqual(self.env.request({"op": "list"})["jobs"], [])
+        time.sleep(1.5)
+        self.assertEqual(len(self.env.purges(I2, status=None)), 1)
+
     def test_max_age_shortened_on_sighup(self):
         # Keyed by acceptance time: a shorter max_age expires what is older at once.
         self.env.lim["max_age"] = "0"
