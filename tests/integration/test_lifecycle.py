@@ -224,6 +224,30 @@ class Requeue(EnvTest):
         r = self.env.request({"op": "requeue"})
         self.assertEqual(r["error"], "missing_field")
 
+    def test_requeue_keeps_the_provenance(self):
+        # "the same fields and provenance": who asked and from which CI job (the requeued
+        # request had no source: "uid 0" in status, list, the log and stats).
+        src = {"ci": "github", "job_url": "https://github.com/org/repo/actions/runs/77",
+               "commit": "0123abc", "ref": "refs/heads/main", "actor": "alice"}
+        self.env.request({"op": "pause"})
+        q = self.enqueue(I1, "object", reason="deploy 9", source=src)
+        self.assertTrue(self.env.request({"op": "cancel", "id": q["id"]})["ok"])
+        old = self.status(q["id"])
+        r = self.env.request({"op": "requeue", "id": q["id"]})
+        self.assertTrue(r["ok"], r)
+        st = self.status(r["id"])
+        self.assertEqual(st["source"], src)
+        self.assertEqual(st["requested_by"], old["requested_by"])
+        self.assertTrue(st["requested_by"].startswith("github:org/repo"), st)
+        self.assertEqual(st["reason"], "deploy 9")
+        # without a source, none is made up
+        q = self.enqueue(I2, "page")
+        self.assertTrue(self.env.request({"op": "cancel", "id": q["id"]})["ok"])
+        r = self.env.request({"op": "requeue", "id": q["id"]})
+        self.assertIsNone(self.status(r["id"])["source"])
+        self.env.request({"op": "resume"})
+        self.wait_state(r["id"], "done")
+
     @unittest.skipUnless(os.geteuid() == 0, "needs root to connect as another uid")
     def test_not_yours(self):
         self.env.request({"op": "pause"})
