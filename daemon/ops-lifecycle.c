@@ -133,7 +133,11 @@ ops_requeue(struct queue *q, int64_t id, const struct ops_caller *c, queue_answe
 		else
 			log_info("request %lld requeued by uid %ld for its owner", (long long)id,
 			    (long)c->uid);
-		queue_requeue(q, &req, id, ss.uid, -1, NULL, cb, arg);
+		/*
+		 * Named as its owner was: a token's request (a negative requester id) by the
+		 * label it was stored with ("token NAME"), never as "uid -123...".
+		 */
+		queue_requeue(q, &req, id, ss.uid, -1, ss.uid < 0 ? ss.who : NULL, cb, arg);
 	}
 	proto_request_free(&req);
 	store_status_free(&ss);
