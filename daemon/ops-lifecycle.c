@@ -54,7 +54,8 @@ ops_pause(struct queue *q, int paused)
 
 /*
  * What a requeued request copies from the one it requeues: the one place that knows the
- * per-request fields (a new field of requests is copied here too). The install is the
+ * per-request fields (a new field of requests is copied here too): type, reason, source
+ * (not the idempotency key: that names the old request). The install is the
  * one it resolved to; a request whose name never resolved asks by that name again.
  */
 static void
@@ -70,6 +71,16 @@ requeue_fields(const struct store_status *old, struct proto_request *req)
 	else
 		snprintf(req->name, sizeof req->name, "%s", old->name);
 	req->reason = old->reason != NULL ? xstrdup(old->reason) : NULL;
+	/* Who asked, and from which CI job: the provenance of the request it repeats. */
+	if (old->source != NULL) {
+		req->source = xcalloc(1, sizeof *req->source);
+		if (source_from_json(old->source, req->source) != 0 ||
+		    source_empty(req->source)) {
+			source_free(req->source);
+			free(req->source);
+			req->source = NULL;
+		}
+	}
 }
 
 json_object *
@@ -122,7 +133,11 @@ ops_requeue(struct queue *q, int64_t id, const struct ops_caller *c, queue_answe
 		else
 			log_info("request %lld requeued by uid %ld for its owner", (long long)id,
 			    (long)c->uid);
-		queue_requeue(q, &req, id, ss.uid, -1, NULL, cb, arg);
+		/*
+		 * Named as its owner was: a token's request (a negative requester id) by the
+		 * label it was stored with ("token NAME"), never as "uid -123...".
+		 */
+		queue_requeue(q, &req, id, ss.uid, -1, ss.uid < 0 ? ss.who : NULL, cb, arg);
 	}
 	proto_request_free(&req);
 	store_status_free(&ss);

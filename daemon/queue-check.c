@@ -196,47 +196,79 @@ check_lapse(struct hnode *n, void *arg)
  * is live once, on its job (as many as the job counts) or held; both timers are armed for
  * exactly the first of their heaps.
  */
+struct below_tally {
+	struct queue *q;
+	int64_t first_id, first_at;
+};
+
+static int
+check_below(void *arg, int64_t id, int64_t job, int64_t uid, int64_t accepted, int queued)
+{
+	struct below_tally *t = arg;
+	struct job *j = job_find(t->q, job);
+
+	(void)id;
+	(void)uid;
+	(void)accepted;
+	(void)queued;
+	CHECK(j != NULL && j->expire_deferred != 0 && (j->state == JOB_SENDING ||
+	    j->expire_deferred == EXPIRE_PENDING),
+	    "an unfinished request passed by expiry waits for its job's answer");
+	return 0;
+}
+
+static int
+check_first(void *arg, int64_t id, int64_t job, int64_t uid, int64_t accepted, int queued)
+{
+	struct below_tally *t = arg;
+
+	(void)job;
+	(void)uid;
+	if (!queued)
+		return 0;
+	t->first_id = id;
+	t->first_at = accepted;
+	return 1;
+}
+
+/*
+ * Requests that expire, installs whose limits lapse, the pause: every unfinished request
+ * is read by expiry in id order (those passed wait for their job's answer); both timers
+ * are armed for exactly the first of their work.
+ */
 void
 queue_check_lifecycle(struct queue *q)
 {
 	struct lapse_tally lt = { q, 0 };
-	const struct held *h;
-	const struct live *l;
+	struct below_tally bt = { q, 0, 0 };
 	struct heap_node *top;
-	struct job *j;
-	size_t pos = 0, onjobs = 0;
+	size_t i;
 	int64_t at;
-	int n;
 
-	CHECK(heap_check(&q->ages), "the age heap is a heap");
-	CHECK(htab_len(&q->live) == heap_len(&q->ages),
-	    "every unfinished request is in the age heap once");
-	while ((j = order_next(&q->order, &pos)) != NULL) {
-		n = 0;
-		TAILQ_FOREACH(l, &j->live, jentry) {
-			CHECK(l->j == j && live_find(q, l->id) == l && heap_contains(&l->an),
-			    "a job's live request is found by id and by age");
-			n++;
-		}
-		CHECK(n == j->nreq, "a job has as many live requests as it counts");
-		onjobs += (size_t)n;
+	for (i = 0; i < q->nundeferred; i++) {
+		const struct job *j = job_find(q, q->undeferred[i]);
+
+		CHECK(j == NULL || j->expire_deferred == EXPIRE_PENDING,
+		    "a job whose deferred requests expire is marked so");
 	}
-	TAILQ_FOREACH(h, &q->held, entry) {
-		l = live_find(q, h->id);
-		CHECK(l != NULL && l->j == NULL, "a held request is live, on no job");
+	/* Reads of the database: test runs (WPE_PURGED_CHECK) only, on small queues. */
+	if (!q->broken) {
+		if (store_live_below(q->store, q->expire_scan, check_below, &bt) != 0 ||
+		    store_live_scan(q->store, q->expire_scan, 1000000, check_first, &bt) != 0)
+			CHECK(0, "the unfinished requests can be read");
 	}
-	CHECK(onjobs + q->nheld == htab_len(&q->live),
-	    "every live request is on a job or held");
-	top = heap_top(&q->ages);
-	if (!q->broken && !q->stopping) {
-		at = 0;
-		if (top != NULL && q->limits.max_age > 0) {
-			at = sched_expires_at(top->key, q->limits.max_age);
-			if (at < q->expire_retry)
-				at = q->expire_retry;
-		}
-		CHECK(q->expire_at == at, "the expiry timer is armed for the oldest request");
+	if (!q->broken && !q->stopping && q->limits.max_age > 0 && bt.first_id != 0) {
+		at = sched_expires_at(bt.first_at, q->limits.max_age);
+		if (at < q->expire_retry)
+			at = q->expire_retry;
+		/* (or for one accepted later by id but earlier by a clock set back) */
+		CHECK(q->expire_at != 0 && (q->expire_at <= at || bt.first_at < q->expire_first),
+		    "the expiry timer is armed for the oldest request");
 	}
+	if (!q->broken && !q->stopping && q->limits.max_age > 0 && q->nundeferred > 0)
+		CHECK(q->expire_at != 0, "deferred expiries are due");
+	if (q->broken || q->stopping || q->limits.max_age == 0)
+		CHECK(q->expire_at == 0 || q->expire_at == -1, "no expiry while it cannot run");
 	CHECK(heap_check(&q->lapse), "the lapse heap is a heap");
 	htab_foreach(&q->installs, check_lapse, &lt);
 	CHECK(lt.waiting == heap_len(&q->lapse), "the lapse heap holds only job-less installs");

@@ -333,7 +333,7 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 	member_add(q, j, uid, 1);
 	undo_push(u, U_MEMBER, j, uid);
 	u->v[u->n - 1].rid = p->out.request_id;
-	u->v[u->n - 1].at = now_wall;   /* a held request keeps its own (live_attach) */
+	u->v[u->n - 1].at = now_wall;
 	return 0;
 }
 
@@ -368,12 +368,10 @@ enqueue_settle(struct queue *q, struct undo_log *u, int failed)
 		}
 		return;
 	}
-	/* The requests are live now, on their jobs (those absorbed below hand them over). */
+	/* The requests are unfinished now: the expiry timer covers them. */
 	for (i = 0; i < u->n; i++) {
-		if (u->v[i].kind == U_MEMBER)
-			live_attach(q, u->v[i].rid, u->v[i].j, u->v[i].uid, u->v[i].at);
-		else if (u->v[i].kind == U_HELD)
-			live_attach(q, u->v[i].rid, NULL, u->v[i].h->requester, u->v[i].at);
+		if (u->v[i].kind == U_MEMBER || u->v[i].kind == U_HELD)
+			expire_note(q, u->v[i].rid, u->v[i].at);
 	}
 	for (i = 0; i < u->n; i++) {
 		if (u->v[i].kind != U_NEW)
@@ -556,7 +554,6 @@ queue_cancel(struct queue *q, int64_t id, int64_t uid, int64_t job_id)
 	q->stats.cancelled++;
 	if (j != NULL)
 		member_sub(q, j, uid);
-	live_del(q, id);     /* a held one leaves the held list too */
 	if (drop)
 		job_free(q, j);
 	/* A request by name still held for the catalog must not be resolved and sent. */

@@ -1,166 +1,112 @@
-/* queue-expire.c: requests that cannot wait forever: unfinished requests by age, expired after max_age. */
+/* queue-expire.c: requests that cannot wait forever: unfinished requests expire after max_age. */
 #include "compat.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "queue-int.h"
 #include "util.h"
 
 #define EXPIRE_BATCH 1000          /* requests expired in one transaction */
+#define EXPIRE_ROWS 4096           /* rows read in one turn (finished ones included) */
 #define EXPIRE_RETRY_MS 5000       /* after a failed write */
 
 /*
- * Every unfinished request is here once, from the commit that accepted it to the one that
- * finished it: in q->live by id (cancel), on its job's list (a job that finishes takes its
- * requests along; one absorbed or merged hands them over) and in q->ages by acceptance
- * time. Deadlines are acceptance plus max_age, so their order is the order of acceptance
- * whatever max_age is: SIGHUP only moves the one timer, armed for the oldest request.
- * Acceptance times are wall-clock (they survive restarts); a clock set back delays
- * nothing but the requests accepted before it was.
+ * Nothing is kept per request (100,000 queued requests must stay small): request ids
+ * follow acceptance, so the requests are read from the database in id order from
+ * q->expire_scan on, and the one timer is armed for the first unfinished one's deadline.
+ * Every request below expire_scan is finished, or expired while its job was being sent:
+ * a purge the API may be acting on is settled by its answer (accepted: done); any other
+ * answer puts the job on q->undeferred and they expire then. A request that finishes
+ * otherwise changes nothing here: at worst the timer fires early and reads on. Order is
+ * acceptance order whatever max_age is (SIGHUP moves the one timer); a clock set back
+ * delays a request accepted after it at most until the older ones' deadline.
  */
 
 static void expire_cb(evutil_socket_t, short, void *);
 
 void
-live_init(struct queue *q)
+expire_init(struct queue *q)
 {
-	htab_init(&q->live);
-	heap_init(&q->ages);
 	if ((q->expire_ev = evtimer_new(q->base, expire_cb, q)) == NULL)
 		fatalx("out of memory creating a timer");
 }
 
-struct live *
-live_find(struct queue *q, int64_t id)
-{
-	struct hnode *n;
-	struct live *l;
-
-	for (n = htab_first(&q->live, htab_hash_u64((uint64_t)id)); n != NULL;
-	    n = htab_next(n)) {
-		l = container_of(n, struct live, hn);
-		if (l->id == id)
-			return l;
-	}
-	return NULL;
-}
-
-/* Request id (accepted at accepted, wall ms) is now on job j (NULL: held for a name). */
+/* Request id, accepted at accepted (wall ms), is unfinished now (its commit went through). */
 void
-live_attach(struct queue *q, int64_t id, struct job *j, int64_t requester,
-    int64_t accepted)
+expire_note(struct queue *q, int64_t id, int64_t accepted)
 {
-	struct live *l = live_find(q, id);
-
-	if (l == NULL) {
-		l = xcalloc(1, sizeof *l);
-		l->id = id;
-		l->requester = requester;
-		heap_node_init(&l->an);
-		htab_insert(&q->live, &l->hn, htab_hash_u64((uint64_t)id));
-		heap_set(&q->ages, &l->an, accepted, (uint64_t)id);
-	} else if (l->j != NULL)
-		TAILQ_REMOVE(&l->j->live, l, jentry);
-	l->j = j;
-	if (j != NULL)
-		TAILQ_INSERT_TAIL(&j->live, l, jentry);
+	/* None from expire_scan on was unfinished: nothing before id needs reading. */
+	if (q->expire_first == 0 && !q->expire_more && id > q->expire_scan)
+		q->expire_scan = id;
+	if (q->expire_first == 0 || accepted < q->expire_first)
+		q->expire_first = accepted;
 }
 
-static void
-live_free(struct queue *q, struct live *l)
-{
-	htab_remove(&q->live, &l->hn);
-	if (heap_contains(&l->an))
-		heap_remove(&q->ages, &l->an);
-	if (l->j != NULL)
-		TAILQ_REMOVE(&l->j->live, l, jentry);
-	free(l);
-}
-
-/* Request id finished on its own (cancelled): a held one leaves the held list too. */
+/* Job j is not being sent (any more): requests that expired while it was, expire now. */
 void
-live_del(struct queue *q, int64_t id)
+expire_undefer(struct queue *q, struct job *j)
 {
-	struct live *l = live_find(q, id);
-
-	if (l == NULL)
+	if (j->expire_deferred != EXPIRE_DEFERRED || j->state == JOB_SENDING)
 		return;
-	if (l->j == NULL)
-		held_drop(q, id);
-	live_free(q, l);
+	if (q->nundeferred == q->capundeferred) {
+		q->capundeferred = q->capundeferred ? q->capundeferred * 2 : 8;
+		q->undeferred = xrealloc(q->undeferred, q->capundeferred *
+		    sizeof *q->undeferred);
+	}
+	q->undeferred[q->nundeferred++] = j->id;
+	j->expire_deferred = EXPIRE_PENDING;
 }
 
 /* The requests of from now belong to to (absorbed or merged: see members_move). */
 void
-live_move(struct job *from, struct job *to)
+expire_move(struct queue *q, struct job *from, struct job *to)
 {
-	struct live *l;
-
-	TAILQ_FOREACH(l, &from->live, jentry)
-		l->j = to;
-	TAILQ_CONCAT(&to->live, &from->live, jentry);
-}
-
-/* A job went (finished, or forgotten for a rebuild): its requests are not live here. */
-void
-live_clear(struct queue *q, struct job *j)
-{
-	struct live *l;
-
-	while ((l = TAILQ_FIRST(&j->live)) != NULL) {
-		TAILQ_REMOVE(&j->live, l, jentry);
-		l->j = NULL;
-		live_free(q, l);
-	}
-}
-
-static void
-live_free_one(struct hnode *n, void *arg)
-{
-	live_free(arg, container_of(n, struct live, hn));
-}
-
-void
-live_free_all(struct queue *q)
-{
-	htab_foreach(&q->live, live_free_one, q);
-}
-
-static void
-load_live(void *arg, int64_t id, int64_t job, int64_t uid, int64_t enqueued_at)
-{
-	struct queue *q = arg;
-	struct job *j = job != 0 ? job_find(q, job) : NULL;
-
-	if (job != 0 && j == NULL) {
-		log_warn("database: request %lld is unfinished but job %lld is not; it cannot "
-		    "expire", (long long)id, (long long)job);
+	if (from->expire_deferred == 0)
 		return;
-	}
-	live_attach(q, id, j, uid, enqueued_at);
+	if (to->expire_deferred == 0)
+		to->expire_deferred = EXPIRE_DEFERRED;
+	expire_undefer(q, to);
 }
 
-/* After the jobs and the held requests were loaded: their requests. */
+/* After a (re)load of the queue: read from the oldest unfinished request again. */
 int
-live_load(struct queue *q)
+expire_reset(struct queue *q)
 {
-	live_free_all(q);
-	return store_live_load(q->store, load_live, q);
+	int64_t id, at;
+	size_t i;
+	struct job *j;
+
+	if (store_live_first(q->store, &id, &at) != 0)
+		return -1;
+	/* Every deferred request is read again (its job still sent: deferred again). */
+	for (i = 0; i < q->nundeferred; i++) {
+		if ((j = job_find(q, q->undeferred[i])) != NULL)
+			j->expire_deferred = 0;
+	}
+	q->nundeferred = 0;
+	q->expire_more = 0;
+	q->expire_scan = id;
+	q->expire_first = at;
+	q->expire_at = -1;     /* re-armed by the next expire_arm */
+	return 0;
 }
 
-/* Arm the one timer for the oldest request's expiry (or a retry), if it moved. */
+/* Arm the one timer for the oldest request's expiry (or a retry, or at once), if it moved. */
 void
 expire_arm(struct queue *q)
 {
-	struct heap_node *top = heap_top(&q->ages);
 	struct timeval tv;
 	int64_t at = 0, now, o;
 
-	if (top != NULL && q->limits.max_age > 0 && !q->broken && !q->stopping) {
-		at = sched_expires_at(top->key, q->limits.max_age);
-		if (at < q->expire_retry)
+	if (q->limits.max_age > 0 && !q->broken && !q->stopping) {
+		if (q->expire_more || q->nundeferred > 0)
+			at = 1;       /* at once */
+		else if (q->expire_first != 0)
+			at = sched_expires_at(q->expire_first, q->limits.max_age);
+		if (at != 0 && at < q->expire_retry)
 			at = q->expire_retry;
 	}
 	if (at == q->expire_at)
@@ -197,12 +143,18 @@ expire_reason(struct queue *q, const struct job *j, char *buf, size_t len)
 	sched_expiry_reason(&f, buf, len);
 }
 
+/* One request to expire. */
+struct exp {
+	int64_t id;
+	int64_t uid;
+	struct job *j;               /* NULL: held for a name */
+};
+
 /* Group the batch by job (a job's requests expire together; the job may go with them). */
 static int
 by_job(const void *a, const void *b)
 {
-	const struct live *x = *(const struct live *const *)a;
-	const struct live *y = *(const struct live *const *)b;
+	const struct exp *x = a, *y = b;
 	uintptr_t jx = (uintptr_t)x->j, jy = (uintptr_t)y->j;
 
 	if (jx != jy)
@@ -210,56 +162,141 @@ by_job(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* What one turn reads: the batch, and where reading stopped. */
+struct scan {
+	struct queue *q;
+	struct exp *v;
+	size_t n;
+	int64_t now;
+	int64_t next;                /* the first id not passed */
+	int64_t first;               /* acceptance of the first unfinished one not passed, 0 */
+	int rows;                    /* rows seen */
+	int more;                    /* stopped early: read on at once */
+};
+
+static int
+scan_row(void *arg, int64_t id, int64_t job, int64_t uid, int64_t accepted, int queued)
+{
+	struct scan *sc = arg;
+	struct queue *q = sc->q;
+	struct job *j = NULL;
+
+	sc->rows++;
+	if (queued) {
+		if (!sched_expired(accepted, q->limits.max_age, sc->now)) {
+			sc->first = accepted;
+			return 1;
+		}
+		if (job != 0 && (j = job_find(q, job)) == NULL) {
+			log_warn("database: request %lld is unfinished but job %lld is not; it "
+			    "cannot expire", (long long)id, (long long)job);
+		} else if (j != NULL && j->state == JOB_SENDING) {
+			/* Its purge is out: the answer settles it (expire_undefer). */
+			if (j->expire_deferred == 0)
+				j->expire_deferred = EXPIRE_DEFERRED;
+		} else if (sc->n == EXPIRE_BATCH) {
+			sc->more = 1;
+			return 1;
+		} else {
+			sc->v[sc->n].id = id;
+			sc->v[sc->n].uid = uid;
+			sc->v[sc->n++].j = j;
+		}
+	}
+	sc->next = id + 1;
+	return 0;
+}
+
+/* A job's deferred requests (below expire_scan), after its answer: all of them expired. */
+static int
+deferred_row(void *arg, int64_t id, int64_t job, int64_t uid, int64_t accepted, int queued)
+{
+	struct scan *sc = arg;
+
+	(void)job;
+	(void)accepted;
+	(void)queued;
+	if (sc->n == EXPIRE_BATCH) {
+		sc->more = 1;
+		return 1;
+	}
+	sc->v[sc->n].id = id;
+	sc->v[sc->n].uid = uid;
+	sc->v[sc->n++].j = job_find(sc->q, job);
+	return 0;
+}
+
 /*
  * Expire the requests whose max_age passed, a batch at a time, in one transaction: each
  * becomes "expired" with the reason, and a queued job none of whose requests is left
- * goes too (one being sent is settled by its answer: nobody needs it, it is dropped then).
- * Memory follows only once the transaction committed; if it fails, the batch goes back
- * into the heap untouched and is tried again later.
+ * goes too. Requests of a job being sent wait for its answer: a purge the API accepted
+ * is done, not expired (and "not sent" would be false); any other answer expires them.
+ * Memory follows only once the transaction committed; if it fails, nothing moved (the
+ * same rows are read again later).
  */
 static void
 expire_run(struct queue *q)
 {
-	struct live *v[EXPIRE_BATCH], *l;
-	struct heap_node *hn;
+	static struct exp v[EXPIRE_BATCH];
+	struct scan sc;
 	struct store_job row;
 	struct job *j;
 	char reason[512];
-	int64_t now = clock_wall_ms(), id;
+	int64_t id;
 	uint64_t gen;
-	size_t n = 0, i, k;
+	size_t i, k, ndone = 0;
 	int drop;
 
 	if (q->broken || q->stopping || q->limits.max_age == 0)
 		return;
-	while (n < EXPIRE_BATCH && (hn = heap_top(&q->ages)) != NULL &&
-	    sched_expired(hn->key, q->limits.max_age, now)) {
-		heap_pop(&q->ages);
-		v[n++] = container_of(hn, struct live, an);
+	memset(&sc, 0, sizeof sc);
+	sc.q = q;
+	sc.v = v;
+	sc.now = clock_wall_ms();
+	sc.next = q->expire_scan;
+	/* First the jobs whose answer came: their deferred requests (all expired). */
+	while (ndone < q->nundeferred && !sc.more) {
+		j = job_find(q, q->undeferred[ndone]);
+		if (j != NULL && j->state == JOB_SENDING) {
+			j->expire_deferred = EXPIRE_DEFERRED;    /* sent again meanwhile */
+			j = NULL;
+		}
+		if (j != NULL && store_job_expired(q->store, j->id, q->expire_scan,
+		    (int)(EXPIRE_BATCH - sc.n) + 1, deferred_row, &sc) != 0)
+			goto fail;
+		if (!sc.more)
+			ndone++;
 	}
-	if (n == 0)
-		return;
-	qsort(v, n, sizeof(struct live *), by_job);
+	if (!sc.more) {
+		sc.first = 0;
+		if (store_live_scan(q->store, q->expire_scan, EXPIRE_ROWS, scan_row, &sc) != 0)
+			goto fail;
+		if (sc.rows == EXPIRE_ROWS && sc.first == 0)
+			sc.more = 1;     /* read on next turn */
+	}
+	if (sc.n == 0)
+		goto moved;
+	qsort(v, sc.n, sizeof v[0], by_job);
 	if (store_begin(q->store) != 0)
 		goto fail;
-	for (i = 0; i < n; i = k) {
-		j = v[i]->j;
-		for (k = i; k < n && v[k]->j == j; k++)
+	for (i = 0; i < sc.n; i = k) {
+		j = v[i].j;
+		for (k = i; k < sc.n && v[k].j == j; k++)
 			;
 		expire_reason(q, j, reason, sizeof reason);
 		for (; i < k; i++) {
-			if (store_request_expire(q->store, v[i]->id, reason, now) < 0)
+			if (store_request_expire(q->store, v[i].id, reason, sc.now) < 0)
 				goto fail;
 		}
 	}
 	/* The jobs to drop: queued ones whose every request is in this batch. */
-	for (i = 0; i < n; i = k) {
-		j = v[i]->j;
-		for (k = i; k < n && v[k]->j == j; k++)
+	for (i = 0; i < sc.n; i = k) {
+		j = v[i].j;
+		for (k = i; k < sc.n && v[k].j == j; k++)
 			;
 		if (j == NULL || j->state != JOB_QUEUED || j->nreq != (int)(k - i))
 			continue;
-		job_row(j, &row, now);
+		job_row(j, &row, sc.now);
 		row.state = JOB_EXPIRED;
 		row.message = "dropped: every request on it expired (max_age)";
 		if (store_job_update(q->store, &row) != 0)
@@ -269,44 +306,57 @@ expire_run(struct queue *q)
 		goto fail;
 
 	/* Committed: now memory (the reasons are those written: nothing they say moved). */
-	q->expire_retry = 0;
-	for (i = 0; i < n; i = k) {
-		j = v[i]->j;
-		for (k = i; k < n && v[k]->j == j; k++)
+	q->store_failing = 0;
+	for (i = 0; i < sc.n; i = k) {
+		j = v[i].j;
+		for (k = i; k < sc.n && v[k].j == j; k++)
 			;
 		drop = j != NULL && j->state == JOB_QUEUED && j->nreq == (int)(k - i);
 		expire_reason(q, j, reason, sizeof reason);
 		if (j != NULL)
 			log_warn("job %lld: %zu request(s) expired (request %lld%s): %s%s",
-			    (long long)j->id, k - i, (long long)v[i]->id, k - i > 1 ? " ..." : "",
+			    (long long)j->id, k - i, (long long)v[i].id, k - i > 1 ? " ..." : "",
 			    reason, drop ? "; the job is dropped" : "");
 		for (; i < k; i++) {
-			l = v[i];
-			id = l->id;
+			id = v[i].id;
 			if (j != NULL)
-				member_sub(q, j, l->requester);
+				member_sub(q, j, v[i].uid);
 			else {
 				log_warn("request %lld: expired: %s", (long long)id, reason);
 				held_drop(q, id);
 			}
-			live_free(q, l);
 			waiters_wake(q, id, 0);
 		}
 		if (drop)
 			job_free(q, j);
 	}
-	q->store_failing = 0;
-	q->stats.expired += n;
-	prune_arm(q, now);
+	q->stats.expired += sc.n;
+	prune_arm(q, sc.now);
+moved:
+	/* What was read is behind us (the batch committed, or there was none). */
+	q->expire_retry = 0;
+	for (i = 0; i < ndone; i++) {
+		if ((j = job_find(q, q->undeferred[i])) != NULL &&
+		    j->expire_deferred == EXPIRE_PENDING)
+			j->expire_deferred = 0;
+	}
+	if (ndone > 0) {
+		memmove(q->undeferred, q->undeferred + ndone,
+		    (q->nundeferred - ndone) * sizeof *q->undeferred);
+		q->nundeferred -= ndone;
+	}
+	if (sc.next > q->expire_scan)
+		q->expire_scan = sc.next;
+	if (!sc.more)
+		q->expire_first = sc.first;
+	q->expire_more = sc.more;
 	return;
 fail:
-	log_error("could not expire %zu request(s): %s", n, store_errmsg(q->store));
+	log_error("could not expire %zu request(s): %s", sc.n, store_errmsg(q->store));
 	store_rollback(q->store);
 	q->stats.storage_errors++;
 	q->store_failing = 1;
-	for (i = 0; i < n; i++)
-		heap_set(&q->ages, &v[i]->an, v[i]->an.key, v[i]->an.seq);
-	q->expire_retry = now + EXPIRE_RETRY_MS;
+	q->expire_retry = sc.now + EXPIRE_RETRY_MS;
 }
 
 static void
@@ -324,9 +374,9 @@ expire_cb(evutil_socket_t fd, short events, void *arg)
 void
 expire_free(struct queue *q)
 {
-	live_free_all(q);
-	htab_free(&q->live);
-	heap_free(&q->ages);
+	free(q->undeferred);
+	q->undeferred = NULL;
+	q->nundeferred = q->capundeferred = 0;
 	if (q->expire_ev != NULL)
 		event_free(q->expire_ev);
 }

@@ -54,19 +54,6 @@ struct install {
 	struct heap_node ln;         /* q->lapse while it has no job */
 };
 
-/*
- * An unfinished request (queue-expire.c), found by id, by acceptance time (q->ages: the
- * oldest expires first, whatever max_age is) and on its job's list.
- */
-struct live {
-	struct hnode hn;             /* q->live, by id */
-	struct heap_node an;         /* q->ages: key accepted (wall ms), seq id */
-	int64_t id;
-	int64_t requester;
-	struct job *j;               /* NULL: held for a first catalog (job 0) */
-	TAILQ_ENTRY(live) jentry;    /* j->live */
-};
-TAILQ_HEAD(lives, live);
 
 /* Whoever asks for purges (a uid, -1 when unknown): the unit of fairness and quota. */
 struct requester {
@@ -115,7 +102,7 @@ struct job {
 	struct heap_node tn;   /* q->timed while SLOT_TIMED */
 	struct member *members;
 	int nreq;              /* unfinished requests on it */
-	struct lives live;     /* the same requests, each (queue-expire.c) */
+	uint8_t expire_deferred; /* EXPIRE_*: some of its requests expired while it was sent */
 	TAILQ_ENTRY(job) ientry; /* install->jobs */
 };
 
@@ -247,8 +234,18 @@ struct queue {
 	struct outage outage;
 	struct queue_stats stats;
 	struct top *top;         /* who asked most (queue-provenance.c), NULL until someone did */
-	struct htab live;        /* unfinished requests by id (struct live) */
-	struct heap ages;        /* the same by acceptance time */
+	/*
+	 * Expiry (queue-expire.c) keeps nothing per request: requests are read in id order
+	 * (acceptance order) from expire_scan on. Below it every request is finished, or
+	 * expired while its job was being sent (that job's expire_deferred says so).
+	 */
+	int64_t expire_scan;
+	int64_t expire_first;    /* wall ms the first unfinished request from expire_scan on
+	                          * was accepted (or a newer one, earlier: a clock set back);
+	                          * 0: none */
+	int expire_more;         /* more to read at once (a full batch or a turn's rows) */
+	int64_t *undeferred;     /* jobs whose deferred requests expire at once */
+	size_t nundeferred, capundeferred;
 	struct event *expire_ev; /* the one expiry timer: the oldest request's max_age */
 	int64_t expire_at;       /* wall ms it is armed for (0: not armed) */
 	int64_t expire_retry;    /* wall ms: not before (a failed expiry write), or 0 */
@@ -339,16 +336,14 @@ void prune_start(struct queue *);
 void queue_check(struct queue *);
 void queue_check_lifecycle(struct queue *);
 
-/* queue-expire.c: unfinished requests by age; max_age */
-void live_init(struct queue *);
-struct live *live_find(struct queue *, int64_t id);
-void live_attach(struct queue *, int64_t id, struct job *, int64_t requester,
-    int64_t accepted);
-void live_del(struct queue *, int64_t id);
-void live_move(struct job *from, struct job *to);
-void live_clear(struct queue *, struct job *);
-void live_free_all(struct queue *);
-int live_load(struct queue *);
+/* queue-expire.c: unfinished requests expire after max_age */
+#define EXPIRE_DEFERRED 1      /* job->expire_deferred: waiting for the answer */
+#define EXPIRE_PENDING 2       /* on q->undeferred: they expire at once */
+void expire_init(struct queue *);
+void expire_note(struct queue *, int64_t id, int64_t accepted);
+void expire_move(struct queue *, struct job *from, struct job *to);
+void expire_undefer(struct queue *, struct job *);
+int expire_reset(struct queue *);
 void expire_arm(struct queue *);
 void expire_free(struct queue *);
 

@@ -141,7 +141,7 @@ members_move(struct queue *q, struct job *from, struct job *to)
 		member_add(q, to, m->r->uid, m->nreq);
 		member_del(q, from, m);
 	}
-	live_move(from, to);
+	expire_move(q, from, to);
 }
 
 void

@@ -232,7 +232,6 @@ held_resolve(struct queue *q)
 		held_free_all(q);
 		for (i = 0; i < n; i++) {
 			if (v[i]->out.error != NULL) {
-				live_del(q, v[i]->held_id);
 				q->stats.failed++;
 				q->stats.unknown_installs++;
 				log_warn("request %lld: %s", (long long)v[i]->held_id,

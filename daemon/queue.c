@@ -128,6 +128,7 @@ job_set_state(struct queue *q, struct job *j, enum job_state s)
 	count_state(q, j->state, -1);
 	j->state = s;
 	count_state(q, s, 1);
+	expire_undefer(q, j);  /* requests that expired while it was sent expire now */
 }
 
 struct job *
@@ -141,7 +142,6 @@ job_new(struct queue *q, int64_t id, struct install *in, enum purge_type type)
 	j->state = JOB_QUEUED;
 	j->not_before = SCHED_NEVER;
 	heap_node_init(&j->tn);
-	TAILQ_INIT(&j->live);
 	job_link(q, j);
 	return j;
 }
@@ -151,7 +151,6 @@ void
 job_destroy(struct queue *q, struct job *j)
 {
 	members_clear(q, j);
-	live_clear(q, j);
 	free(j->attempt);
 	free(j->message);
 	free(j);
@@ -292,7 +291,7 @@ queue_create(struct event_base *base, struct config *cfg, struct store *store)
 	if (q->flush_ev == NULL || q->timer == NULL || q->probe_ev == NULL)
 		fatalx("out of memory creating events");
 	q->sender = sender_create(base, cfg, queue_sent, q);
-	live_init(q);
+	expire_init(q);
 	lapse_init(q);
 	q->started_wall = clock_wall_ms();
 	chk = getenv("WPE_PURGED_CHECK");
@@ -480,7 +479,6 @@ queue_rebuild(struct queue *q)
 	}
 	free(all);
 	htab_foreach(&q->installs, install_forget, NULL);
-	live_free_all(q);    /* those of jobs in flight and held requests too: reloaded */
 	if (store_load(q->store, load_job, load_limit, load_member, q) != 0) {
 		q->broken = 1;   /* partly loaded: keep sending stopped, try again */
 		return -1;
@@ -490,7 +488,7 @@ queue_rebuild(struct queue *q)
 	pos = 0;
 	while ((j = order_next(&q->order, &pos)) != NULL)
 		job_sched(q, j, now);
-	if (held_load(q) != 0 || live_load(q) != 0) {
+	if (held_load(q) != 0 || expire_reset(q) != 0) {
 		q->broken = 1;
 		return -1;
 	}
@@ -657,6 +655,10 @@ queue_reload(struct queue *q, const struct limits *lim)
 	while ((j = order_next(&q->order, &pos)) != NULL)
 		job_sched(q, j, now);
 	lapse_reload(q);    /* and the times installs' limits lapse */
+	/* A new max_age: read from the oldest unfinished request again (one indexed query). */
+	if (!q->broken && expire_reset(q) != 0)
+		log_error("could not read the unfinished requests: max_age applies from the "
+		    "next expiry");
 	queue_run(q);       /* a new max_age moves the expiry timer */
 }
 

@@ -8,7 +8,7 @@
 
 #define STORE_CAT_STMTS 12
 #define STORE_PROV_STMTS 2
-#define STORE_LIFE_STMTS 7
+#define STORE_LIFE_STMTS 10
 
 /* store.c's prepared statements. */
 enum stmt {

@@ -176,9 +176,18 @@ int store_held_fail(struct store *, int64_t id, const char *error, int64_t now);
  * store-lifecycle.c: requests that expire, requeues, the persisted pause, and pruning the
  * limits table. Writes are inside the caller's transaction.
  */
-/* Call cb for every unfinished request (job 0: held for a name). 0, or -1. */
-int store_live_load(struct store *, void (*cb)(void *, int64_t id, int64_t job,
-    int64_t uid, int64_t enqueued_at), void *arg);
+/* A request row for expiry: job 0 is held for a name, uid -1 unknown; queued 0: finished. */
+typedef int (*store_live_cb)(void *, int64_t id, int64_t job, int64_t uid,
+    int64_t enqueued_at, int queued);
+/* The unfinished request with the lowest id and when it was accepted (0, 0: none). */
+int store_live_first(struct store *, int64_t *id, int64_t *enqueued_at);
+/* Requests from id from on, in id order, at most limit, to cb until it returns non-zero. */
+int store_live_scan(struct store *, int64_t from, int limit, store_live_cb, void *);
+/* Unfinished requests of job below id below, at most limit. */
+int store_job_expired(struct store *, int64_t job, int64_t below, int limit, store_live_cb,
+    void *);
+/* Every unfinished request below id below (queue-check). */
+int store_live_below(struct store *, int64_t below, store_live_cb, void *);
 /* An unfinished request expired, with why. 1 expired, 0 it was not unfinished, -1. */
 int store_request_expire(struct store *, int64_t id, const char *error, int64_t now);
 /* Request id was made by requeueing request from. */

@@ -680,6 +680,21 @@ class Lifecycle(HttpTest):
         self.assertEqual(st, 403, j)
         self.assertEqual(self.h.call("POST", "/v1/purges/999/requeue", "ci", body="")[0], 404)
 
+    def test_requeue_by_an_admin_keeps_the_token_as_requester(self):
+        # The new request is its owner's: labelled "token ci" as the old one (it was
+        # "uid -<the token's internal requester id>" in status, list and stats).
+        self.env.request({"op": "pause"})
+        rid = self.post("ci", install=I1, type="page")[2]["id"]
+        self.assertEqual(self.h.call("DELETE", "/v1/purges/%d" % rid, "ci")[0], 200)
+        st, hd, j = self.h.call("POST", "/v1/purges/%d/requeue" % rid, "boss", body="")
+        self.assertEqual(st, 202, j)
+        st, hd, s = self.h.call("GET", "/v1/purges/%d" % j["id"], "ci")
+        self.assertEqual((st, s["requested_by"]), (200, "token ci"), s)
+        jobs = self.env.request({"op": "list"})["jobs"]
+        self.assertEqual([x["requested_by"] for x in jobs], ["token ci"])
+        top = self.env.request({"op": "stats"})["top_requesters"]
+        self.assertEqual(top, [{"requester": "token ci", "requests": 2}])
+
     def test_long_poll_ends_when_the_request_expires(self):
         self.env.request({"op": "pause"})
         t0 = time.monotonic()

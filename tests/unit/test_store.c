@@ -397,19 +397,22 @@ test_migrate_to_4(void **state)
 }
 
 struct live_rows {
-	int n;
+	int n, stop;
 	int64_t id[8], job[8], uid[8], at[8];
+	int queued[8];
 };
 
-static void
-on_live(void *arg, int64_t id, int64_t job, int64_t uid, int64_t at)
+static int
+on_live(void *arg, int64_t id, int64_t job, int64_t uid, int64_t at, int queued)
 {
 	struct live_rows *l = arg;
 
 	l->id[l->n] = id;
 	l->job[l->n] = job;
 	l->uid[l->n] = uid;
+	l->queued[l->n] = queued;
 	l->at[l->n++] = at;
+	return l->n == l->stop;
 }
 
 /* Expiry, requeues, the persisted pause and forgetting limits (store-lifecycle.c). */
@@ -433,8 +436,16 @@ test_lifecycle(void **state)
 	assert_int_equal(store_limit_put(st, A, 0, &cs), 0);
 	store_commit(st);
 
-	/* Every unfinished request, with its job (0: held), requester and acceptance. */
-	assert_int_equal(store_live_load(st, on_live, &lr), 0);
+	/* The oldest unfinished request; requests in id order, with their job (0: held),
+	 * requester and acceptance; a job's below an id; cb stops the reading. */
+	{
+		int64_t fid, fat;
+
+		assert_int_equal(store_live_first(st, &fid, &fat), 0);
+		assert_int_equal(fid, r1);
+		assert_int_equal(fat, 100);
+	}
+	assert_int_equal(store_live_scan(st, r1, 10, on_live, &lr), 0);
 	assert_int_equal(lr.n, 3);
 	assert_int_equal(lr.id[0], r1);
 	assert_int_equal(lr.job[0], j);
@@ -442,6 +453,19 @@ test_lifecycle(void **state)
 	assert_int_equal(lr.uid[1], 1001);
 	assert_int_equal(lr.at[1], 200);
 	assert_int_equal(lr.job[2], 0);
+	assert_true(lr.queued[0] && lr.queued[1] && lr.queued[2]);
+	memset(&lr, 0, sizeof lr);
+	lr.stop = 1;
+	assert_int_equal(store_live_scan(st, r2, 10, on_live, &lr), 0);
+	assert_int_equal(lr.n, 1);
+	assert_int_equal(lr.id[0], r2);
+	memset(&lr, 0, sizeof lr);
+	assert_int_equal(store_job_expired(st, j, r2, 10, on_live, &lr), 0);
+	assert_int_equal(lr.n, 1);
+	assert_int_equal(lr.id[0], r1);
+	memset(&lr, 0, sizeof lr);
+	assert_int_equal(store_live_below(st, r3, on_live, &lr), 0);
+	assert_int_equal(lr.n, 2);
 
 	/* Expired: finished, with its reason before the job's message; once only. */
 	store_begin(st);
