@@ -145,6 +145,8 @@ metrics_render(struct queue *q, int connections, int om, size_t *len)
 	    "wpe_purged_jobs_finished_total{outcome=\"failed\"} %llu\n",
 	    (unsigned long long)s->done, (unsigned long long)s->failed);
 	counter(f, om, "requests_cancelled", "Requests cancelled by clients.", s->cancelled);
+	counter(f, om, "requests_expired", "Requests that ran past max_age unsent.", s->expired);
+	counter(f, om, "requests_requeued", "Requests made by a requeue.", s->requeued);
 	counter(f, om, "rejected_full", "Enqueues refused with queue_full.", s->rejected_full);
 	counter(f, om, "storage_errors", "Failed database transactions.", s->storage_errors);
 	gauge(f, om, "queued_jobs", "Jobs waiting to be sent.", (double)q->nqueued);

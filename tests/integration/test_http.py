@@ -3,6 +3,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -653,6 +654,14 @@ class Lifecycle(HttpTest):
     tokens = {"ci": "", "other": "", "pageonly": "types=page", "boss": "admin"}
     limits = {"max_age": "2s"}
 
+    def counter(self, name):
+        st, hd, body = self.h.call("GET", "/metrics", "boss")
+        self.assertEqual(st, 200, body)
+        text = body.decode()
+        m = re.search(r"^wpe_purged_%s_total (\d+)$" % name, text, re.M)
+        self.assertIsNotNone(m, "no %s counter in /metrics" % name)
+        return int(m.group(1))
+
     def test_requeue(self):
         self.env.request({"op": "pause"})
         st, hd, j = self.post("ci", install=I1, type="page", reason="deploy 7")
@@ -679,6 +688,7 @@ class Lifecycle(HttpTest):
         st, hd, j = self.h.call("POST", "/v1/purges/%d/requeue" % rid3, "pageonly", body="")
         self.assertEqual(st, 403, j)
         self.assertEqual(self.h.call("POST", "/v1/purges/999/requeue", "ci", body="")[0], 404)
+        self.assertEqual(self.counter("requests_requeued"), 2)   # ci once, boss once
 
     def test_requeue_by_an_admin_keeps_the_token_as_requester(self):
         # The new request is its owner's: labelled "token ci" as the old one (it was
@@ -702,6 +712,8 @@ class Lifecycle(HttpTest):
         self.assertEqual((st, j["state"]), (200, "expired"), j)
         self.assertLess(time.monotonic() - t0, 15)
         self.assertIn("max_age", j["message"])
+        self.assertEqual(self.counter("requests_expired"), 1)
+        self.assertEqual(self.counter("requests_requeued"), 0)
 
 
 class Client(HttpTest):
