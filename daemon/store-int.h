@@ -1,4 +1,4 @@
-/* store-int.h: the store's handle, shared by its files (store.c, store-catalog.c) only. */
+/* store-int.h: the store's handle and statement helpers, shared by its files (store*.c). */
 #ifndef WPE_STORE_INT_H
 #define WPE_STORE_INT_H
 
@@ -32,10 +32,22 @@ struct store {
 	int64_t last_job, last_request; /* the highest ids given */
 };
 
+/*
+ * Prepare n statements from sql into sts, for the database's lifetime. 0, or -1 with
+ * *cause naming the set (what: "catalog ", or "" for store.c's) and the statement.
+ */
+int store_prepare_set(struct store *, sqlite3_stmt **sts, const char *const *sql, int n,
+    const char *what, const char *path, char **cause);
+/* A prepared statement reset for reuse: every bind starts from a clean slate. */
+sqlite3_stmt *store_stmt(sqlite3_stmt *);
+/* Step a statement that returns no rows: 0, or -1 (logged). */
+int store_run(struct store *, sqlite3_stmt *);
+
 /* Prepare store-catalog.c's statements at open. 0, or -1 with *cause. */
 int store_catalog_prepare(struct store *, const char *path, char **cause);
-/* The same for store-provenance.c. */
+/* The same for store-provenance.c, and store-lifecycle.c. */
 int store_prov_prepare(struct store *, const char *path, char **cause);
+int store_lifecycle_prepare(struct store *, const char *path, char **cause);
 /* Bind prov's source, idempotency key and label from parameter first on (NULL: none). */
 void store_prov_bind(sqlite3_stmt *, int first, const struct store_prov *prov);
 

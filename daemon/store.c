@@ -332,12 +332,29 @@ fail:
 	return -1;
 }
 
+int
+store_prepare_set(struct store *st, sqlite3_stmt **sts, const char *const *sql, int n,
+    const char *what, const char *path, char **cause)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (sqlite3_prepare_v3(st->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		    &sts[i], NULL) != SQLITE_OK) {
+			xasprintf(cause, "%s: preparing %sstatement %d: %s", path, what, i,
+			    sqlite3_errmsg(st->db));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 struct store *
 store_open(const char *path, char **cause)
 {
 	struct store *st = xcalloc(1, sizeof *st);
 	char *lockpath, *walpath, *dcause = NULL;
-	int i, rc;
+	int rc;
 
 	st->lockfd = -1;
 	/*
@@ -416,14 +433,8 @@ store_open(const char *path, char **cause)
 		free(dcause);
 	}
 	free(walpath);
-	for (i = 0; i < S_COUNT; i++) {
-		if (sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		    &st->st[i], NULL) != SQLITE_OK) {
-			xasprintf(cause, "%s: preparing statement %d: %s", path, i,
-			    sqlite3_errmsg(st->db));
-			goto fail;
-		}
-	}
+	if (store_prepare_set(st, st->st, stmt_sql, S_COUNT, "", path, cause) != 0)
+		goto fail;
 	if (sqlite3_step(st->st[S_SEQ_GET]) != SQLITE_ROW) {
 		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(st->db));
 		goto fail;
@@ -463,20 +474,16 @@ store_close(struct store *st)
 	free(st);
 }
 
-/* Reset a statement for reuse; every bind starts from a clean slate. */
-static sqlite3_stmt *
-stmt(struct store *st, enum stmt which)
+sqlite3_stmt *
+store_stmt(sqlite3_stmt *s)
 {
-	sqlite3_stmt *s = st->st[which];
-
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
 	return s;
 }
 
-/* Step a statement that returns no rows. */
-static int
-run(struct store *st, sqlite3_stmt *s)
+int
+store_run(struct store *st, sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
 
@@ -491,13 +498,13 @@ run(struct store *st, sqlite3_stmt *s)
 int
 store_begin(struct store *st)
 {
-	return run(st, stmt(st, S_BEGIN));
+	return store_run(st, store_stmt(st->st[S_BEGIN]));
 }
 
 int
 store_commit(struct store *st)
 {
-	if (run(st, stmt(st, S_COMMIT)) != 0)
+	if (store_run(st, store_stmt(st->st[S_COMMIT])) != 0)
 		return -1;
 	if (st->dur != NULL)
 		durable_now(st->dur);
@@ -507,7 +514,7 @@ store_commit(struct store *st)
 int
 store_commit_async(struct store *st, uint64_t *gen)
 {
-	if (run(st, stmt(st, S_COMMIT)) != 0)
+	if (store_run(st, store_stmt(st->st[S_COMMIT])) != 0)
 		return -1;
 	*gen = st->dur != NULL ? durable_request(st->dur) : 0;
 	return 0;
@@ -543,14 +550,14 @@ void
 store_rollback(struct store *st)
 {
 	if (!sqlite3_get_autocommit(st->db))
-		run(st, stmt(st, S_ROLLBACK));
+		store_run(st, store_stmt(st->st[S_ROLLBACK]));
 }
 
 int
 store_sending(struct store *st,
     void (*cb)(void *, int64_t, const char *, enum purge_type, int64_t), void *arg)
 {
-	sqlite3_stmt *s = stmt(st, S_LOAD_SENDING);
+	sqlite3_stmt *s = store_stmt(st->st[S_LOAD_SENDING]);
 	char install[37];
 	int rc, t;
 
@@ -573,19 +580,19 @@ store_sending(struct store *st,
 int
 store_job_requeue(struct store *st, int64_t id)
 {
-	sqlite3_stmt *s = stmt(st, S_REQUEUE_JOB);
+	sqlite3_stmt *s = store_stmt(st->st[S_REQUEUE_JOB]);
 
 	sqlite3_bind_int64(s, 1, id);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 int
 store_probe(struct store *st, int64_t now)
 {
-	sqlite3_stmt *s = stmt(st, S_PROBE);
+	sqlite3_stmt *s = store_stmt(st->st[S_PROBE]);
 
 	sqlite3_bind_int64(s, 1, now);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 static void
@@ -604,7 +611,7 @@ store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
 	struct class_state cs;
 	int rc, t, cls;
 
-	s = stmt(st, S_LOAD_JOBS);
+	s = store_stmt(st->st[S_LOAD_JOBS]);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		memset(&j, 0, sizeof j);
 		j.id = sqlite3_column_int64(s, 0);
@@ -629,7 +636,7 @@ store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
 	if (rc != SQLITE_DONE)
 		goto fail;
 
-	s = stmt(st, S_LOAD_LIMITS);
+	s = store_stmt(st->st[S_LOAD_LIMITS]);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		char install[37];
 
@@ -646,7 +653,7 @@ store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
 	if (rc != SQLITE_DONE)
 		goto fail;
 
-	s = stmt(st, S_LOAD_MEMBERS);
+	s = store_stmt(st->st[S_LOAD_MEMBERS]);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		member_cb(arg, sqlite3_column_int64(s, 0), sqlite3_column_type(s, 1) == SQLITE_NULL ?
 		    -1 : sqlite3_column_int64(s, 1), sqlite3_column_int(s, 2));
@@ -664,7 +671,7 @@ int64_t
 store_job_insert(struct store *st, const char *install, enum purge_type type,
     int64_t not_before, int attempts, int64_t now, const char *who)
 {
-	sqlite3_stmt *s = stmt(st, S_JOB_INSERT);
+	sqlite3_stmt *s = store_stmt(st->st[S_JOB_INSERT]);
 
 	sqlite3_bind_text(s, 1, install, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, purge_type_name(type), -1, SQLITE_STATIC);
@@ -674,7 +681,7 @@ store_job_insert(struct store *st, const char *install, enum purge_type type,
 	sqlite3_bind_int64(s, 6, st->last_job + 1);
 	if (who != NULL && who[0] != '\0')
 		sqlite3_bind_text(s, 7, who, -1, SQLITE_STATIC);
-	if (run(st, s) != 0)
+	if (store_run(st, s) != 0)
 		return -1;
 	return ++st->last_job;   /* an id of a rolled-back row is not given again either */
 }
@@ -691,7 +698,7 @@ bind_opt_int64(sqlite3_stmt *s, int i, int64_t v)
 int
 store_job_update(struct store *st, const struct store_job *j)
 {
-	sqlite3_stmt *s = stmt(st, S_JOB_UPDATE);
+	sqlite3_stmt *s = store_stmt(st->st[S_JOB_UPDATE]);
 
 	sqlite3_bind_int64(s, 1, j->id);
 	sqlite3_bind_text(s, 2, job_state_name(j->state), -1, SQLITE_STATIC);
@@ -702,18 +709,18 @@ store_job_update(struct store *st, const struct store_job *j)
 		sqlite3_bind_text(s, 6, j->message, -1, SQLITE_STATIC);
 	bind_opt_int64(s, 7, j->started_at);
 	bind_opt_int64(s, 8, j->finished_at);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 int
 store_job_absorb(struct store *st, int64_t id, const char *message, int64_t now)
 {
-	sqlite3_stmt *s = stmt(st, S_JOB_ABSORB);
+	sqlite3_stmt *s = store_stmt(st->st[S_JOB_ABSORB]);
 
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, message, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 int64_t
@@ -721,7 +728,7 @@ store_request_insert(struct store *st, int64_t job, const char *install,
     enum purge_type type, const char *reason, int64_t uid, int64_t pid, int coalesced,
     int64_t now, const char *name, const struct store_prov *prov)
 {
-	sqlite3_stmt *s = stmt(st, S_REQ_INSERT);
+	sqlite3_stmt *s = store_stmt(st->st[S_REQ_INSERT]);
 
 	sqlite3_bind_int64(s, 1, job);
 	sqlite3_bind_text(s, 2, install, -1, SQLITE_STATIC);
@@ -738,7 +745,7 @@ store_request_insert(struct store *st, int64_t job, const char *install,
 		sqlite3_bind_text(s, 9, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 10, st->last_request + 1);
 	store_prov_bind(s, 11, prov);
-	if (run(st, s) != 0)
+	if (store_run(st, s) != 0)
 		return -1;
 	return ++st->last_request;
 }
@@ -746,28 +753,28 @@ store_request_insert(struct store *st, int64_t job, const char *install,
 int
 store_requests_move(struct store *st, int64_t from, int64_t to)
 {
-	sqlite3_stmt *s = stmt(st, S_REQ_MOVE);
+	sqlite3_stmt *s = store_stmt(st->st[S_REQ_MOVE]);
 
 	sqlite3_bind_int64(s, 1, from);
 	sqlite3_bind_int64(s, 2, to);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 int
 store_requests_finish(struct store *st, int64_t job, enum job_state state, int64_t now)
 {
-	sqlite3_stmt *s = stmt(st, S_REQ_FINISH);
+	sqlite3_stmt *s = store_stmt(st->st[S_REQ_FINISH]);
 
 	sqlite3_bind_int64(s, 1, job);
 	sqlite3_bind_text(s, 2, job_state_name(state), -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 int
 store_job_live_requests(struct store *st, int64_t job)
 {
-	sqlite3_stmt *s = stmt(st, S_REQ_LIVE);
+	sqlite3_stmt *s = store_stmt(st->st[S_REQ_LIVE]);
 	int n = -1;
 
 	sqlite3_bind_int64(s, 1, job);
@@ -788,7 +795,7 @@ dup_text(const unsigned char *t)
 int
 store_request_get(struct store *st, int64_t id, struct store_status *out)
 {
-	sqlite3_stmt *s = stmt(st, S_REQ_GET);
+	sqlite3_stmt *s = store_stmt(st->st[S_REQ_GET]);
 	int rc, t, jt, rs, js;
 
 	memset(out, 0, sizeof *out);
@@ -861,11 +868,11 @@ store_status_free(struct store_status *ss)
 int
 store_request_cancel(struct store *st, int64_t id, int64_t now)
 {
-	sqlite3_stmt *s = stmt(st, S_REQ_CANCEL);
+	sqlite3_stmt *s = store_stmt(st->st[S_REQ_CANCEL]);
 
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_int64(s, 2, now);
-	if (run(st, s) != 0)
+	if (store_run(st, s) != 0)
 		return -1;
 	return sqlite3_changes(st->db);
 }
@@ -873,25 +880,25 @@ store_request_cancel(struct store *st, int64_t id, int64_t now)
 int
 store_limit_put(struct store *st, const char *install, int cls, const struct class_state *cs)
 {
-	sqlite3_stmt *s = stmt(st, S_LIMIT_PUT);
+	sqlite3_stmt *s = store_stmt(st->st[S_LIMIT_PUT]);
 
 	sqlite3_bind_text(s, 1, install, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 2, cls);
 	sqlite3_bind_int64(s, 3, cs->last_start);
 	sqlite3_bind_int64(s, 4, cs->blocked_until);
 	sqlite3_bind_int(s, 5, cs->strikes);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 int
 store_limit_touch(struct store *st, const char *install, int cls, int64_t last_start)
 {
-	sqlite3_stmt *s = stmt(st, S_LIMIT_TOUCH);
+	sqlite3_stmt *s = store_stmt(st->st[S_LIMIT_TOUCH]);
 
 	sqlite3_bind_text(s, 1, install, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 2, cls);
 	sqlite3_bind_int64(s, 3, last_start);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 int
@@ -901,21 +908,21 @@ store_prune(struct store *st, int64_t before, int batch)
 	int n;
 
 	/* What goes may include the newest ids: remember them first. */
-	s = stmt(st, S_SEQ_PUT);
+	s = store_stmt(st->st[S_SEQ_PUT]);
 	sqlite3_bind_int64(s, 1, st->last_job);
 	sqlite3_bind_int64(s, 2, st->last_request);
-	if (run(st, s) != 0)
+	if (store_run(st, s) != 0)
 		return -1;
-	s = stmt(st, S_PRUNE_REQ);
+	s = store_stmt(st->st[S_PRUNE_REQ]);
 	sqlite3_bind_int64(s, 1, before);
 	sqlite3_bind_int(s, 2, batch);
-	if (run(st, s) != 0)
+	if (store_run(st, s) != 0)
 		return -1;
 	n = sqlite3_changes(st->db);
-	s = stmt(st, S_PRUNE_JOB);
+	s = store_stmt(st->st[S_PRUNE_JOB]);
 	sqlite3_bind_int64(s, 1, before);
 	sqlite3_bind_int(s, 2, batch);
-	if (run(st, s) != 0)
+	if (store_run(st, s) != 0)
 		return -1;
 	return n + sqlite3_changes(st->db);
 }
@@ -923,7 +930,7 @@ store_prune(struct store *st, int64_t before, int batch)
 int64_t
 store_oldest_finished(struct store *st)
 {
-	sqlite3_stmt *s = stmt(st, S_OLDEST_FINISHED);
+	sqlite3_stmt *s = store_stmt(st->st[S_OLDEST_FINISHED]);
 	int64_t v = -1;
 
 	if (sqlite3_step(s) == SQLITE_ROW)
