@@ -16,40 +16,88 @@
 #include "proto.h"
 #include "util.h"
 
-/* The query's parameters as a JSON object for proto_body_parse; -1 on a repeated one. */
+/* Is key one of names (NULL-terminated; NULL: none)? */
 static int
-http_query_object(const char *query, const char *const *numeric, json_object **out,
-    const char **dup)
+http_param_in(const char *const *names, const char *key)
+{
+	for (; names != NULL && *names != NULL; names++) {
+		if (strcmp(key, *names) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * The query's parameters as a JSON object for proto_body_parse: the numeric ones that
+ * are integers as numbers, the boolean ones that are 1, true, 0 or false as booleans,
+ * everything else as strings. -1 on a repeated parameter or a malformed query.
+ */
+static int
+http_query_object(const char *query, const char *const *numeric,
+    const char *const *boolean, json_object **out)
 {
 	struct evkeyvalq params;
 	struct evkeyval *kv;
-	json_object *o = json_object_new_object();
+	json_object *o = json_object_new_object(), *v;
 	int64_t n;
-	size_t i;
 
 	*out = o;
 	TAILQ_INIT(&params);
 	if (query != NULL && evhttp_parse_query_str(query, &params) != 0) {
 		evhttp_clear_headers(&params);
-		*dup = "";
 		return -1;
 	}
 	TAILQ_FOREACH(kv, &params, next) {
 		if (json_object_object_get_ex(o, kv->key, NULL)) {
-			*dup = "";
 			evhttp_clear_headers(&params);
 			return -1;
 		}
-		for (i = 0; numeric[i] != NULL; i++) {
-			if (strcmp(kv->key, numeric[i]) == 0)
-				break;
-		}
-		if (numeric[i] != NULL && parse_int64(kv->value, INT64_MIN, INT64_MAX, &n) == 0)
-			json_object_object_add(o, kv->key, json_object_new_int64(n));
+		if (http_param_in(numeric, kv->key) &&
+		    parse_int64(kv->value, INT64_MIN, INT64_MAX, &n) == 0)
+			v = json_object_new_int64(n);
+		else if (http_param_in(boolean, kv->key) &&
+		    (strcmp(kv->value, "1") == 0 || strcmp(kv->value, "true") == 0))
+			v = json_object_new_boolean(1);
+		else if (http_param_in(boolean, kv->key) &&
+		    (strcmp(kv->value, "0") == 0 || strcmp(kv->value, "false") == 0))
+			v = json_object_new_boolean(0);
 		else
-			json_object_object_add(o, kv->key, json_object_new_string(kv->value));
+			v = json_object_new_string(kv->value);
+		json_object_object_add(o, kv->key, v);
 	}
 	evhttp_clear_headers(&params);
+	return 0;
+}
+
+/*
+ * The query string decoded as op's request, with the checks and error codes of a body
+ * (numeric and boolean: as for http_query_object). 0 with pr filled (proto_request_free
+ * it), or -1 with the error sent.
+ */
+static int
+http_query_parse(struct evhttp_request *req, const char *query, enum proto_op op,
+    const char *const *numeric, const char *const *boolean, struct proto_request *pr)
+{
+	json_object *q;
+	const char *code, *s;
+	char *cause;
+	size_t len;
+	int rc;
+
+	if (http_query_object(query, numeric, boolean, &q) != 0) {
+		json_object_put(q);
+		http_error(req, 400, "duplicate_field", "a query parameter appears more than "
+		    "once, or the query is malformed");
+		return -1;
+	}
+	s = json_object_to_json_string_length(q, JSON_C_TO_STRING_PLAIN, &len);
+	rc = proto_body_parse(s, len, op, pr, &code, &cause);
+	json_object_put(q);
+	if (rc != 0) {
+		http_error(req, 400, code, cause);
+		free(cause);
+		return -1;
+	}
 	return 0;
 }
 
@@ -268,26 +316,10 @@ http_jobs(struct http *h, struct evhttp_request *req, const struct token *t,
 	static const char *const numeric[] = { "after", "limit", NULL };
 	struct proto_request pr;
 	struct http_sees sees;
-	json_object *q, *o;
-	const char *code, *dup, *s;
-	char *cause;
-	size_t len;
-	int rc;
+	json_object *o;
 
-	if (http_query_object(query, numeric, &q, &dup) != 0) {
-		json_object_put(q);
-		http_error(req, 400, "duplicate_field", "a query parameter appears more than "
-		    "once, or the query is malformed");
+	if (http_query_parse(req, query, OP_LIST, numeric, NULL, &pr) != 0)
 		return;
-	}
-	s = json_object_to_json_string_length(q, JSON_C_TO_STRING_PLAIN, &len);
-	rc = proto_body_parse(s, len, OP_LIST, &pr, &code, &cause);
-	json_object_put(q);
-	if (rc != 0) {
-		http_error(req, 400, code, cause);
-		free(cause);
-		return;
-	}
 	if (pr.has_install && !http_install_allowed(h, t, pr.install, pr.name)) {
 		proto_request_free(&pr);
 		http_error(req, 403, "forbidden", "this token may not see that install");
@@ -361,36 +393,13 @@ http_installs(struct http *h, struct evhttp_request *req, const struct token *t,
     const struct ops_caller *c, const char *who, const char *query)
 {
 	static const char *const numeric[] = { "limit", NULL };
+	/* refresh=1|true|0|false, as a JSON boolean for the decoder */
+	static const char *const boolean[] = { "refresh", NULL };
 	struct proto_request pr;
 	struct hreq *hr;
-	json_object *q, *v;
-	const char *code, *dup, *s;
-	char *cause;
-	size_t len;
-	int rc;
 
-	if (http_query_object(query, numeric, &q, &dup) != 0) {
-		json_object_put(q);
-		http_error(req, 400, "duplicate_field", "a query parameter appears more than "
-		    "once, or the query is malformed");
+	if (http_query_parse(req, query, OP_INSTALLS, numeric, boolean, &pr) != 0)
 		return;
-	}
-	/* refresh=1|true|0|false, as a JSON boolean for the decoder */
-	if (json_object_object_get_ex(q, "refresh", &v)) {
-		s = json_object_get_string(v);
-		if (strcmp(s, "1") == 0 || strcmp(s, "true") == 0)
-			json_object_object_add(q, "refresh", json_object_new_boolean(1));
-		else if (strcmp(s, "0") == 0 || strcmp(s, "false") == 0)
-			json_object_object_add(q, "refresh", json_object_new_boolean(0));
-	}
-	s = json_object_to_json_string_length(q, JSON_C_TO_STRING_PLAIN, &len);
-	rc = proto_body_parse(s, len, OP_INSTALLS, &pr, &code, &cause);
-	json_object_put(q);
-	if (rc != 0) {
-		http_error(req, 400, code, cause);
-		free(cause);
-		return;
-	}
 	hr = hreq_new(h, req, c, who);
 	hr->scope = tokens_scope(t);
 	hr->waiting = 1;

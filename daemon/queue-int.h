@@ -287,9 +287,12 @@ void job_free(struct queue *, struct job *);
 void job_set_message(struct job *, const char *);
 void job_row(const struct job *, struct store_job *, int64_t finished_at);
 void job_set_state(struct queue *, struct job *, enum job_state);
+
+/* queue-rebuild.c: memory from the store again; probing the store while it fails */
 int queue_rebuild(struct queue *);
 void queue_break(struct queue *);
 int queue_try_recover(struct queue *);
+void rebuild_probe_cb(evutil_socket_t, short, void *);
 
 /* queue-members.c: requesters */
 struct requester *requester_get(struct queue *, int64_t uid, int create);

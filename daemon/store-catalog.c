@@ -36,40 +36,8 @@ static const char *cstmt_sql[C_COUNT] = {
 int
 store_catalog_prepare(struct store *st, const char *path, char **cause)
 {
-	int i;
-
-	for (i = 0; i < C_COUNT; i++) {
-		if (sqlite3_prepare_v3(st->db, cstmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		    &st->cst[i], NULL) != SQLITE_OK) {
-			xasprintf(cause, "%s: preparing catalog statement %d: %s", path, i,
-			    sqlite3_errmsg(st->db));
-			return -1;
-		}
-	}
-	return 0;
-}
-
-static sqlite3_stmt *
-cstmt(struct store *st, enum cstmt which)
-{
-	sqlite3_stmt *s = st->cst[which];
-
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	return s;
-}
-
-static int
-crun(struct store *st, sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-
-	sqlite3_reset(s);
-	if (rc != SQLITE_DONE) {
-		log_error("database: %s", sqlite3_errmsg(st->db));
-		return -1;
-	}
-	return 0;
+	return store_prepare_set(st, st->cst, cstmt_sql, C_COUNT, "catalog ", path,
+	    cause);
 }
 
 static void
@@ -81,7 +49,7 @@ copy_col(char *dst, size_t len, const unsigned char *t)
 int
 store_catalog_load(struct store *st, struct catalog *c)
 {
-	sqlite3_stmt *s = cstmt(st, C_FETCHED_GET);
+	sqlite3_stmt *s = store_stmt(st->cst[C_FETCHED_GET]);
 	struct catalog_entry e;
 	int rc;
 
@@ -91,7 +59,7 @@ store_catalog_load(struct store *st, struct catalog *c)
 	sqlite3_reset(s);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		goto fail;
-	s = cstmt(st, C_LOAD);
+	s = store_stmt(st->cst[C_LOAD]);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		memset(&e, 0, sizeof e);
 		copy_col(e.id, sizeof e.id, sqlite3_column_text(s, 0));
@@ -132,40 +100,40 @@ store_catalog_replace(struct store *st, const struct catalog *c)
 
 	for (i = 0; i < catalog_len(c); i++) {
 		e = catalog_at(c, i);
-		s = cstmt(st, C_UPSERT);
+		s = store_stmt(st->cst[C_UPSERT]);
 		sqlite3_bind_text(s, 1, e->id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 2, e->name, -1, SQLITE_STATIC);
 		bind_text_opt(s, 3, e->environment);
 		bind_text_opt(s, 4, e->domain);
 		bind_text_opt(s, 5, e->account);
 		sqlite3_bind_int64(s, 6, c->fetched_at);
-		if (crun(st, s) != 0)
+		if (store_run(st, s) != 0)
 			return -1;
 	}
-	s = cstmt(st, C_DELETE_OLD);
+	s = store_stmt(st->cst[C_DELETE_OLD]);
 	sqlite3_bind_int64(s, 1, c->fetched_at);
-	if (crun(st, s) != 0)
+	if (store_run(st, s) != 0)
 		return -1;
-	s = cstmt(st, C_FETCHED_PUT);
+	s = store_stmt(st->cst[C_FETCHED_PUT]);
 	sqlite3_bind_int64(s, 1, c->fetched_at);
-	return crun(st, s);
+	return store_run(st, s);
 }
 
 int
 store_catalog_purged(struct store *st, const char *id, int64_t when)
 {
-	sqlite3_stmt *s = cstmt(st, C_PURGED);
+	sqlite3_stmt *s = store_stmt(st->cst[C_PURGED]);
 
 	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, when);
-	return crun(st, s);
+	return store_run(st, s);
 }
 
 int
 store_held_load(struct store *st, void (*cb)(void *, int64_t, const char *, enum purge_type,
     int64_t, int64_t, int64_t, const char *), void *arg)
 {
-	sqlite3_stmt *s = cstmt(st, C_HELD_LOAD);
+	sqlite3_stmt *s = store_stmt(st->cst[C_HELD_LOAD]);
 	char name[INSTALL_NAME_MAX + 2];
 	enum purge_type t;
 	int rc;
@@ -196,22 +164,22 @@ int
 store_held_resolve(struct store *st, int64_t id, int64_t job, const char *install,
     int coalesced)
 {
-	sqlite3_stmt *s = cstmt(st, C_HELD_RESOLVE);
+	sqlite3_stmt *s = store_stmt(st->cst[C_HELD_RESOLVE]);
 
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_int64(s, 2, job);
 	sqlite3_bind_text(s, 3, install, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 4, coalesced);
-	return crun(st, s);
+	return store_run(st, s);
 }
 
 int
 store_held_fail(struct store *st, int64_t id, const char *error, int64_t now)
 {
-	sqlite3_stmt *s = cstmt(st, C_HELD_FAIL);
+	sqlite3_stmt *s = store_stmt(st->cst[C_HELD_FAIL]);
 
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
-	return crun(st, s);
+	return store_run(st, s);
 }

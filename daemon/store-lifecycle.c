@@ -34,46 +34,14 @@ static const char *lstmt_sql[L_COUNT] = {
 int
 store_lifecycle_prepare(struct store *st, const char *path, char **cause)
 {
-	int i;
-
-	for (i = 0; i < L_COUNT; i++) {
-		if (sqlite3_prepare_v3(st->db, lstmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		    &st->lst[i], NULL) != SQLITE_OK) {
-			xasprintf(cause, "%s: preparing lifecycle statement %d: %s", path, i,
-			    sqlite3_errmsg(st->db));
-			return -1;
-		}
-	}
-	return 0;
-}
-
-static sqlite3_stmt *
-lstmt(struct store *st, enum lstmt which)
-{
-	sqlite3_stmt *s = st->lst[which];
-
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	return s;
-}
-
-static int
-lrun(struct store *st, sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-
-	sqlite3_reset(s);
-	if (rc != SQLITE_DONE) {
-		log_error("database: %s", sqlite3_errmsg(st->db));
-		return -1;
-	}
-	return 0;
+	return store_prepare_set(st, st->lst, lstmt_sql, L_COUNT, "lifecycle ", path,
+	    cause);
 }
 
 int
 store_live_first(struct store *st, int64_t *id, int64_t *enqueued_at)
 {
-	sqlite3_stmt *s = lstmt(st, L_LIVE_FIRST);
+	sqlite3_stmt *s = store_stmt(st->lst[L_LIVE_FIRST]);
 	int rc = sqlite3_step(s);
 
 	*id = *enqueued_at = 0;
@@ -115,7 +83,7 @@ live_rows(struct store *st, sqlite3_stmt *s, store_live_cb cb, void *arg)
 int
 store_live_scan(struct store *st, int64_t from, int limit, store_live_cb cb, void *arg)
 {
-	sqlite3_stmt *s = lstmt(st, L_LIVE_SCAN);
+	sqlite3_stmt *s = store_stmt(st->lst[L_LIVE_SCAN]);
 
 	sqlite3_bind_int64(s, 1, from);
 	sqlite3_bind_int(s, 2, limit);
@@ -126,7 +94,7 @@ int
 store_job_expired(struct store *st, int64_t job, int64_t below, int limit, store_live_cb cb,
     void *arg)
 {
-	sqlite3_stmt *s = lstmt(st, L_JOB_EXPIRED);
+	sqlite3_stmt *s = store_stmt(st->lst[L_JOB_EXPIRED]);
 
 	sqlite3_bind_int64(s, 1, job);
 	sqlite3_bind_int64(s, 2, below);
@@ -137,7 +105,7 @@ store_job_expired(struct store *st, int64_t job, int64_t below, int limit, store
 int
 store_live_below(struct store *st, int64_t below, store_live_cb cb, void *arg)
 {
-	sqlite3_stmt *s = lstmt(st, L_LIVE_BELOW);
+	sqlite3_stmt *s = store_stmt(st->lst[L_LIVE_BELOW]);
 
 	sqlite3_bind_int64(s, 1, below);
 	return live_rows(st, s, cb, arg);
@@ -146,12 +114,12 @@ store_live_below(struct store *st, int64_t below, store_live_cb cb, void *arg)
 int
 store_request_expire(struct store *st, int64_t id, const char *error, int64_t now)
 {
-	sqlite3_stmt *s = lstmt(st, L_EXPIRE);
+	sqlite3_stmt *s = store_stmt(st->lst[L_EXPIRE]);
 
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
-	if (lrun(st, s) != 0)
+	if (store_run(st, s) != 0)
 		return -1;
 	return sqlite3_changes(st->db);
 }
@@ -159,17 +127,17 @@ store_request_expire(struct store *st, int64_t id, const char *error, int64_t no
 int
 store_request_requeued_from(struct store *st, int64_t id, int64_t from)
 {
-	sqlite3_stmt *s = lstmt(st, L_REQUEUED_FROM);
+	sqlite3_stmt *s = store_stmt(st->lst[L_REQUEUED_FROM]);
 
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_int64(s, 2, from);
-	return lrun(st, s);
+	return store_run(st, s);
 }
 
 int64_t
 store_paused_get(struct store *st)
 {
-	sqlite3_stmt *s = lstmt(st, L_PAUSED_GET);
+	sqlite3_stmt *s = store_stmt(st->lst[L_PAUSED_GET]);
 	int64_t v = -1;
 	int rc = sqlite3_step(s);
 
@@ -189,17 +157,17 @@ store_paused_put(struct store *st, int64_t since)
 	sqlite3_stmt *s;
 
 	if (since == 0)
-		return lrun(st, lstmt(st, L_PAUSED_DEL));
-	s = lstmt(st, L_PAUSED_PUT);
+		return store_run(st, store_stmt(st->lst[L_PAUSED_DEL]));
+	s = store_stmt(st->lst[L_PAUSED_PUT]);
 	sqlite3_bind_int64(s, 1, since);
-	return lrun(st, s);
+	return store_run(st, s);
 }
 
 int
 store_limits_forget(struct store *st, const char *install)
 {
-	sqlite3_stmt *s = lstmt(st, L_LIMITS_FORGET);
+	sqlite3_stmt *s = store_stmt(st->lst[L_LIMITS_FORGET]);
 
 	sqlite3_bind_text(s, 1, install, -1, SQLITE_STATIC);
-	return lrun(st, s);
+	return store_run(st, s);
 }

@@ -19,27 +19,8 @@ static const char *pstmt_sql[P_COUNT] = {
 int
 store_prov_prepare(struct store *st, const char *path, char **cause)
 {
-	int i;
-
-	for (i = 0; i < P_COUNT; i++) {
-		if (sqlite3_prepare_v3(st->db, pstmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		    &st->pst[i], NULL) != SQLITE_OK) {
-			xasprintf(cause, "%s: preparing provenance statement %d: %s", path, i,
-			    sqlite3_errmsg(st->db));
-			return -1;
-		}
-	}
-	return 0;
-}
-
-static sqlite3_stmt *
-pstmt(struct store *st, enum pstmt which)
-{
-	sqlite3_stmt *s = st->pst[which];
-
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	return s;
+	return store_prepare_set(st, st->pst, pstmt_sql, P_COUNT, "provenance ", path,
+	    cause);
 }
 
 static void
@@ -74,7 +55,7 @@ state_of(const unsigned char *t)
 int
 store_idem_find(struct store *st, int64_t uid, const char *key, struct store_idem *out)
 {
-	sqlite3_stmt *s = pstmt(st, P_IDEM_FIND);
+	sqlite3_stmt *s = store_stmt(st->pst[P_IDEM_FIND]);
 	const unsigned char *t;
 	enum purge_type type;
 	int rc, rs, js;
@@ -116,7 +97,7 @@ store_idem_find(struct store *st, int64_t uid, const char *key, struct store_ide
 int
 store_job_who(struct store *st, int64_t job, char *buf, size_t len)
 {
-	sqlite3_stmt *s = pstmt(st, P_JOB_WHO);
+	sqlite3_stmt *s = store_stmt(st->pst[P_JOB_WHO]);
 	const unsigned char *t;
 	int rc;
 

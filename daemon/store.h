@@ -198,7 +198,5 @@ int64_t store_paused_get(struct store *);
 int store_paused_put(struct store *, int64_t since);
 /* Forget an install's limit rows (every window and block of it is over). */
 int store_limits_forget(struct store *, const char *install);
-/* The stored statements, prepared at open and finalized at close. */
-int store_lifecycle_prepare(struct store *, const char *path, char **cause);
 
 #endif
