@@ -84,13 +84,6 @@ fail:
 	return -1;
 }
 
-static void
-bind_text_opt(sqlite3_stmt *s, int i, const char *t)
-{
-	if (t != NULL && t[0] != '\0')
-		sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC);
-}
-
 int
 store_catalog_replace(struct store *st, const struct catalog *c)
 {
@@ -103,9 +96,9 @@ store_catalog_replace(struct store *st, const struct catalog *c)
 		s = store_stmt(st->cst[C_UPSERT]);
 		sqlite3_bind_text(s, 1, e->id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 2, e->name, -1, SQLITE_STATIC);
-		bind_text_opt(s, 3, e->environment);
-		bind_text_opt(s, 4, e->domain);
-		bind_text_opt(s, 5, e->account);
+		store_bind_text_opt(s, 3, e->environment);
+		store_bind_text_opt(s, 4, e->domain);
+		store_bind_text_opt(s, 5, e->account);
 		sqlite3_bind_int64(s, 6, c->fetched_at);
 		if (store_run(st, s) != 0)
 			return -1;

@@ -51,6 +51,7 @@ int store_exec(struct store *, const char *sql);
 int64_t store_pragma_int(struct store *, const char *sql);
 /* The job state, or purge type, a stored name says: -1 for NULL or an unknown name. */
 int store_state_parse(const char *);
+void store_bind_text_opt(sqlite3_stmt *, int, const char *);
 int store_type_parse(const char *);
 
 /* store-migrate.c: create the schema in a new database, or check and migrate one. */

@@ -23,33 +23,14 @@ store_prov_prepare(struct store *st, const char *path, char **cause)
 	    cause);
 }
 
-static void
-bind_opt_text(sqlite3_stmt *s, int i, const char *v)
-{
-	if (v != NULL && v[0] != '\0')
-		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-}
-
 void
 store_prov_bind(sqlite3_stmt *s, int first, const struct store_prov *prov)
 {
 	if (prov == NULL)
 		return;
-	bind_opt_text(s, first, prov->source);
-	bind_opt_text(s, first + 1, prov->idem_key);
-	bind_opt_text(s, first + 2, prov->who);
-}
-
-static int
-state_of(const unsigned char *t)
-{
-	int i;
-
-	for (i = 0; t != NULL && i < JOB_NSTATES; i++) {
-		if (strcmp((const char *)t, job_state_name((enum job_state)i)) == 0)
-			return i;
-	}
-	return -1;
+	store_bind_text_opt(s, first, prov->source);
+	store_bind_text_opt(s, first + 1, prov->idem_key);
+	store_bind_text_opt(s, first + 2, prov->who);
 }
 
 int
@@ -85,8 +66,8 @@ store_idem_find(struct store *st, int64_t uid, const char *key, struct store_ide
 	out->type = t != NULL && purge_type_parse((const char *)t, &type) == 0 ? type :
 	    PURGE_ALL;
 	/* As "status": an unfinished request is in its job's state. */
-	rs = state_of(sqlite3_column_text(s, 5));
-	js = state_of(sqlite3_column_text(s, 6));
+	rs = store_state_parse((const char *)sqlite3_column_text(s, 5));
+	js = store_state_parse((const char *)sqlite3_column_text(s, 6));
 	out->state = rs < 0 ? JOB_FAILED : rs != JOB_QUEUED || js < 0 ? (enum job_state)rs :
 	    (enum job_state)js;
 	out->coalesced = sqlite3_column_int(s, 7);

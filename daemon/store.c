@@ -81,6 +81,14 @@ store_state_parse(const char *s)
 	return -1;
 }
 
+/* Bind t to parameter i, or leave it NULL when t is NULL or empty (t outlives the step). */
+void
+store_bind_text_opt(sqlite3_stmt *s, int i, const char *t)
+{
+	if (t != NULL && t[0] != '\0')
+		sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC);
+}
+
 int
 store_type_parse(const char *s)
 {
