@@ -12,6 +12,8 @@ enum cstmt {
 	C_HELD_LOAD, C_HELD_RESOLVE, C_HELD_FAIL, C_COUNT
 };
 
+_Static_assert(C_COUNT == STORE_CAT_STMTS, "STORE_CAT_STMTS: its statements and struct store's array");
+
 static const char *cstmt_sql[C_COUNT] = {
 	[C_LOAD] = "SELECT id, name, environment, primary_domain, account_id, last_purge"
 	    " FROM installs ORDER BY name",
@@ -40,12 +42,6 @@ store_catalog_prepare(struct store *st, const char *path, char **cause)
 	    cause);
 }
 
-static void
-copy_col(char *dst, size_t len, const unsigned char *t)
-{
-	snprintf(dst, len, "%s", t != NULL ? (const char *)t : "");
-}
-
 int
 store_catalog_load(struct store *st, struct catalog *c)
 {
@@ -62,12 +58,12 @@ store_catalog_load(struct store *st, struct catalog *c)
 	s = store_stmt(st->cst[C_LOAD]);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		memset(&e, 0, sizeof e);
-		copy_col(e.id, sizeof e.id, sqlite3_column_text(s, 0));
-		copy_col(e.name, sizeof e.name, sqlite3_column_text(s, 1));
-		copy_col(e.environment, sizeof e.environment, sqlite3_column_text(s, 2));
+		store_copy_text(e.id, sizeof e.id, sqlite3_column_text(s, 0));
+		store_copy_text(e.name, sizeof e.name, sqlite3_column_text(s, 1));
+		store_copy_text(e.environment, sizeof e.environment, sqlite3_column_text(s, 2));
 		if (sqlite3_column_text(s, 3) != NULL)
 			e.domain = (char *)sqlite3_column_text(s, 3);
-		copy_col(e.account, sizeof e.account, sqlite3_column_text(s, 4));
+		store_copy_text(e.account, sizeof e.account, sqlite3_column_text(s, 4));
 		e.last_purge = sqlite3_column_int64(s, 5);
 		/* The store is ours, but a damaged row must not become a path or a name. */
 		if (!uuid_valid(e.id) || !install_name_valid(e.name) || catalog_add(c, &e) != 0)
@@ -132,7 +128,7 @@ store_held_load(struct store *st, void (*cb)(void *, int64_t, const char *, enum
 	int rc;
 
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		copy_col(name, sizeof name, sqlite3_column_text(s, 1));
+		store_copy_text(name, sizeof name, sqlite3_column_text(s, 1));
 		if (!install_name_valid(name) || sqlite3_column_text(s, 2) == NULL ||
 		    purge_type_parse((const char *)sqlite3_column_text(s, 2), &t) != 0) {
 			log_warn("database: request %lld has a bad install name or type; skipped",

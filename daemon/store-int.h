@@ -6,7 +6,7 @@
 
 #include "store.h"
 
-#define STORE_CAT_STMTS 12
+#define STORE_CAT_STMTS 9
 #define STORE_PROV_STMTS 2
 #define STORE_LIFE_STMTS 10
 #define STORE_REQ_STMTS 6
@@ -52,6 +52,7 @@ int64_t store_pragma_int(struct store *, const char *sql);
 /* The job state, or purge type, a stored name says: -1 for NULL or an unknown name. */
 int store_state_parse(const char *);
 void store_bind_text_opt(sqlite3_stmt *, int, const char *);
+void store_copy_text(char *dst, size_t len, const unsigned char *t);
 int store_type_parse(const char *);
 
 /* store-migrate.c: create the schema in a new database, or check and migrate one. */

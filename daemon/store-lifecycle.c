@@ -11,6 +11,8 @@ enum lstmt {
 	L_PAUSED_GET, L_PAUSED_PUT, L_PAUSED_DEL, L_LIMITS_FORGET, L_COUNT
 };
 
+_Static_assert(L_COUNT == STORE_LIFE_STMTS, "STORE_LIFE_STMTS: its statements and struct store's array");
+
 static const char *lstmt_sql[L_COUNT] = {
 	/* min(id) from the partial index requests_live (state = 'queued'): live rows only. */
 	[L_LIVE_FIRST] = "SELECT id, enqueued_at FROM requests WHERE id ="

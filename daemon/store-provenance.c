@@ -8,6 +8,8 @@
 
 enum pstmt { P_IDEM_FIND, P_JOB_WHO, P_COUNT };
 
+_Static_assert(P_COUNT == STORE_PROV_STMTS, "STORE_PROV_STMTS: its statements and struct store's array");
+
 static const char *pstmt_sql[P_COUNT] = {
 	/* The index requests_idem (uid, idem_key): one lookup, never a scan. */
 	[P_IDEM_FIND] = "SELECT r.id, r.job, r.install, r.name, r.type, r.state, j.state,"

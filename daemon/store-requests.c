@@ -8,6 +8,8 @@
 
 enum rstmt { R_INSERT, R_MOVE, R_FINISH, R_LIVE, R_GET, R_CANCEL, R_COUNT };
 
+_Static_assert(R_COUNT == STORE_REQ_STMTS, "STORE_REQ_STMTS: its statements and struct store's array");
+
 static const char *rstmt_sql[R_COUNT] = {
 	[R_INSERT] = "INSERT INTO requests (job, install, type, state, reason, uid, pid,"
 	    " coalesced, enqueued_at, name, id, source, idem_key, who) VALUES (?1, ?2, ?3,"

@@ -81,6 +81,13 @@ store_state_parse(const char *s)
 	return -1;
 }
 
+/* A text column into dst (len bytes, cut if longer; NULL: empty). */
+void
+store_copy_text(char *dst, size_t len, const unsigned char *t)
+{
+	snprintf(dst, len, "%s", t != NULL ? (const char *)t : "");
+}
+
 /* Bind t to parameter i, or leave it NULL when t is NULL or empty (t outlives the step). */
 void
 store_bind_text_opt(sqlite3_stmt *s, int i, const char *t)
@@ -398,12 +405,6 @@ store_probe(struct store *st, int64_t now)
 	return store_run(st, s);
 }
 
-static void
-copy_install(char *dst, const unsigned char *src)
-{
-	snprintf(dst, 37, "%s", src != NULL ? (const char *)src : "");
-}
-
 int
 store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
     void (*limit_cb)(void *, const char *, int, const struct class_state *),
@@ -418,7 +419,7 @@ store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		memset(&j, 0, sizeof j);
 		j.id = sqlite3_column_int64(s, 0);
-		copy_install(j.install, sqlite3_column_text(s, 1));
+		store_copy_text(j.install, sizeof j.install, sqlite3_column_text(s, 1));
 		if ((t = store_type_parse((const char *)sqlite3_column_text(s, 2))) < 0 ||
 		    !uuid_valid(j.install)) {
 			log_warn("database: job %lld has a bad install or type; skipped",
@@ -443,7 +444,7 @@ store_load(struct store *st, void (*job_cb)(void *, const struct store_job *),
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		char install[37];
 
-		copy_install(install, sqlite3_column_text(s, 0));
+		store_copy_text(install, sizeof install, sqlite3_column_text(s, 0));
 		cls = sqlite3_column_int(s, 1);
 		if (!uuid_valid(install) || cls < 0 || cls >= NCLASSES)
 			continue;
