@@ -21,6 +21,7 @@ struct undo {
 struct undo_log {
 	struct undo *v;
 	size_t n, cap;
+	size_t held;         /* U_HELD entries */
 };
 
 static struct pending *
@@ -178,14 +179,41 @@ undo_free(struct undo_log *u)
 }
 
 /*
- * Would one more job for p's requester go over its quota? Jobs being absorbed in this
- * group commit (and those this request would absorb, mine) no longer count.
+ * Requests by name of uid held for the first catalog: on the list, and placed earlier in
+ * this group commit (u); *all: every held one. Nothing to count once a catalog was read.
+ */
+static int64_t
+held_by(const struct queue *q, int64_t uid, const struct undo_log *u, int64_t *all)
+{
+	const struct held *h;
+	int64_t mine = 0;
+	size_t i;
+
+	*all = (int64_t)q->nheld;
+	if (q->nheld > 0) {
+		TAILQ_FOREACH(h, &q->held, entry)
+			mine += h->requester == uid;
+	}
+	for (i = 0; u->held > 0 && i < u->n; i++) {
+		if (u->v[i].kind == U_HELD) {
+			(*all)++;
+			mine += u->v[i].h->requester == uid;
+		}
+	}
+	return mine;
+}
+
+/*
+ * Would one more job (or held request) for p's requester go over its quota? Its jobs and
+ * its requests held for the first catalog count; jobs being absorbed in this group
+ * commit (and those this request would absorb, mine) no longer do.
  */
 static int
-user_full(struct queue *q, struct pending *p, int64_t mine)
+user_full(struct queue *q, struct pending *p, int64_t mine, const struct undo_log *u)
 {
 	struct requester *r = requester_get(q, p->requester, 0);
-	int64_t held = r != NULL ? r->njobs - r->absorbing - mine : 0;
+	int64_t all, held = (r != NULL ? r->njobs - r->absorbing - mine : 0) +
+	    held_by(q, p->requester, u, &all);
 
 	if (held < q->limits.max_queued_per_user)
 		return 0;
@@ -198,6 +226,26 @@ user_full(struct queue *q, struct pending *p, int64_t mine)
 		snprintf(p->out.message, sizeof p->out.message, "uid %ld has %lld unfinished "
 		    "purges queued, the most max_queued_per_user allows; try again when some "
 		    "are done", (long)p->requester, (long long)held);
+	return 1;
+}
+
+/*
+ * May p be held for the first catalog? Held requests count against the caps as jobs do:
+ * at most held_max in all, and with the requester's jobs at most max_queued_per_user (or
+ * one user's names would take every held slot while the API is down at start).
+ */
+static int
+held_full(struct queue *q, struct pending *p, const struct undo_log *u)
+{
+	int64_t all;
+
+	(void)held_by(q, p->requester, u, &all);
+	if (all < held_max(q))
+		return user_full(q, p, 0, u);
+	p->out.error = "queue_full";
+	snprintf(p->out.message, sizeof p->out.message, "%lld requests by install name "
+	    "already wait for the installs catalog to be read; try again later, or use the "
+	    "install's id", (long long)all);
 	return 1;
 }
 
@@ -242,6 +290,8 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 			p->out.resolving = 1;
 			return 2;
 		case RESOLVE_HOLD:
+			if (held_full(q, p, u))
+				return 1;
 			if ((rc = held_place(q, p, now_wall, &h)) != 0)
 				return rc;
 			if (placed_from(q, p) != 0) {
@@ -249,6 +299,7 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 				return -1;
 			}
 			undo_push(u, U_HELD, NULL, 0);
+			u->held++;
 			u->v[u->n - 1].h = h;
 			u->v[u->n - 1].rid = h->id;
 			u->v[u->n - 1].at = now_wall;
@@ -269,7 +320,7 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 	if (idx >= 0) {
 		j = queued[idx];
 		/* A held request was accepted long ago: it is not refused now. */
-		if (p->held_id == 0 && member_find(j, uid) == NULL && user_full(q, p, 0))
+		if (p->held_id == 0 && member_find(j, uid) == NULL && user_full(q, p, 0, u))
 			return 1;
 		p->out.coalesced = 1;
 	} else {
@@ -286,7 +337,7 @@ enqueue_place(struct queue *q, struct pending *p, int64_t now_wall, struct undo_
 		}
 		for (i = 0; i < (size_t)absorbs; i++)
 			mine += member_find(queued[i], uid) != NULL;
-		if (p->held_id == 0 && user_full(q, p, mine))
+		if (p->held_id == 0 && user_full(q, p, mine, u))
 			return 1;
 		if (in == NULL)
 			in = install_get(q, p->req.install, 1);
@@ -398,7 +449,7 @@ queue_flush(struct queue *q)
 {
 	struct pending *p;
 	struct pendings batch = TAILQ_HEAD_INITIALIZER(batch);
-	struct undo_log u = { NULL, 0, 0 };
+	struct undo_log u = { NULL, 0, 0, 0 };
 	json_object *o;
 	int64_t now_wall = clock_wall_ms();
 	int failed = 0, n = 0;

@@ -363,6 +363,7 @@ void held_drop(struct queue *, int64_t id);
 /* queue-names.c: names, held requests, enqueues waiting for a fetch */
 enum resolve { RESOLVED = 0, RESOLVE_UNKNOWN, RESOLVE_HOLD, RESOLVE_WAIT };
 enum resolve names_resolve(struct queue *, struct pending *);
+int64_t held_max(const struct queue *);
 int held_place(struct queue *, struct pending *, int64_t now_wall, struct held **);
 void held_settle(struct queue *, struct held *, int failed);
 void held_free_all(struct queue *);

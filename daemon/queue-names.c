@@ -9,7 +9,7 @@
 #include "util.h"
 
 /* Requests held for a first catalog, at most (past it, queue_full). */
-static int64_t
+int64_t
 held_max(const struct queue *q)
 {
 	return q->limits.max_queued < 10000 ? q->limits.max_queued : 10000;
@@ -65,6 +65,7 @@ names_resolve(struct queue *q, struct pending *p)
 
 /* Held requests --------------------------------------------------------------------- */
 
+/* Hold p (held_full said it may be): its row now, the list at the commit (held_settle). */
 int
 held_place(struct queue *q, struct pending *p, int64_t now_wall, struct held **hp)
 {
@@ -72,13 +73,6 @@ held_place(struct queue *q, struct pending *p, int64_t now_wall, struct held **h
 	struct store_prov prov;
 	int64_t id;
 
-	if ((int64_t)q->nheld >= held_max(q)) {
-		p->out.error = "queue_full";
-		snprintf(p->out.message, sizeof p->out.message, "%zu requests by install name "
-		    "already wait for the installs catalog to be read; try again later, or "
-		    "use the install's id", q->nheld);
-		return 1;
-	}
 	pending_prov(p, &prov);
 	id = store_request_insert(q->store, 0, "", p->req.type, p->req.reason, p->requester,
 	    (int64_t)p->pid, 0, now_wall, p->req.name, &prov);

@@ -315,6 +315,42 @@ class BeforeTheCatalog(CatalogBase):
         self.assertEqual(stats(self.env)["held_requests"], 0)
         self.assertEqual(self.env.purges(I1, status=None), [])
 
+    def test_held_requests_count_against_the_requesters_quota(self):
+        # Noticed in the issue 12 review: requests by name held for a first catalog did
+        # not count against max_queued_per_user, so while the API was down at start one
+        # user could take every held slot (up to 10,000) and everyone else's names got
+        # queue_full. Held requests now count with the requester's jobs, those held
+        # earlier in the same group commit too.
+        self.env.write_conf(dict(self.env.lim, max_queued_per_user=3), self.env.api,
+                            "socket_mode = 0666\n")
+        sim(self.env, {"fault": {"status": 503, "count": 100000}})
+        self.env.start()
+        self.env.request({"op": "pause"})
+        self.assertTrue(self.enqueue(I1, "page")["ok"])          # a job: 1 of 3
+        # three names pipelined on one connection, placed in one group commit: 2 fit
+        c = self.env.connect()
+        c.send("".join(json.dumps({"op": "enqueue", "install": n, "type": "page"}) + "\n"
+                       for n in ("install2", "install3", "install1")))
+        a = [c.recv() for _ in range(3)]
+        c.s.close()
+        self.assertEqual([x.get("ok", False) for x in a], [True, True, False], a)
+        self.assertEqual(a[2]["error"], "queue_full", a[2])
+        self.assertIn("max_queued_per_user", a[2]["message"])
+        self.assertEqual(stats(self.env)["held_requests"], 2)
+        # held requests count against a request by id as well
+        r = self.enqueue(I2, "object")
+        self.assertEqual(r.get("error"), "queue_full", r)
+        # another user is not held back by them
+        rc, out, err = self.env.as_user(4200, 4200, args=["enqueue", "install1", "--type",
+                                                          "object"])
+        self.assertEqual(rc, 0, (out, err))
+        self.assertEqual(stats(self.env)["held_requests"], 3)
+        # once the catalog comes, the held ones are placed (not refused: accepted before)
+        sim(self.env, {"fault": {"count": 0}})
+        self.loaded(3, timeout=30)
+        self.assertEqual(stats(self.env)["held_requests"], 0)
+        self.assertEqual(self.env.request({"op": "list"})["total"], 4)
+
     def test_held_requests_survive_a_restart(self):
         sim(self.env, {"fault": {"status": 503, "count": 100000}})
         self.env.start()
