@@ -5,7 +5,6 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
@@ -38,22 +37,13 @@ http_reason(int status)
 
 /*
  * Send an answer. evhttp puts its headers and its body in the connection's output as two
- * chains, and bufferevent_openssl makes a TLS record of each: two records, two write()s,
- * two TCP segments (loopback: two trips through the receiver's stack too) per answer.
- * The answer is in the output when evhttp_send_reply returns and written only when the
- * socket is next writable, so join it into one chain now: one record and one write()
- * for a memcpy of a few hundred bytes (a plain connection's writev already sends both).
+ * chains; over TLS http-tls.c sends them as one record and one write() (it takes the
+ * output once evhttp is done adding to it), a plain connection's writev sends both.
  */
 void
 http_reply(struct evhttp_request *req, int status, const char *reason, struct evbuffer *b)
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) :
-	    NULL;
-
 	evhttp_send_reply(req, status, reason, b);
-	if (bev != NULL && bufferevent_openssl_get_ssl(bev) != NULL)
-		(void)evbuffer_pullup(bufferevent_get_output(bev), -1);
 }
 
 /* Send one JSON answer (taking o) with status; never an HTML page. */

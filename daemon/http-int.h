@@ -85,6 +85,9 @@ struct hconn *hconn_of(struct http *, struct evhttp_request *);
 void hconn_request(struct http *, struct evhttp_request *);
 void hconn_free_all(struct http *);
 
+/* http-tls.c: an HTTPS connection's bufferevent for evhttp (TLS with h->ctx). */
+struct bufferevent *htls_new(struct http *, struct event_base *);
+
 /* http-answer.c: JSON answers, never an HTML page. */
 /* evhttp_send_reply, the answer in one TLS record. */
 void http_reply(struct evhttp_request *, int status, const char *reason,

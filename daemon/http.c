@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <openssl/err.h>
@@ -90,18 +89,11 @@ http_bevcb(struct event_base *base, void *arg)
 {
 	struct http *h = arg;
 	struct bufferevent *bev;
-	SSL *ssl;
 
 	if (h->ctx == NULL || h->nconns >= h->max_conns)
 		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	else {
-		if ((ssl = SSL_new(h->ctx)) == NULL)
-			fatalx("SSL_new failed");
-		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		    BEV_OPT_CLOSE_ON_FREE);
-		if (bev != NULL)
-			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	}
+	else
+		bev = htls_new(h, base);     /* http-tls.c */
 	if (bev == NULL)
 		fatalx("out of memory");
 	hconn_new(h, bev);

@@ -180,11 +180,8 @@ class Deadlines(HttpTest):
 class DeadlinesTls(Deadlines):
     tls = True
 
-    # one case over TLS is enough: the handshake counts in the header deadline
-    test_trickled_body_is_cut_at_the_body_deadline = None
-    test_head_and_body_each_have_their_own_deadline = None
-    test_keep_alive_next_request_has_a_header_deadline_too = None
-    test_idle_keep_alive_is_closed_after_idle_timeout = None
+    # every case over TLS too: daemon/http-tls.c feeds evhttp's input itself, and keeps
+    # its gap timers going; the handshake counts in the header deadline
 
     def test_silent_tls_client_is_cut_at_the_header_deadline(self):
         s = socket.create_connection(("127.0.0.1", self.h.port))   # no handshake at all
@@ -377,6 +374,219 @@ class UnauthorizedFlood(HttpTest):
         c.close()
         self.assertRegex(self.env.log(), r"a bad token from 127\.0\.0\.1:\d+: 401 \(and \d+ more "
                                          r"like it not logged\)")
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return [int(l.split()[1]) for l in f if l.startswith("VmRSS")][0]
+
+
+class TlsTransport(HttpTest):
+    """daemon/http-tls.c: evhttp over our own TLS (memory BIOs). Bytes that come while a
+    request is handled wait for it, an end of input too, memory stays bounded, answers
+    are never cut."""
+    tokens = {"ci": "rate=10000/s", "other": "", "boss": "admin rate=10000/s"}
+
+    def raw_request(self, method, path, body=None, extra="", token="ci"):
+        h = "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s" % (
+            method, path, self.h.secrets[token][0], extra)
+        if body is not None:
+            h += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        return (h + "\r\n" + (body or "")).encode()
+
+    def read_answers(self, r, n, timeout=10):
+        """n answers (status, headers, JSON) read off r, by their Content-Length."""
+        r.s.settimeout(timeout)
+        buf, out = b"", []
+        while len(out) < n:
+            while b"\r\n\r\n" not in buf:
+                chunk = r.s.recv(65536)
+                if not chunk:
+                    raise AssertionError("closed after %d answer(s): %r" % (len(out), buf))
+                buf += chunk
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            clen = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(rest) < clen:
+                chunk = r.s.recv(65536)
+                if not chunk:
+                    raise AssertionError("closed in an answer's body")
+                rest += chunk
+            out.append(answer(head + b"\r\n\r\n" + rest[:clen]))
+            buf = rest[clen:]
+        return out
+
+    def enqueue_body(self):
+        return json.dumps({"install": I1, "type": "page"})
+
+    def test_request_pipelined_while_one_is_handled(self):
+        # the first is answered a second later (a long-poll that runs out); the second
+        # comes meanwhile and must wait: evhttp would exit reading it now
+        self.env.request({"op": "pause"})
+        rid = self.post("ci")[2]["id"]
+        r = Raw(self.h)
+        r.send(self.raw_request("GET", "/v1/purges/%d?wait=1" % rid))
+        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 1,
+                 what="the long-poll waiting")
+        r.send(self.raw_request("GET", "/v1/stats"))
+        time.sleep(0.2)
+        a = self.read_answers(r, 2)
+        self.assertEqual([a[0][0], a[1][0]], [202, 200])
+        self.assertEqual(a[0][2]["id"], rid)
+        self.assertIn("queued_jobs", a[1][2])
+        # the connection is kept alive and still works
+        r.send(self.raw_request("GET", "/healthz"))
+        self.assertEqual(self.read_answers(r, 1)[0][0], 200)
+        r.close()
+        self.assertIsNone(self.env.daemon.poll())
+
+    def half_close(self, r):
+        # socket.shutdown, not SSLSocket.shutdown (which drops the TLS layer): a FIN only
+        socket.socket.shutdown(r.s, socket.SHUT_WR)
+
+    def test_answer_after_a_half_close(self):
+        # an enqueue is answered after its group commit (a later loop pass): the FIN that
+        # follows the request must not cost the client its answer
+        r = Raw(self.h)
+        r.send(self.raw_request("POST", "/v1/purges", self.enqueue_body()))
+        self.half_close(r)
+        a = self.read_answers(r, 1)
+        self.assertEqual(a[0][0], 202)
+        self.assertTrue(a[0][2]["ok"])
+        self.assertTrue(r.closed_within(5))
+        r.close()
+
+    def test_pipelined_answers_after_a_half_close(self):
+        r = Raw(self.h)
+        body = self.enqueue_body()
+        # 20 enqueues, each answered after its own group commit, long after the FIN is
+        # read: the end is told only once all are answered
+        r.send(b"".join(self.raw_request("POST", "/v1/purges", body) for _ in range(20)) +
+               self.raw_request("GET", "/v1/stats"))
+        self.half_close(r)
+        a = self.read_answers(r, 21)
+        self.assertEqual([x[0] for x in a], [202] * 20 + [200])
+        self.assertTrue(r.closed_within(5))
+        r.close()
+        self.assertEqual(self.env.request({"op": "stats"})["waiters"], 0)
+
+    def test_garbage_after_a_request_does_not_grow_memory(self):
+        self.env.request({"op": "pause"})
+        rid = self.post("ci")[2]["id"]
+        r = Raw(self.h)
+        r.send(self.raw_request("GET", "/v1/purges/%d?wait=30" % rid))
+        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 1,
+                 what="the long-poll waiting")
+        before = rss_kib(self.env.daemon.pid)
+        junk = b"x" * (1 << 20)
+        r.s.settimeout(3 * SLOW)
+        sent = 0
+        try:
+            for _ in range(32):            # 32 MiB, more than the kernel holds
+                r.s.sendall(junk)
+                sent += len(junk)
+        except (socket.timeout, TimeoutError):
+            pass
+        time.sleep(0.5)
+        grown = rss_kib(self.env.daemon.pid) - before
+        self.assertLess(sent, 32 << 20, "the daemon took 32 MiB of garbage")
+        self.assertLess(grown, 8 * 1024, "RSS grew %d KiB" % grown)
+        self.assertIsNone(self.env.daemon.poll())
+        self.assertTrue(self._up())
+        r.close()
+        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 0,
+                 what="the long-poll dropped with its client")
+
+    def test_large_answers_read_slowly_with_connection_close(self):
+        # 1500 pipelined answers of 6 KiB (GET /metrics), the last with Connection:
+        # close, to a client with a small receive buffer that reads slowly: more than the
+        # kernel takes, so answers wait in the daemon (which reads no more requests
+        # meanwhile), and the connection is closed only once all of it is sent
+        batch, n = 500, 1500
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", self.h.port))
+        r = Raw.__new__(Raw)
+        r.s = self.h.ctx().wrap_socket(s, server_hostname="127.0.0.1")
+        one = self.raw_request("GET", "/metrics", token="boss")
+        for i in range(0, n, batch):
+            last = i + batch >= n
+            r.send(one * (batch - 1 if last else batch) + (self.raw_request(
+                "GET", "/metrics", extra="Connection: close\r\n", token="boss")
+                if last else b""))
+            time.sleep(0.3)
+        data = b""
+        r.s.settimeout(10)
+        while True:
+            try:
+                chunk = r.s.recv(65536)
+            except (ssl.SSLError, ConnectionError) as e:
+                raise AssertionError("cut after %d bytes: %s" % (len(data), e))
+            if not chunk:
+                break
+            data += chunk
+            if len(data) < 1000000:
+                time.sleep(0.001)
+        r.close()
+        self.assertGreater(len(data), 8000000)
+        self.assertEqual(data.count(b"HTTP/1.1 200 OK\r\n"), n)
+        self.assertIsNone(self.env.daemon.poll())
+
+    def test_tls_1_2_and_1_3(self):
+        for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = self.h.ctx()
+            ctx.minimum_version = ctx.maximum_version = v
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.h.port)),
+                                server_hostname="127.0.0.1")
+            self.assertEqual(s.version(), {ssl.TLSVersion.TLSv1_2: "TLSv1.2",
+                                           ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[v])
+            r = Raw.__new__(Raw)
+            r.s = s
+            for _ in range(3):     # kept alive
+                r.send(self.raw_request("GET", "/v1/stats"))
+                self.assertEqual(self.read_answers(r, 1)[0][0], 200)
+            r.close()
+
+    def test_request_in_many_records_and_reads(self):
+        r = Raw(self.h)
+        req = self.raw_request("POST", "/v1/purges", self.enqueue_body())
+        for i in range(0, len(req), 7):       # a TLS record of 7 bytes each, some apart
+            r.send(req[i:i + 7])
+            if i % 70 == 0:
+                time.sleep(0.01)
+        self.assertEqual(self.read_answers(r, 1)[0][0], 202)
+        r.close()
+
+    def test_expect_100_continue(self):
+        r = Raw(self.h)
+        body = self.enqueue_body()
+        head = self.raw_request("POST", "/v1/purges", body, extra="Expect: 100-continue\r\n")
+        r.send(head[:-len(body)])
+        r.s.settimeout(10)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += r.s.recv(4096)
+        self.assertTrue(got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), got)
+        r.send(body)
+        self.assertEqual(self.read_answers(r, 1)[0][0], 202)
+        r.close()
+
+    def test_garbage_and_failed_handshakes_are_closed(self):
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x00\x05hello",
+                     os.urandom(3000)):
+            s = socket.create_connection(("127.0.0.1", self.h.port))
+            s.sendall(junk)
+            r = Raw.__new__(Raw)
+            r.s = s
+            self.assertTrue(r.closed_within(5 * SLOW))
+            s.close()
+        # a client that does not trust the certificate gives up in the handshake
+        ctx = ssl.create_default_context()
+        s = socket.create_connection(("127.0.0.1", self.h.port))
+        with self.assertRaises(ssl.SSLError):
+            ctx.wrap_socket(s, server_hostname="127.0.0.1")
+        s.close()
+        self.assertTrue(self._up())
+        self.assertIsNone(self.env.daemon.poll())
 
 
 if __name__ == "__main__":
