@@ -256,7 +256,7 @@ htls_read(evutil_socket_t fd, short events, void *arg)
 	struct evbuffer *in = bufferevent_get_input(t->bev);
 	char buf[RECORD + 512];
 	ssize_t n;
-	int r = 0, got = 0;
+	int r = 0, got = 0, bad = 0;
 
 	(void)events;
 	if (!htls_alive(t)) {
@@ -287,12 +287,15 @@ htls_read(evutil_socket_t fd, short events, void *arg)
 			t->eof = 1;
 			break;
 		default:                        /* not TLS, a failed handshake, a bad record */
-			t->err = 1;
+			bad = 1;
 			break;
 		}
 		ERR_clear_error();
 	}
-	htls_send(t);                   /* the handshake, tickets, an alert */
+	/* The handshake, tickets, an alert: the alert of a failure too, before err stops it. */
+	htls_send(t);
+	if (bad)
+		t->err = 1;
 	if (got) {
 		t->parse = 1;
 		if (htls_reading(t))
