@@ -3,9 +3,9 @@
 # outside the daemon: three minimal single-threaded servers (tests/bench/transport/) that
 # answer POST /v1/purges with a fixed 202, driven by h2load --h1 -c 64 in alternating
 # rounds. Server CPU per request from /proc (utime + stime), the client's from time(1).
-#   evhttp   libevent's evhttp over bufferevent_openssl (what the daemon uses)
+#   evhttp   libevent's evhttp over bufferevent_openssl (what the daemon used before http-tls.c)
 #   evpair   evhttp over its own thin TLS transport (memory BIOs, one read and one write a
-#            request); a measuring prototype: it has none of the daemon's guards
+#            request); the measuring prototype of daemon/http-tls.c, without its guards
 #   h2o      libh2o 2.2 (Debian libh2o-evloop-dev) on its own event loop
 # Each also in "deferred" mode: the answer one loop pass later, as the daemon answers
 # after a group commit. ROUNDS=n (default 3).
