@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
 JOBS=$(nproc 2>/dev/null || echo 2)
-FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 VALGRIND_TESTS=${VALGRIND_TESTS:-integration_}
 
 echo "== build (gcc, -Wall -Wextra -Werror)"
