@@ -2,6 +2,7 @@
 #include "compat.h"
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -36,13 +37,42 @@ http_reason(int status)
 }
 
 /*
- * Send an answer. evhttp puts its headers and its body in the connection's output as two
- * chains; over TLS http-tls.c sends them as one record and one write() (it takes the
- * output once evhttp is done adding to it), a plain connection's writev sends both.
+ * The Date header, made once a second: evhttp would format it for every answer (a
+ * gmtime_r and a printf each time).
+ */
+static const char *
+http_date(void)
+{
+	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul",
+	    "Aug", "Sep", "Oct", "Nov", "Dec" };
+	static char date[40];
+	static time_t made = -1;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != made && gmtime_r(&now, &tm) != NULL) {
+		snprintf(date, sizeof date, "%s, %02d %s %d %02d:%02d:%02d GMT", days[tm.tm_wday],
+		    tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+		    tm.tm_sec);
+		made = now;
+	}
+	return date;
+}
+
+/*
+ * Send an answer: its body is in b, or already in the request's output buffer (b NULL).
+ * evhttp puts its headers and its body in the connection's output as two chains; over
+ * TLS http-tls.c sends them as one record and one write() (it takes the output once
+ * evhttp is done adding to it), a plain connection's writev sends both.
  */
 void
 http_reply(struct evhttp_request *req, int status, const char *reason, struct evbuffer *b)
 {
+	const char *date = http_date();
+
+	if (date[0] != '\0')
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Date", date);
 	evhttp_send_reply(req, status, reason, b);
 }
 
@@ -51,12 +81,10 @@ void
 http_send(struct evhttp_request *req, int status, json_object *o)
 {
 	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
-	struct evbuffer *b = evbuffer_new();
+	struct evbuffer *b = evhttp_request_get_output_buffer(req);
 	const char *s;
 	size_t len;
 
-	if (b == NULL)
-		fatalx("out of memory");
 	s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
 	    JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 	evbuffer_add(b, s, len);
@@ -65,8 +93,7 @@ http_send(struct evhttp_request *req, int status, json_object *o)
 	evhttp_remove_header(hdr, "Content-Type");
 	evhttp_add_header(hdr, "Content-Type", "application/json");
 	evhttp_add_header(hdr, "Cache-Control", "no-store");
-	http_reply(req, status, http_reason(status), b);
-	evbuffer_free(b);
+	http_reply(req, status, http_reason(status), NULL);
 }
 
 void

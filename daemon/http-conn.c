@@ -274,7 +274,7 @@ hconn_of(struct http *h, struct evhttp_request *req)
 }
 
 /* A request is complete and ours now: no deadline until its answer is written. */
-void
+struct hconn *
 hconn_request(struct http *h, struct evhttp_request *req)
 {
 	struct hconn *hc = hconn_of(h, req);
@@ -290,6 +290,7 @@ hconn_request(struct http *h, struct evhttp_request *req)
 	}
 	hconn_arm(hc, HC_BUSY);
 	evhttp_request_set_on_complete_cb(req, hconn_answered, hc);
+	return hc;
 }
 
 /* Its answer is written: the connection waits for the next request (keep-alive). */

@@ -50,6 +50,7 @@ struct hconn {
 	int prev_small;                    /* the last one was a line end */
 	int attached;
 	int refused;                       /* over max_connections */
+	char peer[80];                     /* for logs (http_peer), made at its first request */
 };
 
 /*
@@ -82,7 +83,7 @@ struct hreq {
 /* http-conn.c: connections. */
 void hconn_new(struct http *, struct bufferevent *);
 struct hconn *hconn_of(struct http *, struct evhttp_request *);
-void hconn_request(struct http *, struct evhttp_request *);
+struct hconn *hconn_request(struct http *, struct evhttp_request *);
 void hconn_free_all(struct http *);
 
 /* http-tls.c: an HTTPS connection's bufferevent for evhttp (TLS with h->ctx). */

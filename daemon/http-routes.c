@@ -70,7 +70,7 @@ http_method_not_allowed(struct evhttp_request *req, const char *allow)
 	http_error(req, 405, "method_not_allowed", "this method is not allowed here");
 }
 
-/* The client's address for logs: "192.0.2.1", "[2001:db8::1]" or "unix". */
+/* The client's address and port for logs: "192.0.2.1:4711", "[2001:db8::1]:4711", "unix". */
 static void
 http_peer(struct evhttp_request *req, char *buf, size_t len)
 {
@@ -181,11 +181,12 @@ http_request(struct evhttp_request *req, void *arg)
 	const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
 	struct ops_caller c;
 	struct token *t;
-	char addr[80], who[160], retry[24];
+	char who[160], retry[24];
 	int64_t id, ms;
 	int get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
+	struct hconn *hc = hconn_request(h, req);
+	const char *addr = hc->peer;
 
-	hconn_request(h, req);
 	if (http_framing_bad(req))
 		return;
 	if (path == NULL || *path == '\0')
@@ -208,7 +209,8 @@ http_request(struct evhttp_request *req, void *arg)
 		http_error(req, 404, "not_found", "no such endpoint (see docs/http.md)");
 		return;
 	}
-	http_peer(req, addr, sizeof addr);
+	if (hc->peer[0] == '\0')
+		http_peer(req, hc->peer, sizeof hc->peer);
 	if ((t = http_auth(h, req, addr)) == NULL)
 		return;
 	snprintf(who, sizeof who, "token %s (%s)", t->name, addr);

@@ -135,6 +135,13 @@ htls_poll(struct htls *t)
 	else
 		event_del(t->rev);
 	t->polled = want;
+	/* htls_input matters only while the socket is not read: off, evhttp's drains are free */
+	if (want)
+		evbuffer_cb_clear_flags(bufferevent_get_input(t->bev), t->in_cb,
+		    EVBUFFER_CB_ENABLED);
+	else
+		evbuffer_cb_set_flags(bufferevent_get_input(t->bev), t->in_cb,
+		    EVBUFFER_CB_ENABLED);
 }
 
 /* Send what the SSL object produced: write at once, poll for EV_WRITE only if blocked. */
@@ -198,8 +205,13 @@ htls_flush(struct htls *t)
 	}
 	if (!sent)
 		return;
-	htls_touch(t);
+	/*
+	 * evhttp restarted its timers as it handed the answer over (bufferevent_enable), and
+	 * restarts its read timer once told the answer is written: only a write the kernel
+	 * does not take at once needs them restarted here (and on each progress after it).
+	 */
 	if (evbuffer_get_length(t->pend) > 0) {
+		htls_touch(t);
 		t->owed = 1;       /* told when the kernel has it (htls_write) */
 		return;
 	}
@@ -273,7 +285,13 @@ htls_read(evutil_socket_t fd, short events, void *arg)
 		t->eof = 1;
 	else
 		(void)BIO_write(t->rbio, buf, (int)n);
-	/* The handshake too: SSL_read does it while it is not done. */
+	/*
+	 * The handshake too: SSL_read does it while it is not done. SSL_get_error reads the
+	 * thread's error queue, which must be empty before the call: libcurl's sends share
+	 * this thread and may leave errors on it.
+	 */
+	if (n > 0)
+		ERR_clear_error();
 	while (n > 0 && (r = SSL_read(t->ssl, buf, sizeof buf)) > 0) {
 		evbuffer_add(in, buf, (size_t)r);
 		got = 1;
@@ -288,9 +306,9 @@ htls_read(evutil_socket_t fd, short events, void *arg)
 			break;
 		default:                        /* not TLS, a failed handshake, a bad record */
 			bad = 1;
+			ERR_clear_error();
 			break;
 		}
-		ERR_clear_error();
 	}
 	/* The handshake, tickets, an alert: the alert of a failure too, before err stops it. */
 	htls_send(t);

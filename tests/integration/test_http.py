@@ -1,4 +1,5 @@
 """test_http.py: the HTTPS API with real TLS: tokens, scopes, rate caps, long-polls, reloads."""
+import email.utils
 import hashlib
 import http.client
 import json
@@ -372,6 +373,55 @@ class Purges(HttpTest):
         self.assertLess(time.monotonic() - t0, HTTP_TIMEOUT + 8)
         self.assertNotIn(b"200 OK", data)
         s.close()
+
+
+class Answers(HttpTest):
+    """What every answer carries, on connections kept alive for several requests."""
+
+    DATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|"
+                      r"Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$")
+
+    def check_date(self, r):
+        dates = r.msg.get_all("Date") or []
+        self.assertEqual(len(dates), 1, r.getheaders())
+        self.assertRegex(dates[0], self.DATE)
+        t = email.utils.parsedate_to_datetime(dates[0]).timestamp()
+        self.assertLess(abs(t - time.time()), 5, dates[0])
+
+    def test_one_current_date_and_each_connection_logged_with_its_own_address(self):
+        self.env.request({"op": "pause"})
+        secret = self.h.secrets["ci"][0]
+        conns = [self.h.conn(), self.h.conn()]
+        try:
+            for i in range(3):
+                for n, c in enumerate(conns):
+                    body = json.dumps({"install": (I1, I2)[n], "type": "page",
+                                       "reason": "round %d" % i})
+                    c.request("POST", "/v1/purges", body=body, headers={
+                        "Authorization": "Bearer " + secret,
+                        "Content-Type": "application/json"})
+                    r = c.getresponse()
+                    r.read()
+                    self.assertEqual(r.status, 202)
+                    self.check_date(r)
+                    if i == 1:
+                        time.sleep(1.1)     # the next answers are a second later
+                c = conns[0]
+                c.request("GET", "/v1/stats", headers={"Authorization": "Bearer bad"})
+                r = c.getresponse()
+                r.read()
+                self.assertEqual(r.status, 401)
+                self.check_date(r)
+            ports = [c.sock.getsockname()[1] for c in conns]
+        finally:
+            for c in conns:
+                c.close()
+        log = self.env.log()
+        for n, port in enumerate(ports):
+            # each request logged with its own connection's address, not the other's
+            lines = re.findall(r"purge of %s \(\w+\) from token ci \(127\.0\.0\.1:(\d+)\)" %
+                               (I1, I2)[n], log)
+            self.assertEqual(lines, [str(port)] * 3, log[-3000:])
 
 
 class Scopes(HttpTest):
