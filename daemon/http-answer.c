@@ -69,10 +69,26 @@ http_date(void)
 void
 http_reply(struct evhttp_request *req, int status, const char *reason, struct evbuffer *b)
 {
+	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
 	const char *date = http_date();
 
 	if (date[0] != '\0')
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Date", date);
+		evhttp_add_header(hdr, "Date", date);
+	/*
+	 * HEAD: GET's headers without the body. libevent 2.1 leaves out only the length and
+	 * sends the body, which a kept-alive client then reads as the next answer's start.
+	 */
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		struct evbuffer *out = evhttp_request_get_output_buffer(req);
+		char len[24];
+
+		snprintf(len, sizeof len, "%zu", evbuffer_get_length(out) +
+		    (b != NULL ? evbuffer_get_length(b) : 0));
+		evhttp_remove_header(hdr, "Content-Length");
+		evhttp_add_header(hdr, "Content-Length", len);
+		evbuffer_drain(out, evbuffer_get_length(out));
+		b = NULL;
+	}
 	evhttp_send_reply(req, status, reason, b);
 }
 
@@ -92,7 +108,13 @@ http_send(struct evhttp_request *req, int status, json_object *o)
 	json_object_put(o);
 	evhttp_remove_header(hdr, "Content-Type");
 	evhttp_add_header(hdr, "Content-Type", "application/json");
-	evhttp_add_header(hdr, "Cache-Control", "no-store");
+	/*
+	 * A status that changes must not be kept by a cache in front. Only answers to GET
+	 * and HEAD can be: a cache stores an answer to POST only with explicit freshness and
+	 * never one to DELETE (RFC 9111, 2 and 3), so those go without the header.
+	 */
+	if (evhttp_request_get_command(req) & (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD))
+		evhttp_add_header(hdr, "Cache-Control", "no-store");
 	http_reply(req, status, http_reason(status), NULL);
 }
 

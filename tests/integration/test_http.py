@@ -416,12 +416,47 @@ class Answers(HttpTest):
         finally:
             for c in conns:
                 c.close()
+        # what a GET reads changes: no cache in front may keep it
+        for path, token in (("/v1/stats", "ci"), ("/v1/jobs", "ci"), ("/healthz", None),
+                            ("/v1/purges/1", "ci"), ("/v1/purges/999", "ci")):
+            st, hd, j = self.h.call("GET", path, token)
+            self.assertEqual(hd.get("cache-control"), "no-store", (path, st))
         log = self.env.log()
         for n, port in enumerate(ports):
             # each request logged with its own connection's address, not the other's
             lines = re.findall(r"purge of %s \(\w+\) from token ci \(127\.0\.0\.1:(\d+)\)" %
                                (I1, I2)[n], log)
             self.assertEqual(lines, [str(port)] * 3, log[-3000:])
+
+
+class HeadAnswers(HttpTest):
+    """HEAD: the headers GET would have, no body (libevent 2.1 would send it)."""
+
+    def test_head_has_no_body_and_the_connection_stays_in_step(self):
+        self.env.request({"op": "pause"})
+        rid = self.post("ci")[2]["id"]
+        secret, boss = self.h.secrets["ci"][0], self.h.secrets["boss"][0]
+        c = self.h.conn()
+        try:
+            for path, secret_ in (("/healthz", None), ("/v1/purges/%d" % rid, secret),
+                                  ("/v1/jobs", secret), ("/v1/stats", secret),
+                                  ("/metrics", boss), ("/v1/purges/999", secret),
+                                  ("/v1/stats", "bad"), ("/v1/nothing", secret)):
+                h = {"Authorization": "Bearer " + secret_} if secret_ else {}
+                c.request("HEAD", path, headers=h)
+                r = c.getresponse()
+                self.assertEqual(r.read(), b"")
+                head_status, head_len = r.status, r.getheader("Content-Length")
+                # the next answer on the connection is read from its own start
+                c.request("GET", path, headers=h)
+                r = c.getresponse()
+                body = r.read()
+                self.assertEqual(r.status, head_status, path)
+                if path not in ("/metrics", "/v1/stats"):   # these change in between
+                    self.assertEqual(head_len, str(len(body)), path)
+                self.assertTrue(body, path)
+        finally:
+            c.close()
 
 
 class Scopes(HttpTest):
