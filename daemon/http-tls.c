@@ -75,6 +75,7 @@ struct htls {
 	unsigned eof:1;               /* the peer's end: nothing more is read */
 	unsigned err:1;               /* a TLS or socket error: nothing more is read or sent */
 	unsigned polled:1;            /* rev is added */
+	unsigned fresh:1;             /* the BIOs were renewed after the handshake */
 };
 
 static void htls_settle(struct htls *);
@@ -261,6 +262,30 @@ htls_settle(struct htls *t)
 	htls_poll(t);
 }
 
+/*
+ * A memory BIO keeps the largest buffer it ever needed: without this the handshake's
+ * flight (the certificate chain) and the ClientHello would stay with each connection for
+ * its life, which made a held long-poll cost 22.5 KiB instead of 17.7. Once the
+ * handshake is done and both are empty, fresh ones take their place (SSL_set_bio frees
+ * the old pair).
+ */
+static void
+htls_renew_bios(struct htls *t)
+{
+	BIO *r, *w;
+
+	if (t->fresh || t->err || !SSL_is_init_finished(t->ssl) ||
+	    BIO_ctrl_pending(t->rbio) != 0 || BIO_ctrl_pending(t->wbio) != 0)
+		return;
+	if ((r = BIO_new(BIO_s_mem())) == NULL || (w = BIO_new(BIO_s_mem())) == NULL)
+		fatalx("out of memory");
+	BIO_set_mem_eof_return(r, -1);
+	SSL_set_bio(t->ssl, r, w);
+	t->rbio = r;
+	t->wbio = w;
+	t->fresh = 1;
+}
+
 static void
 htls_read(evutil_socket_t fd, short events, void *arg)
 {
@@ -314,6 +339,7 @@ htls_read(evutil_socket_t fd, short events, void *arg)
 	htls_send(t);
 	if (bad)
 		t->err = 1;
+	htls_renew_bios(t);
 	if (got) {
 		t->parse = 1;
 		if (htls_reading(t))
