@@ -8,11 +8,7 @@ cd "$(dirname "$0")/.."
 B=${BUILD:-$PWD/build}
 if ! command -v ab >/dev/null || ! command -v h2load >/dev/null ||
 	! [ -x /usr/bin/time ]; then
-	SUDO=""
-	[ "$(id -u)" -eq 0 ] || SUDO=sudo
-	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-		apache2-utils nghttp2-client time >/dev/null
+	sh scripts/deps.sh apache2-utils nghttp2-client time
 fi
 D=$(mktemp -d /tmp/wpe-bench-https.XXXXXX)
 DPID=""

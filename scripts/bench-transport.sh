@@ -17,14 +17,8 @@ command -v h2load >/dev/null || need="$need nghttp2-client"
 [ -x /usr/bin/time ] || need="$need time"
 [ -f /usr/include/h2o.h ] || need="$need libh2o-evloop-dev"
 pkg-config --exists libevent_openssl 2>/dev/null || need="$need libevent-dev"
-if [ -n "$need" ]; then
-	SUDO=""
-	[ "$(id -u)" -eq 0 ] || SUDO=sudo
-	$SUDO apt-get update -qq
-	# shellcheck disable=SC2086
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-		$need >/dev/null
-fi
+# shellcheck disable=SC2086
+[ -z "$need" ] || sh scripts/deps.sh $need
 D=$(mktemp -d /tmp/wpe-bench-transport.XXXXXX)
 PIDS=""
 trap 'for p in $PIDS; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm -rf "$D"' EXIT INT TERM

@@ -29,14 +29,8 @@ if [ "$MODE" != redis ]; then
 	command -v strace >/dev/null || need="$need strace"       # idle wakeups
 	command -v setpriv >/dev/null || need="$need util-linux"  # the second user
 fi
-if [ -n "$need" ]; then
-	SUDO=""
-	[ "$(id -u)" -eq 0 ] || SUDO=sudo
-	$SUDO apt-get update -qq
-	# shellcheck disable=SC2086
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-		$need >/dev/null
-fi
+# shellcheck disable=SC2086
+[ -z "$need" ] || sh scripts/deps.sh $need
 if [ -z "${BUILD:-}" ]; then
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null

@@ -1,11 +1,12 @@
 #!/bin/sh
-# deps.sh: install the Debian packages wpe-purged needs to build, test and run.
+# deps.sh [PKG...]: install the Debian packages wpe-purged needs to build, test and run
+# (or, given names, those packages: the benchmarks' extra tools), the missing ones only.
 set -eu
 # Besides the obvious: file (cpack's shlibdeps runs it), git (lint.sh lists the sources
 # with git ls-files), man-db (systemd-analyze verify runs man for Documentation=),
 # debootstrap and systemd-container (tests/system boots a real systemd in a container),
 # prometheus (its promtool checks GET /metrics in tests/integration/test_http.py).
-PKGS="build-essential cmake pkg-config clang libevent-dev libcurl4-openssl-dev
+[ $# -gt 0 ] && PKGS="$*" || PKGS="build-essential cmake pkg-config clang libevent-dev libcurl4-openssl-dev
 libjson-c-dev libsqlite3-dev libssl-dev openssl curl prometheus libsystemd-dev libinih-dev libcmocka-dev python3 sqlite3
 faketime util-linux valgrind cppcheck clang-tidy libclang-rt-14-dev debootstrap
 systemd-container
@@ -21,5 +22,6 @@ if [ -n "$missing" ]; then
 	[ "$(id -u)" -eq 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
 	# shellcheck disable=SC2086
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+		$missing >/dev/null
 fi

@@ -80,6 +80,19 @@ def answer(data):
     return status, hdrs, json.loads(body)
 
 
+def raw_long_poll(t, wait):
+    """A paused queue, a request of token ci, and a Raw client long-polling it for wait
+    seconds, its wait registered: (the Raw client, the request's id)."""
+    t.env.request({"op": "pause"})
+    rid = t.post("ci")[2]["id"]
+    r = Raw(t.h)
+    r.send("GET /v1/purges/%d?wait=%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s"
+           "\r\n\r\n" % (rid, wait, t.h.secrets["ci"][0]))
+    wait_for(lambda: t.env.request({"op": "stats"})["waiters"] == 1,
+             what="the long-poll waiting")
+    return r, rid
+
+
 class Deadlines(HttpTest):
     """A slow client is dropped at its deadline however it trickles; others are served."""
     tls = False
@@ -339,13 +352,7 @@ class Smuggling(HttpTest):
 
 class HalfClose(HttpTest):
     def test_long_poll_freed_when_its_client_half_closes(self):
-        self.env.request({"op": "pause"})
-        rid = self.post("ci")[2]["id"]
-        r = Raw(self.h)
-        r.send("GET /v1/purges/%d?wait=60 HTTP/1.1\r\nHost: x\r\n"
-               "Authorization: Bearer %s\r\n\r\n" % (rid, self.h.secrets["ci"][0]))
-        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 1,
-                 what="the long-poll waiting")
+        r, _ = raw_long_poll(self, 60)
         r.s.shutdown(socket.SHUT_WR)        # a FIN: the socket stays open for reading
         wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 0,
                  what="the wait dropped after the half-close")
@@ -422,12 +429,7 @@ class TlsTransport(HttpTest):
     def test_request_pipelined_while_one_is_handled(self):
         # the first is answered a second later (a long-poll that runs out); the second
         # comes meanwhile and must wait: evhttp would exit reading it now
-        self.env.request({"op": "pause"})
-        rid = self.post("ci")[2]["id"]
-        r = Raw(self.h)
-        r.send(self.raw_request("GET", "/v1/purges/%d?wait=1" % rid))
-        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 1,
-                 what="the long-poll waiting")
+        r, rid = raw_long_poll(self, 1)
         r.send(self.raw_request("GET", "/v1/stats"))
         time.sleep(0.2)
         a = self.read_answers(r, 2)
@@ -471,12 +473,7 @@ class TlsTransport(HttpTest):
         self.assertEqual(self.env.request({"op": "stats"})["waiters"], 0)
 
     def test_garbage_after_a_request_does_not_grow_memory(self):
-        self.env.request({"op": "pause"})
-        rid = self.post("ci")[2]["id"]
-        r = Raw(self.h)
-        r.send(self.raw_request("GET", "/v1/purges/%d?wait=30" % rid))
-        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 1,
-                 what="the long-poll waiting")
+        r, _ = raw_long_poll(self, 30)
         before = rss_kib(self.env.daemon.pid)
         junk = b"x" * (1 << 20)
         r.s.settimeout(3 * SLOW)

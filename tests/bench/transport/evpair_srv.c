@@ -218,59 +218,7 @@ static struct bufferevent *bevcb(struct event_base *b, void *arg)
     return c->filt;
 }
 
-static void send_202(struct evhttp_request *req)
-{
-    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
-    evhttp_add_header(oh, "Content-Type", "application/json");
-    evhttp_add_header(oh, "Cache-Control", "no-store");
-    evhttp_add_header(oh, "Location", "/v1/purges/123");
-    struct evbuffer *out = evbuffer_new();
-    evbuffer_add_reference(out, RESP_BODY, sizeof(RESP_BODY) - 1, NULL, NULL);
-    evhttp_send_reply(req, 202, "Accepted", out);
-    evbuffer_free(out);
-}
-
-struct pending { struct event *ev; struct evhttp_request *req; };
-
-static void deferred_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    struct pending *p = arg;
-    send_202(p->req);
-    event_free(p->ev);
-    free(p);
-}
-
-static void purges_cb(struct evhttp_request *req, void *arg)
-{
-    (void)arg;
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        evhttp_send_error(req, 405, NULL);
-        return;
-    }
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    char buf[1024];
-    if (len == 0 || len >= sizeof(buf)) { evhttp_send_error(req, 400, NULL); return; }
-    evbuffer_remove(in, buf, len);
-    buf[len] = 0;
-    if (buf[0] != '{') { evhttp_send_error(req, 400, NULL); return; }
-    nreq++;
-    if (!deferred) {
-        send_202(req);
-    } else {
-        struct pending *p = malloc(sizeof(*p));
-        p->req = req;
-        p->ev = event_new(base, -1, 0, deferred_cb, p);
-        event_active(p->ev, EV_TIMEOUT, 0);
-    }
-}
-
-static void gen_cb(struct evhttp_request *req, void *arg)
-{
-    (void)arg;
-    evhttp_send_error(req, 404, NULL);
-}
+#include "evhttp_handlers.inc"
 
 static void usr1_cb(evutil_socket_t fd, short what, void *arg)
 {
