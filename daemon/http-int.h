@@ -28,6 +28,7 @@ struct http {
 	int stopped;
 	char *unix_path;             /* we bound it: unlink at the end */
 	SSL_CTX *ctx;                /* for new connections; each SSL holds a reference */
+	struct htls_io *io;          /* HTTPS: the TLS thread (http-tls.c) */
 	struct tokens *tokens;
 	int nconns;                  /* connections open, on every listener (struct hconn) */
 	int64_t max_conns;
@@ -86,8 +87,12 @@ struct hconn *hconn_of(struct http *, struct evhttp_request *);
 struct hconn *hconn_request(struct http *, struct evhttp_request *);
 void hconn_free_all(struct http *);
 
-/* http-tls.c: an HTTPS connection's bufferevent for evhttp (TLS with h->ctx). */
+/* http-tls.c: an HTTPS connection's bufferevent for evhttp (TLS with h->ctx on h->io). */
 struct bufferevent *htls_new(struct http *, struct event_base *);
+/* The TLS thread, its mail woken on the loop's base. */
+struct htls_io *htls_io_start(struct event_base *, char **cause);
+/* Joined once evhttp is freed; what it still holds is ended on the loop. NULL: nothing. */
+void htls_io_stop(struct htls_io *);
 
 /* http-answer.c: JSON answers, never an HTML page. */
 /* evhttp_send_reply, the answer in one TLS record. */

@@ -1,8 +1,13 @@
-/* http-tls.c: the HTTPS listener's transport: TLS on memory BIOs under evhttp. */
+/* http-tls.c: the HTTPS listener's transport: TLS on its own thread, under evhttp. */
 #include "compat.h"
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,14 +26,26 @@
  * disables its read and write events around every answer: 4 epoll_ctl, 2 reads, 1-2
  * writes) and a third of the daemon's CPU. Here evhttp gets a bufferevent_filter over a
  * socket bufferevent that is never enabled (so evhttp's bufferevent_setfd and getfd
- * work, and libevent never polls the descriptor), and the TLS is ours: an SSL object on
- * memory BIOs, one persistent EV_READ event on the descriptor, and an EV_WRITE event
- * only while the kernel does not take what we write. A request costs a read and a write.
+ * work, and libevent never polls the descriptor on the loop), and the TLS is ours: an
+ * SSL object on memory BIOs, and the descriptor, on a thread of their own (the TLS
+ * thread, its own event base): one persistent EV_READ event, and an EV_WRITE event only
+ * while the kernel does not take what is written. A request costs the thread a read and
+ * a write; the loop keeps evhttp, the handlers and the queue, and sees plaintext only.
  *
- * Decrypted bytes go into the filter's input; evhttp's answer is taken from the filter's
- * output (its output filter never moves anything), encrypted and written; then evhttp is
- * told it is written (its write callback) once the kernel has all of it. What evhttp
- * expects of a bufferevent, and what this keeps to:
+ * The loop and the thread trade mail, per connection, under one mutex (io->mu): the
+ * thread hands up decrypted bytes, the peer's end or an error, "the kernel has all of
+ * the answers up to N" and "a slow write progressed"; the loop hands down evhttp's
+ * answers, the start (the descriptor is known) and the end. A connection with mail is on
+ * the receiver's list once, and an eventfd wakes the receiver when its list stops being
+ * empty, so a busy loop takes many connections' mail at one wake. What each side owns:
+ *
+ *  - the loop: the bufferevents evhttp has, the fields marked "loop" below;
+ *  - the thread: the descriptor, the SSL object and its BIOs, the ciphertext the kernel
+ *    has not taken (pend), its events, the fields marked "thread". The SSL object is made
+ *    by the loop (with the context current at the accept) before the thread sees it;
+ *  - both, under io->mu: the mail; atomics: how much evhttp has taken of its input.
+ *
+ * What evhttp expects of a bufferevent, and what this keeps to:
  *
  *  - Its read callback only while it reads (its read callback set and EV_READ enabled).
  *    While it handles a request (EV_READ disabled) or writes an answer (no read
@@ -41,44 +58,431 @@
  *    request (evhttp_connection_incoming_fail) and the answer would never go, so a
  *    client that half-closes after its request still gets the answer. A client gone for
  *    good while a long-poll waits is found by http-wait.c's hang-up watch.
- *  - Bounded memory: the socket is not read while the input holds more than a request
- *    can (INPUT_CAP; evhttp refuses more than that itself when it reads), nor while
- *    ciphertext waits for the kernel (a client that does not read).
+ *  - Bounded memory: the thread does not read the socket while evhttp's input and the
+ *    mail hold more than a request can (INPUT_CAP; evhttp refuses more than that itself
+ *    when it reads), nor while ciphertext waits for the kernel (a client that does not
+ *    read).
  *  - The answer is written when the kernel has it all: evhttp's completion (and its
- *    freeing of a Connection: close connection, whose shutdown(SHUT_WR) would cut what we
- *    hold) waits for it. Its generic timeouts (evhttp_set_timeout) are restarted on
- *    our reads and writes as a socket bufferevent's are.
+ *    freeing of a Connection: close connection, whose shutdown(SHUT_WR) would cut what
+ *    the thread holds) waits for the thread's word. Its generic timeouts
+ *    (evhttp_set_timeout) are restarted on reads and writes as a socket bufferevent's are.
  *  - evhttp frees the filter (bufferevent_free clears its callbacks at once; the filter's
- *    finaliser, htls_free, runs later): from then on it is never touched, and htls_free
- *    removes our events before it closes the descriptor.
+ *    finaliser, htls_free, runs later): from then on it is never touched. htls_free asks
+ *    the thread to end the connection (its events, the SSL object, then the descriptor);
+ *    the thread's last word on it, "closed", is the loop's cue to free the memory. Mail
+ *    that came before it is ignored: the loop frees nothing the thread may still touch,
+ *    and the thread never touches a connection after "closed".
+ *  - The daemon's end: htls_io_stop joins the thread; connections evhttp frees after
+ *    that (their finalisers run when the loop's base is freed) are ended on the loop.
  */
 
 #define INPUT_CAP (HTTP_MAX_HEADERS + HTTP_MAX_BODY + 16 * 1024)
 #define RECORD (16 * 1024)
 
+struct htls;
+
+struct htls_io {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	struct event_base *base;      /* the thread's */
+	struct event *wake_ev;        /* the thread's: mail for it (wake_fd) */
+	struct event *loop_ev;        /* the loop's: mail for it (loop_fd) */
+	int wake_fd, loop_fd;         /* eventfds */
+	struct evbuffer *got;         /* the thread's: decrypted, not yet handed up */
+	struct evbuffer *out;         /* the thread's: answers being encrypted */
+	struct evbuffer *in;          /* the loop's: bytes on their way to evhttp */
+	/* under mu */
+	struct htls *dn_head, *dn_tail;   /* connections with mail for the thread */
+	struct htls *up_head, *up_tail;   /* ... for the loop */
+	bool quit;
+	/* the loop's */
+	bool joined;                  /* the thread is gone: connections end on the loop */
+	size_t conns;                 /* struct htls not freed yet */
+};
+
 struct htls {
-	struct http *h;
+	struct htls_io *io;
+	/* the loop */
+	struct http *h;               /* while evhttp has the filter (h outlives that) */
 	struct bufferevent *bev;      /* the filter evhttp has */
 	struct bufferevent *under;    /* holds the descriptor for evhttp; never enabled */
+	struct event *kick;           /* the start (the descriptor is known), later flushes */
+	struct evbuffer_cb_entry *in_cb, *out_cb;
+	uint64_t handed;              /* answers handed to the thread */
+	uint64_t written;             /* ... evhttp was told are written */
+	uint64_t confirmed;           /* ... the thread said the kernel has */
+	bool started;
+	bool busy;                    /* in settle: evhttp's output is flushed there */
+	bool dirty;                   /* evhttp's output has something to send */
+	bool parse;                   /* input evhttp has not been shown */
+	bool eof;                     /* the peer's end, as the thread told it */
+	bool err;                     /* a TLS or socket error: nothing more is sent */
+	bool dead;                    /* htls_free ran: only the thread's "closed" matters */
+	/* the thread (the loop's until the start) */
 	evutil_socket_t fd;
 	SSL *ssl;
 	BIO *rbio, *wbio;             /* memory BIOs: the network side */
 	struct event *rev, *wev;
-	struct event *kick;           /* the start (the descriptor is known), later flushes */
 	struct evbuffer *pend;        /* ciphertext the kernel has not taken yet */
-	struct evbuffer_cb_entry *in_cb, *out_cb;
-	unsigned started:1;
-	unsigned busy:1;              /* in settle: evhttp's output is flushed there */
-	unsigned dirty:1;             /* evhttp's output has something to send */
-	unsigned owed:1;              /* evhttp's write callback waits for pend to drain */
-	unsigned parse:1;             /* input evhttp has not been shown */
-	unsigned eof:1;               /* the peer's end: nothing more is read */
-	unsigned err:1;               /* a TLS or socket error: nothing more is read or sent */
-	unsigned polled:1;            /* rev is added */
-	unsigned fresh:1;             /* the BIOs were renewed after the handshake */
+	uint64_t delivered;           /* plaintext bytes handed up */
+	uint64_t seen;                /* answers received from the loop */
+	uint64_t reported;            /* ... reported written */
+	bool t_wait;                  /* the last one is awaited (it closes the connection) */
+	bool t_started, t_eof, t_err, t_polled, t_fresh, t_progress, t_closed;
+	bool told_eof, told_err;
+	/* both, under io->mu */
+	struct htls *dn_next, *up_next;
+	struct evbuffer *dn;          /* answers for the thread */
+	struct evbuffer *up;          /* plaintext for evhttp */
+	uint64_t dn_handed;           /* the loop's handed, with the last of dn */
+	uint64_t up_written;
+	bool dn_queued, dn_start, dn_resume, dn_close, dn_wait;
+	bool up_queued, up_eof, up_err, up_progress, up_closed;
+	/* both, atomic */
+	atomic_uint_fast64_t consumed;    /* bytes evhttp took from its input */
+	atomic_bool capped;               /* the thread stopped reading for INPUT_CAP */
 };
 
 static void htls_settle(struct htls *);
+static void htls_io_free(struct htls_io *);
+
+/* Mail ------------------------------------------------------------------------------- */
+
+static void
+io_wake(int fd)
+{
+	uint64_t one = 1;
+
+	(void)!write(fd, &one, sizeof one);
+}
+
+/* With io->mu held: t has mail for the thread. Must the thread be woken? */
+static bool
+mail_dn(struct htls *t)
+{
+	struct htls_io *io = t->io;
+
+	if (t->dn_queued)
+		return false;
+	t->dn_queued = true;
+	t->dn_next = NULL;
+	if (io->dn_tail != NULL)
+		io->dn_tail->dn_next = t;
+	else
+		io->dn_head = t;
+	io->dn_tail = t;
+	return io->dn_head == t;
+}
+
+/* With io->mu held: t has mail for the loop. Must the loop be woken? */
+static bool
+mail_up(struct htls *t)
+{
+	struct htls_io *io = t->io;
+
+	if (t->up_queued)
+		return false;
+	t->up_queued = true;
+	t->up_next = NULL;
+	if (io->up_tail != NULL)
+		io->up_tail->up_next = t;
+	else
+		io->up_head = t;
+	io->up_tail = t;
+	return io->up_head == t;
+}
+
+/* The thread ----------------------------------------------------------------------------- */
+
+/* Hand the loop what it has not been told: bytes, the end, an error, written, progress. */
+static void
+io_report(struct htls *t)
+{
+	struct htls_io *io = t->io;
+	size_t n = evbuffer_get_length(io->got);
+	bool eof = t->t_eof && !t->told_eof, err = t->t_err && !t->told_err;
+	/* written: awaited by the loop, or before it tells evhttp the peer's end */
+	bool written = !t->t_err && t->seen != t->reported &&
+	    evbuffer_get_length(t->pend) == 0 && (t->t_wait || t->t_eof);
+	bool wake;
+
+	if (n == 0 && !eof && !err && !written && !t->t_progress)
+		return;
+	pthread_mutex_lock(&io->mu);
+	if (n > 0) {
+		evbuffer_add_buffer(t->up, io->got);
+		t->delivered += n;
+	}
+	if (eof)
+		t->up_eof = t->told_eof = true;
+	if (err)
+		t->up_err = t->told_err = true;
+	if (written) {
+		t->up_written = t->reported = t->seen;
+		t->t_wait = false;
+	}
+	if (t->t_progress)
+		t->up_progress = true;
+	t->t_progress = false;
+	wake = mail_up(t);
+	pthread_mutex_unlock(&io->mu);
+	if (wake)
+		io_wake(io->loop_fd);
+}
+
+/* Read the socket only while it is worth it and memory allows. */
+static void
+io_poll(struct htls *t)
+{
+	bool want = t->t_started && !t->t_closed && !t->t_eof && !t->t_err &&
+	    evbuffer_get_length(t->pend) == 0;
+
+	if (want && t->delivered - atomic_load(&t->consumed) > INPUT_CAP) {
+		/* the loop wakes us (dn_resume) once evhttp took some, unless it just did */
+		atomic_store(&t->capped, true);
+		if (t->delivered - atomic_load(&t->consumed) > INPUT_CAP)
+			want = false;
+	}
+	if (want == t->t_polled)
+		return;
+	if (want)
+		event_add(t->rev, NULL);
+	else
+		event_del(t->rev);
+	t->t_polled = want;
+}
+
+/* Send what the SSL object produced: write at once, poll for EV_WRITE only if blocked. */
+static void
+io_send(struct htls *t)
+{
+	char *p;
+	long n = BIO_get_mem_data(t->wbio, &p);
+	ssize_t w = 0;
+
+	if (n <= 0)
+		return;
+	if (t->t_err) {
+		(void)BIO_reset(t->wbio);
+		return;
+	}
+	if (evbuffer_get_length(t->pend) == 0) {
+		w = send(t->fd, p, (size_t)n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+				(void)BIO_reset(t->wbio);
+				t->t_err = true;
+				return;
+			}
+			w = 0;
+		}
+	}
+	if (w < n) {
+		evbuffer_add(t->pend, p + w, (size_t)(n - w));
+		event_add(t->wev, NULL);
+		t->t_progress = true;      /* the timers restart as the answer goes out */
+	}
+	(void)BIO_reset(t->wbio);
+}
+
+/* The loop's answers: encrypted (a record of up to 16 KiB at a time) and sent. */
+static void
+io_encrypt(struct htls *t, struct evbuffer *out)
+{
+	size_t len;
+
+	while (!t->t_err && (len = evbuffer_get_length(out)) > 0) {
+		int n = len > RECORD ? RECORD : (int)len;
+		unsigned char *p = evbuffer_pullup(out, n);
+		int r;
+
+		ERR_clear_error();
+		if ((r = SSL_write(t->ssl, p, n)) <= 0) {
+			ERR_clear_error();
+			t->t_err = true;
+			break;
+		}
+		evbuffer_drain(out, (size_t)r);
+	}
+	io_send(t);
+	evbuffer_drain(out, evbuffer_get_length(out));
+}
+
+/*
+ * A memory BIO keeps the largest buffer it ever needed: without this the handshake's
+ * flight (the certificate chain) and the ClientHello would stay with each connection for
+ * its life, which made a held long-poll cost 22.5 KiB instead of 17.7. Once the
+ * handshake is done and both are empty, fresh ones take their place (SSL_set_bio frees
+ * the old pair).
+ */
+static void
+io_renew_bios(struct htls *t)
+{
+	BIO *r, *w;
+
+	if (t->t_fresh || t->t_err || !SSL_is_init_finished(t->ssl) ||
+	    BIO_ctrl_pending(t->rbio) != 0 || BIO_ctrl_pending(t->wbio) != 0)
+		return;
+	if ((r = BIO_new(BIO_s_mem())) == NULL || (w = BIO_new(BIO_s_mem())) == NULL)
+		fatalx("out of memory");
+	BIO_set_mem_eof_return(r, -1);
+	SSL_set_bio(t->ssl, r, w);
+	t->rbio = r;
+	t->wbio = w;
+	t->t_fresh = true;
+}
+
+static void
+io_read(evutil_socket_t fd, short events, void *arg)
+{
+	struct htls *t = arg;
+	char buf[RECORD + 512];
+	ssize_t n;
+	int r = 0;
+	bool bad = false;
+
+	(void)events;
+	n = read(fd, buf, sizeof buf);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		t->t_err = true;
+	} else if (n == 0)
+		t->t_eof = true;
+	else
+		(void)BIO_write(t->rbio, buf, (int)n);
+	/* The handshake too: SSL_read does it while it is not done. */
+	if (n > 0)
+		ERR_clear_error();  /* SSL_get_error needs the thread's error queue empty */
+	while (n > 0 && (r = SSL_read(t->ssl, buf, sizeof buf)) > 0)
+		evbuffer_add(t->io->got, buf, (size_t)r);
+	if (n > 0) {
+		switch (SSL_get_error(t->ssl, r)) {
+		case SSL_ERROR_WANT_READ:
+		case SSL_ERROR_WANT_WRITE:
+			break;
+		case SSL_ERROR_ZERO_RETURN:     /* close_notify */
+			t->t_eof = true;
+			break;
+		default:                        /* not TLS, a failed handshake, a bad record */
+			bad = true;
+			ERR_clear_error();
+			break;
+		}
+	}
+	/* The handshake, tickets, an alert: the alert of a failure too, before t_err stops it. */
+	io_send(t);
+	if (bad)
+		t->t_err = true;
+	io_renew_bios(t);
+	io_report(t);
+	io_poll(t);
+}
+
+static void
+io_write(evutil_socket_t fd, short events, void *arg)
+{
+	struct htls *t = arg;
+	int n;
+
+	(void)events;
+	n = evbuffer_write(t->pend, fd);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		t->t_err = true;
+		evbuffer_drain(t->pend, evbuffer_get_length(t->pend));
+	} else if (n > 0)
+		t->t_progress = true;
+	if (evbuffer_get_length(t->pend) == 0)
+		event_del(t->wev);
+	io_report(t);
+	io_poll(t);
+}
+
+/* The connection's end on the thread: its events, the SSL object, then the descriptor. */
+static void
+io_teardown(struct htls *t)
+{
+	if (t->rev != NULL)
+		event_free(t->rev);
+	if (t->wev != NULL)
+		event_free(t->wev);
+	SSL_free(t->ssl);
+	evbuffer_free(t->pend);
+	if (t->t_started)
+		close(t->fd);
+	t->t_closed = true;
+}
+
+/* The thread's mail: starts, answers, resumes, ends. */
+static void
+io_mail(evutil_socket_t fd, short events, void *arg)
+{
+	struct htls_io *io = arg;
+	struct htls *t, *next;
+	uint64_t v;
+	bool quit, start, close_, wake;
+
+	(void)fd;
+	(void)events;
+	(void)!read(io->wake_fd, &v, sizeof v);
+	pthread_mutex_lock(&io->mu);
+	t = io->dn_head;
+	io->dn_head = io->dn_tail = NULL;
+	quit = io->quit;
+	pthread_mutex_unlock(&io->mu);
+	for (; t != NULL; t = next) {
+		pthread_mutex_lock(&io->mu);
+		next = t->dn_next;
+		t->dn_queued = false;
+		start = t->dn_start;
+		close_ = t->dn_close;
+		t->dn_start = t->dn_resume = false;   /* a resume: io_poll looks again */
+		if (evbuffer_get_length(t->dn) > 0) {
+			evbuffer_add_buffer(io->out, t->dn);
+			t->seen = t->dn_handed;
+			t->t_wait = t->t_wait || t->dn_wait;
+			t->dn_wait = false;
+		}
+		pthread_mutex_unlock(&io->mu);
+		if (start)
+			t->t_started = true;    /* the descriptor is ours to close */
+		if (close_) {
+			evbuffer_drain(io->out, evbuffer_get_length(io->out));
+			io_teardown(t);
+			pthread_mutex_lock(&io->mu);
+			t->up_closed = true;
+			wake = mail_up(t);
+			pthread_mutex_unlock(&io->mu);
+			if (wake)
+				io_wake(io->loop_fd);
+			continue;       /* the loop may free t now */
+		}
+		if (start && ((t->rev = event_new(io->base, t->fd, EV_READ | EV_PERSIST, io_read,
+		    t)) == NULL || (t->wev = event_new(io->base, t->fd, EV_WRITE | EV_PERSIST,
+		    io_write, t)) == NULL))
+			fatalx("out of memory");
+		if (evbuffer_get_length(io->out) > 0)
+			io_encrypt(t, io->out);
+		io_report(t);
+		io_poll(t);
+	}
+	if (quit)
+		event_base_loopbreak(io->base);
+}
+
+static void *
+io_main(void *arg)
+{
+	struct htls_io *io = arg;
+
+	event_base_dispatch(io->base);
+	OPENSSL_thread_stop();
+	return NULL;
+}
+
+/* The loop ----------------------------------------------------------------------------- */
 
 /* evhttp still has the filter (bufferevent_free clears the callbacks at once). */
 static int
@@ -121,120 +525,110 @@ htls_touch(struct htls *t)
 	bufferevent_set_timeouts(t->bev, &tv, &tv);
 }
 
-/* Read the socket only while it is worth it and memory allows. */
+/* Tell evhttp its answer is written (evhttp_send_done may free the connection). */
 static void
-htls_poll(struct htls *t)
+htls_written(struct htls *t, uint64_t n)
 {
-	int want = t->started && !t->eof && !t->err && htls_alive(t) &&
-	    evbuffer_get_length(t->pend) == 0 &&
-	    evbuffer_get_length(bufferevent_get_input(t->bev)) <= INPUT_CAP;
-
-	if (want == t->polled)
-		return;
-	if (want)
-		event_add(t->rev, NULL);
-	else
-		event_del(t->rev);
-	t->polled = want;
-	/* htls_input matters only while the socket is not read: off, evhttp's drains are free */
-	if (want)
-		evbuffer_cb_clear_flags(bufferevent_get_input(t->bev), t->in_cb,
-		    EVBUFFER_CB_ENABLED);
-	else
-		evbuffer_cb_set_flags(bufferevent_get_input(t->bev), t->in_cb,
-		    EVBUFFER_CB_ENABLED);
+	t->written = n;
+	bufferevent_trigger(t->bev, EV_WRITE, 0);     /* evhttp_write_cb */
+	if (htls_alive(t) && htls_reading(t) &&
+	    evbuffer_get_length(bufferevent_get_input(t->bev)) > 0)
+		t->parse = true;
 }
 
-/* Send what the SSL object produced: write at once, poll for EV_WRITE only if blocked. */
-static void
-htls_send(struct htls *t)
+/*
+ * Will evhttp close the connection once told this answer is written? evhttp_send_done
+ * does when the request or the answer says "Connection: close" (evhttp copies the
+ * request's into the answer; evhttp_send_error and ours add it) or for an HTTP/1.0
+ * request without keep-alive (its answer is not HTTP/1.1 and has no "Connection:
+ * keep-alive"). Anything else in doubt (no complete head): yes.
+ */
+static bool
+htls_closes(struct evbuffer *out)
 {
-	char *p;
-	long n = BIO_get_mem_data(t->wbio, &p);
-	ssize_t w = 0;
+	struct evbuffer_ptr end = evbuffer_search(out, "\r\n\r\n", 4, NULL);
+	const char *p, *e, *line;
+	bool http11, keepalive = false;
 
-	if (n <= 0)
-		return;
-	if (t->err) {
-		(void)BIO_reset(t->wbio);
-		return;
+	if (end.pos < 0)
+		return true;
+	p = (const char *)evbuffer_pullup(out, end.pos + 2);
+	e = p + end.pos + 2;
+	http11 = end.pos >= 9 && memcmp(p, "HTTP/1.1 ", 9) == 0;
+	for (line = memchr(p, '\n', (size_t)(e - p)); line != NULL && ++line < e;
+	    line = memchr(line, '\n', (size_t)(e - line))) {
+		size_t n = (size_t)(e - line);
+
+		if (n < 11 || strncasecmp(line, "Connection:", 11) != 0)
+			continue;
+		line += 11;
+		while (line < e && (*line == ' ' || *line == '\t'))
+			line++;
+		if ((size_t)(e - line) >= 5 && strncasecmp(line, "close", 5) == 0)
+			return true;
+		if ((size_t)(e - line) >= 10 && strncasecmp(line, "keep-alive", 10) == 0)
+			keepalive = true;
+		else
+			return true;    /* a Connection header not ours: in doubt */
 	}
-	if (evbuffer_get_length(t->pend) == 0) {
-		w = send(t->fd, p, (size_t)n, MSG_NOSIGNAL);
-		if (w < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-				(void)BIO_reset(t->wbio);
-				t->err = 1;
-				return;
-			}
-			w = 0;
-		}
-	}
-	if (w < n) {
-		evbuffer_add(t->pend, p + w, (size_t)(n - w));
-		event_add(t->wev, NULL);
-	}
-	(void)BIO_reset(t->wbio);
+	return !http11 && !keepalive;
 }
 
-/* evhttp's output: encrypted (a record of up to 16 KiB at a time) and sent. */
+/*
+ * evhttp's answer: handed to the thread. On a connection that stays open evhttp is told
+ * at once that it is written, and reads the next request while the thread sends it: the
+ * thread's queue stands for the kernel's. An answer that closes the connection is told
+ * written only once the kernel has all of it (the thread says so): evhttp's free would
+ * shut the socket under it. The peer's end is not told before the thread said the kernel
+ * has every answer (htls_settle), for the same reason.
+ */
 static void
 htls_flush(struct htls *t)
 {
 	struct evbuffer *out = bufferevent_get_output(t->bev);
-	size_t len;
-	int sent = 0;
+	struct htls_io *io = t->io;
+	bool wake, closes;
 
-	t->dirty = 0;
-	while (!t->err && (len = evbuffer_get_length(out)) > 0) {
-		int n = len > RECORD ? RECORD : (int)len;
-		unsigned char *p = evbuffer_pullup(out, n);
-		int r = SSL_write(t->ssl, p, n);
-
-		if (r <= 0) {
-			ERR_clear_error();
-			t->err = 1;
-			break;
-		}
-		evbuffer_drain(out, (size_t)r);
-		sent = 1;
-	}
-	htls_send(t);
+	t->dirty = false;
+	if (evbuffer_get_length(out) == 0)
+		return;
 	if (t->err) {
 		evbuffer_drain(out, evbuffer_get_length(out));
 		return;
 	}
-	if (!sent)
-		return;
+	closes = htls_closes(out);
+	t->handed++;
+	pthread_mutex_lock(&io->mu);
+	evbuffer_add_buffer(t->dn, out);
+	t->dn_handed = t->handed;
+	if (closes)
+		t->dn_wait = true;
+	wake = mail_dn(t);
+	pthread_mutex_unlock(&io->mu);
+	if (wake)
+		io_wake(io->wake_fd);
+	if (closes)
+		return;         /* htls_mail tells evhttp, when the thread says so */
 	/*
 	 * evhttp restarted its timers as it handed the answer over (bufferevent_enable), and
 	 * restarts its read timer once told the answer is written: only a write the kernel
-	 * does not take at once needs them restarted here (and on each progress after it).
+	 * does not take at once needs them restarted (the thread says so: up_progress).
 	 */
-	if (evbuffer_get_length(t->pend) > 0) {
-		htls_touch(t);
-		t->owed = 1;       /* told when the kernel has it (htls_write) */
-		return;
-	}
-	/* evhttp_write_cb: the answer is written (evhttp_send_done may free the connection) */
-	bufferevent_trigger(t->bev, EV_WRITE, 0);
-	if (htls_alive(t) && htls_reading(t) &&
-	    evbuffer_get_length(bufferevent_get_input(t->bev)) > 0)
-		t->parse = 1;
+	htls_written(t, t->handed);
 }
 
 /*
- * Bring evhttp up to date: its output sent, buffered input shown while it reads, then an
- * end or an error told. Never inside one of evhttp's own calls (busy).
+ * Bring evhttp up to date: its output handed over, buffered input shown while it reads,
+ * then an end or an error told. Never inside one of evhttp's own calls (busy).
  */
 static void
 htls_settle(struct htls *t)
 {
 	if (t->busy)
 		return;
-	t->busy = 1;
+	t->busy = true;
 	while (htls_alive(t)) {
-		if (t->dirty && !t->owed) {
+		if (t->dirty && t->written == t->handed) {
 			htls_flush(t);
 			continue;
 		}
@@ -246,141 +640,109 @@ htls_settle(struct htls *t)
 		if (!htls_reading(t))
 			break;
 		if (t->parse) {
-			t->parse = 0;
+			t->parse = false;
 			if (evbuffer_get_length(bufferevent_get_input(t->bev)) > 0)
 				bufferevent_trigger(t->bev, EV_READ, 0);
 			continue;
 		}
-		if (t->eof || t->err) {
+		if (t->err || (t->eof && t->confirmed == t->handed)) {
 			/* evhttp frees the connection, or ends a body that had no length */
 			bufferevent_trigger_event(t->bev, BEV_EVENT_READING |
 			    (t->err ? BEV_EVENT_ERROR : BEV_EVENT_EOF), 0);
 		}
 		break;
 	}
-	t->busy = 0;
-	htls_poll(t);
+	t->busy = false;
 }
 
-/*
- * A memory BIO keeps the largest buffer it ever needed: without this the handshake's
- * flight (the certificate chain) and the ClientHello would stay with each connection for
- * its life, which made a held long-poll cost 22.5 KiB instead of 17.7. Once the
- * handshake is done and both are empty, fresh ones take their place (SSL_set_bio frees
- * the old pair).
- */
+/* The memory, once the thread has said its last word on the connection (or is gone). */
 static void
-htls_renew_bios(struct htls *t)
+htls_release(struct htls *t)
 {
-	BIO *r, *w;
+	struct htls_io *io = t->io;
 
-	if (t->fresh || t->err || !SSL_is_init_finished(t->ssl) ||
-	    BIO_ctrl_pending(t->rbio) != 0 || BIO_ctrl_pending(t->wbio) != 0)
-		return;
-	if ((r = BIO_new(BIO_s_mem())) == NULL || (w = BIO_new(BIO_s_mem())) == NULL)
-		fatalx("out of memory");
-	BIO_set_mem_eof_return(r, -1);
-	SSL_set_bio(t->ssl, r, w);
-	t->rbio = r;
-	t->wbio = w;
-	t->fresh = 1;
+	evbuffer_free(t->dn);
+	evbuffer_free(t->up);
+	free(t);
+	if (--io->conns == 0 && io->joined)
+		htls_io_free(io);
 }
 
-static void
-htls_read(evutil_socket_t fd, short events, void *arg)
-{
-	struct htls *t = arg;
-	struct evbuffer *in = bufferevent_get_input(t->bev);
-	char buf[RECORD + 512];
-	ssize_t n;
-	int r = 0, got = 0, bad = 0;
+/* The thread's mail for one connection, taken under io->mu. */
+struct up_mail {
+	uint64_t written;
+	bool eof, err, progress, closed;
+};
 
-	(void)events;
-	if (!htls_alive(t)) {
-		event_del(t->rev);
-		t->polled = 0;
+static void
+htls_mail(struct htls *t, const struct up_mail *m)
+{
+	struct htls_io *io = t->io;
+	size_t n = evbuffer_get_length(io->in);
+
+	if (m->closed) {
+		evbuffer_drain(io->in, n);
+		htls_release(t);
 		return;
 	}
-	n = read(fd, buf, sizeof buf);
-	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		t->err = 1;
-	} else if (n == 0)
-		t->eof = 1;
-	else
-		(void)BIO_write(t->rbio, buf, (int)n);
-	/*
-	 * The handshake too: SSL_read does it while it is not done. SSL_get_error reads the
-	 * thread's error queue, which must be empty before the call: libcurl's sends share
-	 * this thread and may leave errors on it.
-	 */
-	if (n > 0)
-		ERR_clear_error();
-	while (n > 0 && (r = SSL_read(t->ssl, buf, sizeof buf)) > 0) {
-		evbuffer_add(in, buf, (size_t)r);
-		got = 1;
+	if (t->dead || !htls_alive(t)) {
+		evbuffer_drain(io->in, n);
+		return;
 	}
+	if (m->eof)
+		t->eof = true;
+	if (m->err)
+		t->err = true;
 	if (n > 0) {
-		switch (SSL_get_error(t->ssl, r)) {
-		case SSL_ERROR_WANT_READ:
-		case SSL_ERROR_WANT_WRITE:
-			break;
-		case SSL_ERROR_ZERO_RETURN:     /* close_notify */
-			t->eof = 1;
-			break;
-		default:                        /* not TLS, a failed handshake, a bad record */
-			bad = 1;
-			ERR_clear_error();
-			break;
-		}
-	}
-	/* The handshake, tickets, an alert: the alert of a failure too, before err stops it. */
-	htls_send(t);
-	if (bad)
-		t->err = 1;
-	htls_renew_bios(t);
-	if (got) {
-		t->parse = 1;
-		if (htls_reading(t))
+		evbuffer_add_buffer(bufferevent_get_input(t->bev), io->in);
+		t->parse = true;
+		if (htls_alive(t) && htls_reading(t))
 			htls_touch(t);
 	}
-	htls_settle(t);
-}
-
-static void
-htls_write(evutil_socket_t fd, short events, void *arg)
-{
-	struct htls *t = arg;
-	int n;
-
-	(void)events;
-	n = evbuffer_write(t->pend, fd);
-	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		t->err = 1;
-		evbuffer_drain(t->pend, evbuffer_get_length(t->pend));
-	}
-	if (evbuffer_get_length(t->pend) > 0) {
-		if (htls_alive(t))
-			htls_touch(t);
-		return;
-	}
-	event_del(t->wev);
-	if (htls_alive(t) && t->owed && !t->err) {
-		t->owed = 0;
-		bufferevent_trigger(t->bev, EV_WRITE, 0);
-		if (htls_alive(t) && htls_reading(t) &&
-		    evbuffer_get_length(bufferevent_get_input(t->bev)) > 0)
-			t->parse = 1;
-	}
-	t->owed = 0;
+	if (m->progress && htls_alive(t))
+		htls_touch(t);
+	if (m->written > t->confirmed)
+		t->confirmed = m->written;
+	if (t->confirmed > t->written && !t->err && htls_alive(t))
+		htls_written(t, t->confirmed);
 	if (htls_alive(t))
 		htls_settle(t);
 }
 
-/* evhttp's answer is in the output: sent from the loop once evhttp is done adding it. */
+/* The loop's mail: for each connection with some, bytes, written, an end, an error. */
+static void
+htls_loop_mail(evutil_socket_t fd, short events, void *arg)
+{
+	struct htls_io *io = arg;
+	struct htls *t, *next;
+	struct up_mail m;
+	uint64_t v;
+
+	(void)fd;
+	(void)events;
+	(void)!read(io->loop_fd, &v, sizeof v);
+	pthread_mutex_lock(&io->mu);
+	t = io->up_head;
+	io->up_head = io->up_tail = NULL;
+	pthread_mutex_unlock(&io->mu);
+	for (; t != NULL; t = next) {
+		pthread_mutex_lock(&io->mu);
+		next = t->up_next;
+		t->up_queued = false;
+		m.written = t->up_written;
+		m.eof = t->up_eof;
+		m.err = t->up_err;
+		m.progress = t->up_progress;
+		m.closed = t->up_closed;
+		t->up_eof = t->up_err = t->up_progress = false;
+		if (evbuffer_get_length(t->up) > 0)
+			evbuffer_add_buffer(io->in, t->up);
+		pthread_mutex_unlock(&io->mu);
+		htls_mail(t, &m);
+	}
+}
+
+/* evhttp's answer is in the output: handed over from the loop once evhttp is done. */
 static void
 htls_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
@@ -389,26 +751,37 @@ htls_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg
 	(void)buf;
 	if (info->n_added == 0 || t->dirty)
 		return;
-	t->dirty = 1;
+	t->dirty = true;
 	if (!t->busy && t->started)
 		event_active(t->kick, 0, 0);
 }
 
-/* evhttp took input: read the socket again if the cap stopped it. */
+/* evhttp took input: count it; if the thread stopped reading for INPUT_CAP, wake it. */
 static void
 htls_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct htls *t = arg;
+	bool wake = false;
 
 	(void)buf;
-	if (info->n_deleted > 0 && !t->polled && !t->busy && t->started)
-		htls_poll(t);
+	if (info->n_deleted == 0)
+		return;
+	atomic_fetch_add(&t->consumed, info->n_deleted);
+	if (!atomic_load(&t->capped) || !atomic_exchange(&t->capped, false))
+		return;
+	pthread_mutex_lock(&t->io->mu);
+	t->dn_resume = true;
+	wake = mail_dn(t);
+	pthread_mutex_unlock(&t->io->mu);
+	if (wake)
+		io_wake(t->io->wake_fd);
 }
 
 static void
 htls_kick(evutil_socket_t fd, short events, void *arg)
 {
 	struct htls *t = arg;
+	bool wake;
 
 	(void)fd;
 	(void)events;
@@ -416,36 +789,50 @@ htls_kick(evutil_socket_t fd, short events, void *arg)
 		return;
 	if (!t->started) {
 		/* evhttp has called bufferevent_setfd by now (the bevcb gets no descriptor) */
-		t->started = 1;
-		t->fd = bufferevent_getfd(t->bev);
-		if (t->fd == -1)
+		evutil_socket_t s = bufferevent_getfd(t->bev);
+
+		if (s == -1)
 			fatalx("HTTPS: a connection without a descriptor");
-		if ((t->rev = event_new(t->h->base, t->fd, EV_READ | EV_PERSIST, htls_read,
-		    t)) == NULL || (t->wev = event_new(t->h->base, t->fd,
-		    EV_WRITE | EV_PERSIST, htls_write, t)) == NULL)
-			fatalx("out of memory");
+		t->started = true;
+		pthread_mutex_lock(&t->io->mu);
+		t->fd = s;
+		t->dn_start = true;
+		wake = mail_dn(t);
+		pthread_mutex_unlock(&t->io->mu);
+		if (wake)
+			io_wake(t->io->wake_fd);
 	}
 	htls_settle(t);
 }
 
-/* The filter's finaliser, after evhttp freed it: our events go before the descriptor. */
+/*
+ * The filter's finaliser, after evhttp freed it: the thread ends the connection and says
+ * "closed", or, once the thread is gone, the loop ends it.
+ */
 static void
 htls_free(void *arg)
 {
 	struct htls *t = arg;
+	struct htls_io *io = t->io;
+	bool wake;
 
 	evbuffer_remove_cb_entry(bufferevent_get_input(t->bev), t->in_cb);
 	evbuffer_remove_cb_entry(bufferevent_get_output(t->bev), t->out_cb);
-	if (t->rev != NULL)
-		event_free(t->rev);
-	if (t->wev != NULL)
-		event_free(t->wev);
 	event_free(t->kick);
-	SSL_free(t->ssl);
-	evbuffer_free(t->pend);
-	if (t->started)
-		close(t->fd);
-	free(t);
+	t->dead = true;
+	t->h = NULL;
+	if (io->joined) {
+		t->t_started = t->started;
+		io_teardown(t);
+		htls_release(t);
+		return;
+	}
+	pthread_mutex_lock(&io->mu);
+	t->dn_close = true;
+	wake = mail_dn(t);
+	pthread_mutex_unlock(&io->mu);
+	if (wake)
+		io_wake(io->wake_fd);
 }
 
 static enum bufferevent_filter_result
@@ -466,8 +853,11 @@ htls_new(struct http *h, struct event_base *base)
 {
 	struct htls *t = xcalloc(1, sizeof *t);
 
+	t->io = h->io;
 	t->h = h;
 	t->fd = -1;
+	atomic_init(&t->consumed, 0);
+	atomic_init(&t->capped, false);
 	if ((t->ssl = SSL_new(h->ctx)) == NULL)
 		fatalx("SSL_new failed");
 	if ((t->rbio = BIO_new(BIO_s_mem())) == NULL || (t->wbio = BIO_new(BIO_s_mem())) == NULL)
@@ -475,8 +865,9 @@ htls_new(struct http *h, struct event_base *base)
 	BIO_set_mem_eof_return(t->rbio, -1);
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
 	SSL_set_accept_state(t->ssl);
-	/* No close on free: htls_free closes the descriptor, after our events are gone. */
-	if ((t->pend = evbuffer_new()) == NULL ||
+	/* No close on free: the thread closes the descriptor, after its events are gone. */
+	if ((t->pend = evbuffer_new()) == NULL || (t->dn = evbuffer_new()) == NULL ||
+	    (t->up = evbuffer_new()) == NULL ||
 	    (t->under = bufferevent_socket_new(base, -1, 0)) == NULL ||
 	    (t->bev = bufferevent_filter_new(t->under, NULL, htls_no_output,
 	    BEV_OPT_CLOSE_ON_FREE, htls_free, t)) == NULL)
@@ -488,6 +879,81 @@ htls_new(struct http *h, struct event_base *base)
 	    (t->in_cb = evbuffer_add_cb(bufferevent_get_input(t->bev), htls_input,
 	    t)) == NULL || (t->kick = event_new(base, -1, 0, htls_kick, t)) == NULL)
 		fatalx("out of memory");
+	t->io->conns++;
 	event_active(t->kick, 0, 0);
 	return t->bev;
+}
+
+/* The TLS thread ------------------------------------------------------------------------ */
+
+static void
+htls_io_free(struct htls_io *io)
+{
+	if (io->wake_ev != NULL)
+		event_free(io->wake_ev);
+	if (io->loop_ev != NULL)
+		event_free(io->loop_ev);
+	if (io->base != NULL)
+		event_base_free(io->base);
+	if (io->got != NULL)
+		evbuffer_free(io->got);
+	if (io->out != NULL)
+		evbuffer_free(io->out);
+	if (io->in != NULL)
+		evbuffer_free(io->in);
+	if (io->wake_fd != -1)
+		close(io->wake_fd);
+	if (io->loop_fd != -1)
+		close(io->loop_fd);
+	pthread_mutex_destroy(&io->mu);
+	free(io);
+}
+
+struct htls_io *
+htls_io_start(struct event_base *loop, char **cause)
+{
+	struct htls_io *io = xcalloc(1, sizeof *io);
+
+	io->wake_fd = io->loop_fd = -1;
+	pthread_mutex_init(&io->mu, NULL);
+	if ((io->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
+	    (io->loop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+		xasprintf(cause, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	if ((io->base = event_base_new()) == NULL ||
+	    (io->wake_ev = event_new(io->base, io->wake_fd, EV_READ | EV_PERSIST, io_mail,
+	    io)) == NULL || (io->loop_ev = event_new(loop, io->loop_fd, EV_READ | EV_PERSIST,
+	    htls_loop_mail, io)) == NULL || (io->got = evbuffer_new()) == NULL ||
+	    (io->out = evbuffer_new()) == NULL || (io->in = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	event_add(io->wake_ev, NULL);
+	event_add(io->loop_ev, NULL);
+	if ((errno = pthread_create(&io->thread, NULL, io_main, io)) != 0) {
+		xasprintf(cause, "pthread_create: %s", strerror(errno));
+		goto fail;
+	}
+	return io;
+fail:
+	htls_io_free(io);
+	return NULL;
+}
+
+/* The daemon ends: the thread's pending mail is done, it is joined, then its "closed"s. */
+void
+htls_io_stop(struct htls_io *io)
+{
+	if (io == NULL)
+		return;
+	pthread_mutex_lock(&io->mu);
+	io->quit = true;
+	pthread_mutex_unlock(&io->mu);
+	io_wake(io->wake_fd);
+	pthread_join(io->thread, NULL);
+	htls_loop_mail(io->loop_fd, EV_READ, io);
+	event_free(io->loop_ev);
+	io->loop_ev = NULL;
+	io->joined = true;
+	if (io->conns == 0)
+		htls_io_free(io);
 }

@@ -159,6 +159,8 @@ http_create(struct event_base *base, const struct config *cfg, struct queue *q,
 	if (cfg->tls_cert != NULL &&
 	    (h->ctx = http_tls_ctx(cfg->tls_cert, cfg->tls_key, cause)) == NULL)
 		goto fail;
+	if (h->ctx != NULL && (h->io = htls_io_start(base, cause)) == NULL)
+		goto fail;
 	if ((h->eh = evhttp_new(base)) == NULL)
 		fatalx("evhttp_new failed");
 	evhttp_set_max_headers_size(h->eh, HTTP_MAX_HEADERS);
@@ -200,6 +202,7 @@ http_create(struct event_base *base, const struct config *cfg, struct queue *q,
 fail:
 	if (h->eh != NULL)
 		evhttp_free(h->eh);
+	htls_io_stop(h->io);
 	htab_free(&h->conns);
 	if (h->ctx != NULL)
 		SSL_CTX_free(h->ctx);
@@ -266,6 +269,7 @@ http_free(struct http *h)
 	/* Frees every connection: their close callbacks cancel waits and enqueue answers. */
 	evhttp_free(h->eh);
 	hconn_free_all(h);
+	htls_io_stop(h->io);
 	if (h->unix_path != NULL) {
 		unlink(h->unix_path);
 		free(h->unix_path);

@@ -2,6 +2,7 @@
 evhttp's own errors as JSON, request smuggling, half-closed long-polls, 401 floods."""
 import json
 import os
+import random
 import re
 import socket
 import ssl
@@ -595,6 +596,173 @@ class TlsTransport(HttpTest):
                            capture_output=True, text=True, timeout=30)
         self.assertRegex(p.stdout + p.stderr, r"alert protocol version|alert number 70")
         self.assertTrue(self._up())
+
+    def test_http_1_0_answers_then_closes_unless_kept_alive(self):
+        # An HTTP/1.0 answer without keep-alive ends the connection: the TLS thread must
+        # have sent all of it before evhttp shuts the socket (http-tls.c, htls_closes)
+        r = Raw(self.h)
+        r.send(self.raw_request("GET", "/metrics", token="boss",
+                                extra="Accept: application/openmetrics-text\r\n").replace(
+            b"HTTP/1.1", b"HTTP/1.0", 1))
+        data = r.read_all()
+        self.assertTrue(data.startswith(b"HTTP/1.0 200"), data[:40])
+        # no Content-Length for HTTP/1.0 without keep-alive: the body ends with the
+        # connection, so all of it came if OpenMetrics' last line did
+        self.assertTrue(data.endswith(b"\n# EOF\n"), data[-100:])
+        r.close()
+        r = Raw(self.h)
+        for _ in range(3):
+            r.send(self.raw_request("GET", "/v1/stats", extra="Connection: keep-alive\r\n")
+                   .replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+            status, hdrs, _ = self.read_answers(r, 1)[0]
+            self.assertEqual((status, hdrs.get("connection")), (200, "keep-alive"))
+        r.close()
+
+
+class RandomSessions(HttpTest):
+    """Randomized clients over HTTPS, several at once: pipelined or one by one, HTTP/1.0
+    or 1.1, Connection: close, half-closes, slow readers with small buffers, clients that
+    leave without reading. The promises: every client that reads gets each answer whole
+    and in order; the connection ends exactly when it should (a close, HTTP/1.0 without
+    keep-alive, the client's FIN) and otherwise serves one more request; the daemon lives,
+    holds no wait and no connection afterwards. WPE_SEED=N replays a run."""
+    tokens = {"ci": "rate=10000/s", "boss": "admin rate=10000/s"}
+
+    KINDS = [("GET", "/v1/stats", None, 200), ("GET", "/healthz", None, 200),
+             ("HEAD", "/healthz", None, 200), ("POST", "/v1/purges", "enqueue", 202),
+             ("GET", "/metrics", None, 200), ("GET", "/nope", None, 404),
+             ("DELETE", "/v1/stats", None, 405)]
+
+    def request(self, kind, version, extra):
+        method, path, body, _ = kind
+        token = "boss" if path == "/metrics" else "ci"
+        if path == "/metrics":
+            extra += "Accept: application/openmetrics-text\r\n"     # ends with # EOF
+        if body == "enqueue":
+            body = json.dumps({"install": I1, "type": "page"})
+        h = "%s %s HTTP/%s\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s" % (
+            method, path, version, self.h.secrets[token][0], extra)
+        if body is not None:
+            h += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        return (h + "\r\n" + (body or "")).encode()
+
+    @staticmethod
+    def read_one(s, buf, head_only, slow, to_end=False):
+        """One answer off s after buf: (status, leftover). Raises on a short answer.
+        to_end: an HTTP/1.0 answer without keep-alive, whose body ends with the
+        connection (no Content-Length): it must end as JSON or OpenMetrics do."""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(1024 if slow else 65536)
+            if not chunk:
+                raise AssertionError("closed before an answer's head: %r" % buf[:200])
+            buf += chunk
+            if slow:
+                time.sleep(0.002)
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if to_end and not head_only:
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (ssl.SSLError, ConnectionError):
+                    chunk = b""
+                if not chunk:
+                    break
+                rest += chunk
+            if not (rest.endswith(b"}\n") or rest.endswith(b"# EOF\n")):
+                raise AssertionError("an HTTP/1.0 answer cut short: %r" % rest[-100:])
+            return status, b""
+        clen = 0 if head_only else int(
+            re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(rest) < clen:
+            chunk = s.recv(1024 if slow else 65536)
+            if not chunk:
+                raise AssertionError("closed in an answer's body (%d of %d)" %
+                                     (len(rest), clen))
+            rest += chunk
+            if slow:
+                time.sleep(0.002)
+        return status, rest[clen:]
+
+    def session(self, rnd, errors):
+        try:
+            version = "1.0" if rnd.random() < 0.2 else "1.1"
+            keep10 = version == "1.0" and rnd.random() < 0.5
+            n = 1 if version == "1.0" and not keep10 else rnd.randint(1, 6)
+            kinds = [rnd.choice(self.KINDS) for _ in range(n)]
+            close_last = rnd.random() < 0.3
+            pipelined = rnd.random() < 0.5
+            half = pipelined and rnd.random() < 0.25
+            leave = rnd.random() < 0.1
+            slow = rnd.random() < 0.15
+            s = socket.socket()
+            if slow:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", self.h.port))
+            s = self.h.ctx().wrap_socket(s, server_hostname="127.0.0.1")
+            s.settimeout(20 * SLOW)
+            reqs = []
+            for i, k in enumerate(kinds):
+                extra = "Connection: keep-alive\r\n" if keep10 else ""
+                if close_last and i == n - 1:
+                    extra = "Connection: close\r\n"
+                reqs.append(self.request(k, version, extra))
+            if leave:
+                s.sendall(b"".join(reqs))
+                s.close()
+                return
+            buf = b""
+            if pipelined:
+                s.sendall(b"".join(reqs))
+                if half:
+                    socket.socket.shutdown(s, socket.SHUT_WR)
+            for i, k in enumerate(kinds):
+                if not pipelined:
+                    s.sendall(reqs[i])
+                status, buf = self.read_one(s, buf, k[0] == "HEAD", slow,
+                                            version == "1.0" and (not keep10 or (
+                                                close_last and i == n - 1)))
+                if status != k[3]:
+                    raise AssertionError("%s %s: %d, not %d" % (k[0], k[1], status, k[3]))
+            if buf:
+                raise AssertionError("more than the answers: %r" % buf[:200])
+            ends = close_last or half or (version == "1.0" and not keep10)
+            if ends:
+                try:
+                    if s.recv(65536) != b"":
+                        raise AssertionError("data after the last answer")
+                except (ssl.SSLError, ConnectionError):
+                    pass
+            else:
+                s.sendall(self.request(self.KINDS[1], version, "Connection: keep-alive\r\n"
+                                       if version == "1.0" else ""))
+                status, buf = self.read_one(s, b"", False, slow)
+                if status != 200 or buf:
+                    raise AssertionError("the kept-alive connection: %d %r" % (status, buf))
+            s.close()
+        except Exception as e:          # reported with the seed by the main thread
+            errors.append("%s: %s" % (type(e).__name__, e))
+
+    def test_random_sessions_keep_every_promise(self):
+        seed = int(os.environ.get("WPE_SEED", str(int.from_bytes(os.urandom(4), "big"))))
+        rnd = random.Random(seed)
+        errors = []
+        for _ in range(12 if WRAP else 40):
+            ts = [threading.Thread(target=self.session, args=(
+                random.Random(rnd.getrandbits(64)), errors)) for _ in range(8)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            self.assertEqual(errors, [], "WPE_SEED=%d" % seed)
+        self.assertIsNone(self.env.daemon.poll(), "WPE_SEED=%d" % seed)
+        def conns():
+            text = self.h.call("GET", "/metrics", token="boss")[2]
+            return metric(text.decode() if isinstance(text, bytes) else text,
+                          "wpe_purged_connections")
+        wait_for(lambda: conns() == 1,
+                 what="every connection closed (WPE_SEED=%d)" % seed)
+        self.assertEqual(self.env.request({"op": "stats"})["waiters"], 0)
 
 
 if __name__ == "__main__":
