@@ -244,7 +244,7 @@ hconn_attach(struct hconn *hc, int may_refuse)
 }
 
 /* A new connection's bufferevent (http_bevcb): counted and timed from now. */
-void
+struct hconn *
 hconn_new(struct http *h, struct bufferevent *bev)
 {
 	struct hconn *hc = xcalloc(1, sizeof *hc);
@@ -263,6 +263,7 @@ hconn_new(struct http *h, struct bufferevent *bev)
 	htab_insert(&h->conns, &hc->node, hconn_hash(bev));
 	/* evhttp makes the connection when this returns; attach right after. */
 	event_active(hc->ev, 0, 0);
+	return hc;
 }
 
 struct hconn *

@@ -46,6 +46,7 @@ struct hconn {
 	struct event *ev;                  /* attach, then the phase's deadline */
 	struct evbuffer_cb_entry *input_cb;
 	struct hreq *hr;                   /* the answer owed on it, if any */
+	struct htls *tls;                  /* HTTPS: its transport (http-tls.c) */
 	enum hconn_phase phase;
 	int drains;                        /* drains of the input in HEAD */
 	int prev_small;                    /* the last one was a line end */
@@ -69,6 +70,7 @@ struct hreq {
 	struct event *done_ev;
 	struct event *gone_ev;       /* the peer hung up while we owe the answer */
 	int gone_fd;                 /* its own dup of the socket */
+	int gone_waits;              /* hang-up seen: waits for the TLS thread's sends */
 	struct waiter *waiter;
 	json_object *answer;         /* stored by a callback, sent by http_done */
 	int owed;                    /* an enqueue answer is owed */
@@ -82,13 +84,15 @@ struct hreq {
 };
 
 /* http-conn.c: connections. */
-void hconn_new(struct http *, struct bufferevent *);
+struct hconn *hconn_new(struct http *, struct bufferevent *);
 struct hconn *hconn_of(struct http *, struct evhttp_request *);
 struct hconn *hconn_request(struct http *, struct evhttp_request *);
 void hconn_free_all(struct http *);
 
 /* http-tls.c: an HTTPS connection's bufferevent for evhttp (TLS with h->ctx on h->io). */
-struct bufferevent *htls_new(struct http *, struct event_base *);
+struct bufferevent *htls_new(struct http *, struct event_base *, struct htls **);
+/* Answers evhttp was told are written that the kernel may not have yet (not after an error). */
+int htls_unsent(const struct htls *);
 /* The TLS thread, its mail woken on the loop's base. */
 struct htls_io *htls_io_start(struct event_base *, char **cause);
 /* Joined once evhttp is freed; what it still holds is ended on the loop. NULL: nothing. */

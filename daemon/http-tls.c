@@ -849,7 +849,7 @@ htls_no_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 
 /* A new HTTPS connection's bufferevent for evhttp, with TLS by the context current now. */
 struct bufferevent *
-htls_new(struct http *h, struct event_base *base)
+htls_new(struct http *h, struct event_base *base, struct htls **tp)
 {
 	struct htls *t = xcalloc(1, sizeof *t);
 
@@ -881,7 +881,14 @@ htls_new(struct http *h, struct event_base *base)
 		fatalx("out of memory");
 	t->io->conns++;
 	event_active(t->kick, 0, 0);
+	*tp = t;
 	return t->bev;
+}
+
+int
+htls_unsent(const struct htls *t)
+{
+	return !t->err && t->confirmed < t->handed;
 }
 
 /* The TLS thread ------------------------------------------------------------------------ */

@@ -44,19 +44,29 @@ hreq_closed(struct hreq *hr)
  * The peer closed its side while its answer is owed. evhttp reads nothing while a
  * request is handled, so it would not notice before the answer: free the connection now
  * (hreq_closed then drops the wait), so a long-poll costs nothing once its client left.
+ * Not before the TLS thread has sent the answers pipelined ahead of it (evhttp's free
+ * shuts the socket): looked at again every 10 ms, for a second at most (a client that
+ * neither reads nor stays gets no more).
  */
 static void
 http_gone(evutil_socket_t fd, short events, void *arg)
 {
 	struct hreq *hr = arg;
 	struct pollfd pfd;
+	struct timeval tv = { 0, 10000 };
 
 	(void)events;
 	pfd.fd = fd;
 	pfd.events = POLLRDHUP;
 	pfd.revents = 0;
-	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0)
-		evhttp_connection_free(hr->evcon);
+	if (poll(&pfd, 1, 0) != 1 || (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0)
+		return;
+	if (hr->hc != NULL && hr->hc->tls != NULL && htls_unsent(hr->hc->tls) &&
+	    hr->gone_waits++ < 100) {
+		event_add(hr->gone_ev, &tv);
+		return;
+	}
+	evhttp_connection_free(hr->evcon);
 }
 
 /*

@@ -89,14 +89,15 @@ http_bevcb(struct event_base *base, void *arg)
 {
 	struct http *h = arg;
 	struct bufferevent *bev;
+	struct htls *tls = NULL;
 
 	if (h->ctx == NULL || h->nconns >= h->max_conns)
 		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	else
-		bev = htls_new(h, base);     /* http-tls.c */
+		bev = htls_new(h, base, &tls);     /* http-tls.c */
 	if (bev == NULL)
 		fatalx("out of memory");
-	hconn_new(h, bev);
+	hconn_new(h, bev)->tls = tls;
 	return bev;
 }
 

@@ -597,6 +597,25 @@ class TlsTransport(HttpTest):
         self.assertRegex(p.stdout + p.stderr, r"alert protocol version|alert number 70")
         self.assertTrue(self._up())
 
+    def test_answers_before_a_long_poll_survive_the_half_close(self):
+        # Review: answers handed to the TLS thread were lost when the hang-up watch of a
+        # long-poll pipelined after them freed the connection (evhttp shuts the socket)
+        # before the thread had sent them. The watch now waits for the thread.
+        self.env.request({"op": "pause"})
+        rid = self.post("ci")[2]["id"]
+        k = 30
+        for _ in range(10):
+            r = Raw(self.h)
+            r.send(self.raw_request("GET", "/v1/stats") * k +
+                   self.raw_request("GET", "/v1/purges/%d?wait=30" % rid))
+            self.half_close(r)
+            a = self.read_answers(r, k)
+            self.assertEqual([x[0] for x in a], [200] * k)
+            self.assertTrue(r.closed_within(5 * SLOW))
+            r.close()
+        wait_for(lambda: self.env.request({"op": "stats"})["waiters"] == 0,
+                 what="the long-polls dropped")
+
     def test_http_1_0_answers_then_closes_unless_kept_alive(self):
         # An HTTP/1.0 answer without keep-alive ends the connection: the TLS thread must
         # have sent all of it before evhttp shuts the socket (http-tls.c, htls_closes)
