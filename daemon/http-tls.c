@@ -592,7 +592,7 @@ htls_flush(struct htls *t)
 	t->dirty = false;
 	if (evbuffer_get_length(out) == 0)
 		return;
-	if (t->err) {
+	if (t->err || io->joined) {
 		evbuffer_drain(out, evbuffer_get_length(out));
 		return;
 	}
@@ -685,7 +685,7 @@ htls_mail(struct htls *t, const struct up_mail *m)
 		htls_release(t);
 		return;
 	}
-	if (t->dead || !htls_alive(t)) {
+	if (t->dead || io->joined || !htls_alive(t)) {
 		evbuffer_drain(io->in, n);
 		return;
 	}
@@ -946,7 +946,11 @@ fail:
 	return NULL;
 }
 
-/* The daemon ends: the thread's pending mail is done, it is joined, then its "closed"s. */
+/*
+ * The daemon ends, before evhttp is freed: the thread's pending mail is done (answers
+ * handed to it are sent), it is joined, then its "closed"s are taken; the rest of its
+ * mail is ignored. From now on connections end on the loop (htls_free).
+ */
 void
 htls_io_stop(struct htls_io *io)
 {
@@ -957,10 +961,11 @@ htls_io_stop(struct htls_io *io)
 	pthread_mutex_unlock(&io->mu);
 	io_wake(io->wake_fd);
 	pthread_join(io->thread, NULL);
+	io->joined = true;
+	io->conns++;            /* not freed by a "closed" taken here */
 	htls_loop_mail(io->loop_fd, EV_READ, io);
 	event_free(io->loop_ev);
 	io->loop_ev = NULL;
-	io->joined = true;
-	if (io->conns == 0)
+	if (--io->conns == 0)
 		htls_io_free(io);
 }

@@ -267,10 +267,11 @@ http_free(struct http *h)
 		return;
 	h->stopped = 1;
 	h->listener = NULL;
+	/* The TLS thread sends what it holds and ends: evhttp's frees shut the sockets. */
+	htls_io_stop(h->io);
 	/* Frees every connection: their close callbacks cancel waits and enqueue answers. */
 	evhttp_free(h->eh);
 	hconn_free_all(h);
-	htls_io_stop(h->io);
 	if (h->unix_path != NULL) {
 		unlink(h->unix_path);
 		free(h->unix_path);
