@@ -9,6 +9,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
+#include <event2/util.h>
 
 #include "http-int.h"
 #include "util.h"
@@ -275,6 +277,29 @@ hconn_of(struct http *h, struct evhttp_request *req)
 }
 
 /* A request is complete and ours now: no deadline until its answer is written. */
+/*
+ * Will evhttp keep the connection once this request is answered? What libevent 2.1's
+ * evhttp_send_done decides from the request: HTTP/1.0 only with "Connection:
+ * keep-alive", never with "Connection: close". No for what it treats apart: a request
+ * in absolute form to a host that is not ours (a proxy request, always closed: its
+ * answer carries no Connection header) and CONNECT. An answer's own "Connection: close"
+ * is found by the transport in its head.
+ */
+static int
+hconn_keeps(struct evhttp_request *req)
+{
+	const char *c = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Connection");
+
+	if ((req->flags & EVHTTP_PROXY_REQUEST) || req->type == EVHTTP_REQ_CONNECT)
+		return 0;
+	if (c != NULL && evutil_ascii_strcasecmp(c, "close") == 0)
+		return 0;
+	if (req->major < 1 || (req->major == 1 && req->minor < 1))
+		return c != NULL && evutil_ascii_strcasecmp(c, "keep-alive") == 0;
+	return 1;
+}
+
 struct hconn *
 hconn_request(struct http *h, struct evhttp_request *req)
 {
@@ -291,6 +316,8 @@ hconn_request(struct http *h, struct evhttp_request *req)
 	}
 	hconn_arm(hc, HC_BUSY);
 	evhttp_request_set_on_complete_cb(req, hconn_answered, hc);
+	if (hc->tls != NULL)
+		htls_expect(hc->tls, hconn_keeps(req));
 	return hc;
 }
 

@@ -93,6 +93,8 @@ void hconn_free_all(struct http *);
 struct bufferevent *htls_new(struct http *, struct event_base *, struct htls **);
 /* Answers evhttp was told are written that the kernel may not have yet (not after an error). */
 int htls_unsent(const struct htls *);
+/* The request being handled: will evhttp keep the connection after its answer? */
+void htls_expect(struct htls *, int keeps);
 /* The TLS thread, its mail woken on the loop's base. */
 struct htls_io *htls_io_start(struct event_base *, char **cause);
 /* Joined once evhttp is freed; what it still holds is ended on the loop. NULL: nothing. */

@@ -78,6 +78,7 @@
 
 #define INPUT_CAP (HTTP_MAX_HEADERS + HTTP_MAX_BODY + 16 * 1024)
 #define RECORD (16 * 1024)
+#define BACKLOG (64 * 1024)   /* answers on their way to a client, before evhttp waits */
 
 struct htls;
 
@@ -111,6 +112,8 @@ struct htls {
 	uint64_t handed;              /* answers handed to the thread */
 	uint64_t written;             /* ... evhttp was told are written */
 	uint64_t confirmed;           /* ... the thread said the kernel has */
+	uint64_t handed_bytes;        /* their bytes */
+	bool keeps;                   /* evhttp keeps the connection after this answer */
 	bool started;
 	bool busy;                    /* in settle: evhttp's output is flushed there */
 	bool dirty;                   /* evhttp's output has something to send */
@@ -127,6 +130,8 @@ struct htls {
 	uint64_t delivered;           /* plaintext bytes handed up */
 	uint64_t seen;                /* answers received from the loop */
 	uint64_t reported;            /* ... reported written */
+	uint64_t taken_bytes;         /* their bytes */
+	uint64_t stored_bytes;        /* sent_bytes, as last stored */
 	bool t_wait;                  /* the last one is awaited (it closes the connection) */
 	bool t_started, t_eof, t_err, t_polled, t_fresh, t_progress, t_closed;
 	bool told_eof, told_err;
@@ -141,6 +146,7 @@ struct htls {
 	/* both, atomic */
 	atomic_uint_fast64_t consumed;    /* bytes evhttp took from its input */
 	atomic_bool capped;               /* the thread stopped reading for INPUT_CAP */
+	atomic_uint_fast64_t sent_bytes;  /* answers' bytes the kernel has all of */
 };
 
 static void htls_settle(struct htls *);
@@ -205,6 +211,11 @@ io_report(struct htls *t)
 	bool written = !t->t_err && t->seen != t->reported &&
 	    evbuffer_get_length(t->pend) == 0 && (t->t_wait || t->t_eof);
 	bool wake;
+
+	if (evbuffer_get_length(t->pend) == 0 && t->stored_bytes != t->taken_bytes) {
+		t->stored_bytes = t->taken_bytes;
+		atomic_store(&t->sent_bytes, t->taken_bytes);
+	}
 
 	if (n == 0 && !eof && !err && !written && !t->t_progress)
 		return;
@@ -440,6 +451,7 @@ io_mail(evutil_socket_t fd, short events, void *arg)
 		close_ = t->dn_close;
 		t->dn_start = t->dn_resume = false;   /* a resume: io_poll looks again */
 		if (evbuffer_get_length(t->dn) > 0) {
+			t->taken_bytes += evbuffer_get_length(t->dn);
 			evbuffer_add_buffer(io->out, t->dn);
 			t->seen = t->dn_handed;
 			t->t_wait = t->t_wait || t->dn_wait;
@@ -577,37 +589,43 @@ htls_closes(struct evbuffer *out)
 /*
  * evhttp's answer: handed to the thread. On a connection that stays open evhttp is told
  * at once that it is written, and reads the next request while the thread sends it: the
- * thread's queue stands for the kernel's. An answer that closes the connection is told
- * written only once the kernel has all of it (the thread says so): evhttp's free would
- * shut the socket under it. The peer's end is not told before the thread said the kernel
- * has every answer (htls_settle), for the same reason.
+ * thread's queue stands for the kernel's, up to BACKLOG bytes (a client that does not
+ * read gets no more answers made for it than that). Otherwise evhttp is told only once
+ * the kernel has all of it (the thread says so): an answer after which evhttp closes
+ * the connection (the request said so, hconn_keeps, or the answer's head: evhttp's free
+ * would shut the socket under it), or one over the backlog. The peer's end is not told
+ * before the thread said the kernel has every answer (htls_settle), for the same reason.
  */
 static void
 htls_flush(struct htls *t)
 {
 	struct evbuffer *out = bufferevent_get_output(t->bev);
 	struct htls_io *io = t->io;
-	bool wake, closes;
+	size_t len = evbuffer_get_length(out);
+	bool wake, wait;
 
 	t->dirty = false;
-	if (evbuffer_get_length(out) == 0)
+	if (len == 0)
 		return;
 	if (t->err || io->joined) {
-		evbuffer_drain(out, evbuffer_get_length(out));
+		evbuffer_drain(out, len);
 		return;
 	}
-	closes = htls_closes(out);
+	wait = !t->keeps || t->handed_bytes - atomic_load(&t->sent_bytes) + len > BACKLOG ||
+	    htls_closes(out);
+	t->keeps = false;       /* for this answer only (a 100 Continue, evhttp's own errors) */
 	t->handed++;
+	t->handed_bytes += len;
 	pthread_mutex_lock(&io->mu);
 	evbuffer_add_buffer(t->dn, out);
 	t->dn_handed = t->handed;
-	if (closes)
+	if (wait)
 		t->dn_wait = true;
 	wake = mail_dn(t);
 	pthread_mutex_unlock(&io->mu);
 	if (wake)
 		io_wake(io->wake_fd);
-	if (closes)
+	if (wait)
 		return;         /* htls_mail tells evhttp, when the thread says so */
 	/*
 	 * evhttp restarted its timers as it handed the answer over (bufferevent_enable), and
@@ -858,6 +876,7 @@ htls_new(struct http *h, struct event_base *base, struct htls **tp)
 	t->fd = -1;
 	atomic_init(&t->consumed, 0);
 	atomic_init(&t->capped, false);
+	atomic_init(&t->sent_bytes, 0);
 	if ((t->ssl = SSL_new(h->ctx)) == NULL)
 		fatalx("SSL_new failed");
 	if ((t->rbio = BIO_new(BIO_s_mem())) == NULL || (t->wbio = BIO_new(BIO_s_mem())) == NULL)
@@ -889,6 +908,12 @@ int
 htls_unsent(const struct htls *t)
 {
 	return !t->err && t->confirmed < t->handed;
+}
+
+void
+htls_expect(struct htls *t, int keeps)
+{
+	t->keeps = keeps != 0;
 }
 
 /* The TLS thread ------------------------------------------------------------------------ */
