@@ -38,6 +38,7 @@ worker(void *arg)
 	uint64_t g;
 	int e;
 
+	(void)pthread_setname_np(pthread_self(), "wpe-purged-sync");   /* top -H, ps -L */
 	pthread_mutex_lock(&d->mu);
 	for (;;) {
 		while (!d->stop && d->done >= d->wanted)

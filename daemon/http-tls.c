@@ -489,6 +489,7 @@ io_main(void *arg)
 {
 	struct htls_io *io = arg;
 
+	(void)pthread_setname_np(pthread_self(), "wpe-purged-tls");    /* top -H, ps -L */
 	event_base_dispatch(io->base);
 	OPENSSL_thread_stop();
 	return NULL;

@@ -1,8 +1,9 @@
 #!/bin/sh
 # bench-https.sh: the HTTPS API beside the Unix socket, same daemon, same run: enqueues/s
 # at 64 keep-alive connections (h2load --h1 and ApacheBench) and their ratio, with the CPU
-# each side spent per request (which of them is the limit), TLS handshakes/s (openssl
-# s_time), and memory per held long-poll (10,000 waits). BUILD=dir selects the build.
+# each side spent per request (which of them is the limit; the daemon's by thread), TLS
+# handshakes/s (openssl s_time), and memory per held long-poll (10,000 waits). BUILD=dir
+# selects the build.
 set -eu
 cd "$(dirname "$0")/.."
 B=${BUILD:-$PWD/build}
@@ -54,6 +55,8 @@ while ! "$B/wpe-purgectl" ping >/dev/null 2>&1; do sleep 0.05; done
 echo "== enqueues at 64 connections, Unix socket vs HTTPS with keep-alive (same daemon)"
 # CPU (user + system) of the daemon, both threads, in clock ticks
 dcpu() { awk '{ print $14 + $15 }' "/proc/$DPID/stat"; }
+# each thread's: "NAME TICKS" (the loop is wpe-purged, then wpe-purged-tls, -sync)
+tcpu() { for t in /proc/$DPID/task/*; do echo "$(cat "$t/comm") $(awk '{ print $14 + $15 }' "$t/stat")"; done; }
 TICK=$(getconf CLK_TCK)
 N=25600
 # the socket figure, the same number of enqueues as each HTTPS run
@@ -70,8 +73,10 @@ run() {
 	label=$1
 	shift
 	c0=$(dcpu)
+	tcpu >t0
 	/usr/bin/time -f '%U %S' -o ctime "$@" >out 2>&1 || true
 	c1=$(dcpu)
+	tcpu >t1
 	rate=$(sed -n -e 's/^Requests per second: *\([0-9.]*\).*/\1/p' \
 		-e 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' out)
 	ok=$(sed -n -e 's/^status codes: \([0-9]*\) 2xx.*/\1/p' -e 's/^Complete requests: *//p' out)
@@ -79,6 +84,9 @@ run() {
 	    -v ok="$ok" -v n=$N '{ printf "%s %.0f/s (%s of %d answered 2xx/complete), " \
 	    "https / unix socket = %.2f; CPU per request: daemon %d us, client %.0f us\n",
 	    l, r, ok, n, r / u, d, ($1 + $2) * 1000000 / n }' ctime
+	awk -v tk="$TICK" -v n=$N 'NR == FNR { a[$1] = $2; next }
+	    { s = s sprintf(" %s %.0f,", $1, ($2 - a[$1]) * 1e6 / tk / n) }
+	    END { sub(",$", "", s); print "  daemon CPU per request by thread (us):" s }' t0 t1
 	ratios="$ratios $(awk -v r="$rate" -v u="$unix" 'BEGIN { printf "%.2f", r / u }')"
 }
 AUTH="Authorization: Bearer $TOKEN"
