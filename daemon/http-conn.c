@@ -64,16 +64,15 @@ hconn_find(struct http *h, const struct bufferevent *bev)
 	return NULL;
 }
 
+/* The phase's deadline, from now. */
 static void
-hconn_arm(struct hconn *hc, enum hconn_phase phase)
+hconn_deadline(struct hconn *hc)
 {
 	struct timeval tv = { 0, 0 };
 	const struct config *cfg = hc->h->cfg;
 
-	hc->phase = phase;
-	hc->drains = 0;
-	hc->prev_small = 0;
-	switch (phase) {
+	hc->held = 0;
+	switch (hc->phase) {
 	case HC_HEAD:
 		tv.tv_sec = (time_t)cfg->http_header_timeout;
 		break;
@@ -89,6 +88,15 @@ hconn_arm(struct hconn *hc, enum hconn_phase phase)
 	}
 	if (hc->attached)
 		event_add(hc->ev, &tv);
+}
+
+static void
+hconn_arm(struct hconn *hc, enum hconn_phase phase)
+{
+	hc->phase = phase;
+	hc->drains = 0;
+	hc->prev_small = 0;
+	hconn_deadline(hc);
 }
 
 static void
@@ -180,6 +188,22 @@ hconn_timer(evutil_socket_t fd, short events, void *arg)
 	}
 	if (hc->phase == HC_BUSY)
 		return;
+	/*
+	 * Answers still on their way to the client (in the TLS thread, evhttp was told they
+	 * were written): the deadline starts once the kernel has them all, as on a plain
+	 * socket, whose answer is written only then. Nothing is read meanwhile.
+	 */
+	if (hc->tls != NULL && htls_unsent(hc->tls)) {
+		struct timeval tv = { 0, 100000 };
+
+		hc->held = 1;
+		event_add(hc->ev, &tv);
+		return;
+	}
+	if (hc->held) {
+		hconn_deadline(hc);
+		return;
+	}
 	hconn_addr(hc, addr, sizeof addr);
 	if (hc->phase != HC_IDLE && http_log_allowed("slow", addr, &n))
 		log_info("HTTP client %s: %s not complete within %llds: connection closed%s",

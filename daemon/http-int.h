@@ -47,6 +47,7 @@ struct hconn {
 	struct evbuffer_cb_entry *input_cb;
 	struct hreq *hr;                   /* the answer owed on it, if any */
 	struct htls *tls;                  /* HTTPS: its transport (http-tls.c) */
+	int held;                          /* the deadline waits for answers to go out */
 	enum hconn_phase phase;
 	int drains;                        /* drains of the input in HEAD */
 	int prev_small;                    /* the last one was a line end */
@@ -91,7 +92,7 @@ void hconn_free_all(struct http *);
 
 /* http-tls.c: an HTTPS connection's bufferevent for evhttp (TLS with h->ctx on h->io). */
 struct bufferevent *htls_new(struct http *, struct event_base *, struct htls **);
-/* Answers evhttp was told are written that the kernel may not have yet (not after an error). */
+/* Are answers handed over not all in the kernel yet (not after an error)? */
 int htls_unsent(const struct htls *);
 /* The request being handled: will evhttp keep the connection after its answer? */
 void htls_expect(struct htls *, int keeps);

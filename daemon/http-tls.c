@@ -908,7 +908,7 @@ htls_new(struct http *h, struct event_base *base, struct htls **tp)
 int
 htls_unsent(const struct htls *t)
 {
-	return !t->err && t->confirmed < t->handed;
+	return !t->err && t->handed_bytes != atomic_load(&t->sent_bytes);
 }
 
 void

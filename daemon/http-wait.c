@@ -45,8 +45,8 @@ hreq_closed(struct hreq *hr)
  * request is handled, so it would not notice before the answer: free the connection now
  * (hreq_closed then drops the wait), so a long-poll costs nothing once its client left.
  * Not before the TLS thread has sent the answers pipelined ahead of it (evhttp's free
- * shuts the socket): looked at again every 10 ms, for a second at most (a client that
- * neither reads nor stays gets no more).
+ * shuts the socket): looked at again every 10 ms, for idle_timeout at most (a client that
+ * half-closed and reads no more within it gets no more, as an idle one).
  */
 static void
 http_gone(evutil_socket_t fd, short events, void *arg)
@@ -62,7 +62,7 @@ http_gone(evutil_socket_t fd, short events, void *arg)
 	if (poll(&pfd, 1, 0) != 1 || (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0)
 		return;
 	if (hr->hc != NULL && hr->hc->tls != NULL && htls_unsent(hr->hc->tls) &&
-	    hr->gone_waits++ < 100) {
+	    hr->gone_waits++ < hr->h->cfg->http_idle_timeout * 100) {
 		event_add(hr->gone_ev, &tv);
 		return;
 	}

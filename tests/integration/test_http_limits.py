@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import I1, WRAP, wait_for
+from harness import BUILD, I1, WRAP, wait_for
 from test_http import HttpTest
 
 SLOW = 3 if WRAP else 1   # under valgrind everything takes longer
@@ -79,6 +79,15 @@ def answer(data):
         k, _, v = l.partition(":")
         hdrs[k.strip().lower()] = v.strip()
     return status, hdrs, json.loads(body)
+
+
+def sanitized():
+    """Is the build under test an ASan + UBSan one?"""
+    try:
+        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+            return "WPE_SANITIZE:BOOL=ON" in f.read()
+    except OSError:
+        return False
 
 
 def raw_long_poll(t, wait):
@@ -635,6 +644,9 @@ class TlsTransport(HttpTest):
         # Review: answers told written at once piled up for a client that does not read:
         # a long-poll, then 100 KiB of pipelined GET /metrics (6 KiB answers) made ~24 MiB
         # a connection. Now evhttp waits once 64 KiB are on their way to a client.
+        if WRAP or sanitized():
+            self.skipTest("RSS is the allocator's under ASan and Valgrind (freed memory "
+                          "is held in quarantine)")
         self.env.request({"op": "pause"})
         rid = self.post("ci")[2]["id"]
         poll = self.raw_request("GET", "/v1/purges/%d?wait=1" % rid)
@@ -683,6 +695,71 @@ class TlsTransport(HttpTest):
             self.assertEqual((status, hdrs.get("connection")), (200, "keep-alive"))
         r.close()
 
+
+class DeadlineAfterAnswers(HttpTest):
+    tokens = {"boss": "admin rate=10000/s"}
+    extra_http = {"header_timeout": "%ds" % DEADLINE, "idle_timeout": "60s"}
+
+    def spread(self, tail, fin, wait):
+        """Clients with a small receive buffer pipeline N answers of 6 KiB and tail, then
+        (fin) half-close, read nothing for wait seconds, then everything. N is spread so
+        that, for some, the answers overfill what the kernel holds by less than 64 KiB
+        (the kernel's share depends on its tuning): the last of them are told written
+        while the TLS thread still has them. (N, answers read) of those cut short."""
+        one = ("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Accept: application/openmetrics-text\r\n\r\n" %
+               self.h.secrets["boss"][0]).encode()
+        results = {}
+
+        def client(n):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", self.h.port))
+            s = self.h.ctx().wrap_socket(s, server_hostname="127.0.0.1")
+            s.sendall(one * n + tail)
+            if fin:
+                socket.socket.shutdown(s, socket.SHUT_WR)
+            time.sleep(wait)
+            data = b""
+            s.settimeout(10 * SLOW)
+            try:
+                while True:
+                    c = s.recv(65536)
+                    if not c:
+                        break
+                    data += c
+            except (ssl.SSLError, ConnectionError, socket.timeout, TimeoutError):
+                pass
+            s.close()
+            results[n] = (data.count(b"HTTP/1.1 200 OK\r\n"), data.endswith(b"# EOF\n"))
+
+        ns = range(380, 500, 6)
+        ts = [threading.Thread(target=client, args=(n,)) for n in ns]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return [(n, results[n][0]) for n in ns if results[n] != (n, True)]
+
+    def test_answers_still_going_out_survive_the_next_requests_deadline(self):
+        # Review: an answer told written while the last of it (under 64 KiB) still waited
+        # in the TLS thread was cut when the next request's header deadline dropped the
+        # connection: the deadline started at once. It starts now once all is sent, as on
+        # a plain socket.
+        self.assertEqual(self.spread(b"GET /healthz HTTP/1.1\r\nHost: x\r\n", False,
+                                     DEADLINE + SLACK + 1), [])
+
+    def test_answers_before_a_long_poll_survive_a_late_reader_half_close(self):
+        # Review: the hang-up watch of a long-poll behind those answers waited for the TLS
+        # thread for a second at most, and counted answers the thread only confirms once
+        # it reads the FIN (it reads nothing while it holds output): a client that
+        # half-closed and read 2.5 s later lost the last answers. It counts bytes now,
+        # and waits up to idle_timeout.
+        self.env.request({"op": "pause"})
+        rid = self.h.call("POST", "/v1/purges", "boss", {"install": I1, "type": "page"})[2]["id"]
+        poll = ("GET /v1/purges/%d?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                "%s\r\n\r\n" % (rid, self.h.secrets["boss"][0])).encode()
+        self.assertEqual(self.spread(poll, True, 2.5), [])
 
 class RandomSessions(HttpTest):
     """Randomized clients over HTTPS, several at once: pipelined or one by one, HTTP/1.0
