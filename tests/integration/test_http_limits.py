@@ -706,6 +706,9 @@ class DeadlineAfterAnswers(HttpTest):
         that, for some, the answers overfill what the kernel holds by less than 64 KiB
         (the kernel's share depends on its tuning): the last of them are told written
         while the TLS thread still has them. (N, answers read) of those cut short."""
+        if WRAP:
+            self.skipTest("a timing window over 60 MB of answers: the gcc and ASan runs "
+                          "carry it (under Valgrind it would cost a minute of CI)")
         one = ("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
                "Accept: application/openmetrics-text\r\n\r\n" %
                self.h.secrets["boss"][0]).encode()
@@ -889,7 +892,7 @@ class RandomSessions(HttpTest):
         seed = int(os.environ.get("WPE_SEED", str(int.from_bytes(os.urandom(4), "big"))))
         rnd = random.Random(seed)
         errors = []
-        for _ in range(12 if WRAP else 40):
+        for _ in range(6 if WRAP else 40):
             ts = [threading.Thread(target=self.session, args=(
                 random.Random(rnd.getrandbits(64)), errors)) for _ in range(8)]
             for t in ts:
