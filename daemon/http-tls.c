@@ -86,15 +86,14 @@ struct htls_io {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	struct event_base *base;      /* the thread's */
-	struct event *wake_ev;        /* the thread's: mail for it (wake_fd) */
-	struct event *loop_ev;        /* the loop's: mail for it (loop_fd) */
-	int wake_fd, loop_fd;         /* eventfds */
+	struct event *wake_ev;        /* the thread's: mail for it (fd[TO_IO]) */
+	struct event *loop_ev;        /* the loop's: mail for it (fd[TO_LOOP]) */
+	int fd[2];                    /* eventfds: wake the thread (TO_IO), the loop */
 	struct evbuffer *got;         /* the thread's: decrypted, not yet handed up */
 	struct evbuffer *out;         /* the thread's: answers being encrypted */
 	struct evbuffer *in;          /* the loop's: bytes on their way to evhttp */
 	/* under mu */
-	struct htls *dn_head, *dn_tail;   /* connections with mail for the thread */
-	struct htls *up_head, *up_tail;   /* ... for the loop */
+	struct htls *head[2], *tail[2];   /* connections with mail for the thread, the loop */
 	bool quit;
 	/* the loop's */
 	bool joined;                  /* the thread is gone: connections end on the loop */
@@ -136,13 +135,14 @@ struct htls {
 	bool t_started, t_eof, t_err, t_polled, t_fresh, t_progress, t_closed;
 	bool told_eof, told_err;
 	/* both, under io->mu */
-	struct htls *dn_next, *up_next;
+	struct htls *next[2];         /* on io's lists */
+	bool queued[2];
 	struct evbuffer *dn;          /* answers for the thread */
 	struct evbuffer *up;          /* plaintext for evhttp */
 	uint64_t dn_handed;           /* the loop's handed, with the last of dn */
 	uint64_t up_written;
-	bool dn_queued, dn_start, dn_resume, dn_close, dn_wait;
-	bool up_queued, up_eof, up_err, up_progress, up_closed;
+	bool dn_start, dn_close, dn_wait;
+	bool up_eof, up_err, up_progress, up_closed;
 	/* both, atomic */
 	atomic_uint_fast64_t consumed;    /* bytes evhttp took from its input */
 	atomic_bool capped;               /* the thread stopped reading for INPUT_CAP */
@@ -154,48 +154,49 @@ static void htls_io_free(struct htls_io *);
 
 /* Mail ------------------------------------------------------------------------------- */
 
+enum { TO_IO, TO_LOOP };
+
+/*
+ * With io->mu held: t has mail for the thread (TO_IO) or the loop (TO_LOOP). Unlocks,
+ * and wakes the receiver if its list was empty (it takes the whole list at a wake).
+ */
 static void
-io_wake(int fd)
+mail(struct htls *t, int to)
 {
+	struct htls_io *io = t->io;
+	bool wake = false;
 	uint64_t one = 1;
 
-	(void)!write(fd, &one, sizeof one);
+	if (!t->queued[to]) {
+		t->queued[to] = true;
+		t->next[to] = NULL;
+		if (io->tail[to] != NULL)
+			io->tail[to]->next[to] = t;
+		else
+			io->head[to] = t;
+		io->tail[to] = t;
+		wake = io->head[to] == t;
+	}
+	pthread_mutex_unlock(&io->mu);
+	if (wake)
+		(void)!write(io->fd[to], &one, sizeof one);
 }
 
-/* With io->mu held: t has mail for the thread. Must the thread be woken? */
-static bool
-mail_dn(struct htls *t)
+/* Take the whole list of connections with mail for to; with its eventfd read. */
+static struct htls *
+mail_take(struct htls_io *io, int to, bool *quit)
 {
-	struct htls_io *io = t->io;
+	struct htls *t;
+	uint64_t v;
 
-	if (t->dn_queued)
-		return false;
-	t->dn_queued = true;
-	t->dn_next = NULL;
-	if (io->dn_tail != NULL)
-		io->dn_tail->dn_next = t;
-	else
-		io->dn_head = t;
-	io->dn_tail = t;
-	return io->dn_head == t;
-}
-
-/* With io->mu held: t has mail for the loop. Must the loop be woken? */
-static bool
-mail_up(struct htls *t)
-{
-	struct htls_io *io = t->io;
-
-	if (t->up_queued)
-		return false;
-	t->up_queued = true;
-	t->up_next = NULL;
-	if (io->up_tail != NULL)
-		io->up_tail->up_next = t;
-	else
-		io->up_head = t;
-	io->up_tail = t;
-	return io->up_head == t;
+	(void)!read(io->fd[to], &v, sizeof v);
+	pthread_mutex_lock(&io->mu);
+	t = io->head[to];
+	io->head[to] = io->tail[to] = NULL;
+	if (quit != NULL)
+		*quit = io->quit;
+	pthread_mutex_unlock(&io->mu);
+	return t;
 }
 
 /* The thread ----------------------------------------------------------------------------- */
@@ -210,7 +211,6 @@ io_report(struct htls *t)
 	/* written: awaited by the loop, or before it tells evhttp the peer's end */
 	bool written = !t->t_err && t->seen != t->reported &&
 	    evbuffer_get_length(t->pend) == 0 && (t->t_wait || t->t_eof);
-	bool wake;
 
 	if (evbuffer_get_length(t->pend) == 0 && t->stored_bytes != t->taken_bytes) {
 		t->stored_bytes = t->taken_bytes;
@@ -235,10 +235,7 @@ io_report(struct htls *t)
 	if (t->t_progress)
 		t->up_progress = true;
 	t->t_progress = false;
-	wake = mail_up(t);
-	pthread_mutex_unlock(&io->mu);
-	if (wake)
-		io_wake(io->loop_fd);
+	mail(t, TO_LOOP);
 }
 
 /* Read the socket only while it is worth it and memory allows. */
@@ -249,7 +246,7 @@ io_poll(struct htls *t)
 	    evbuffer_get_length(t->pend) == 0;
 
 	if (want && t->delivered - atomic_load(&t->consumed) > INPUT_CAP) {
-		/* the loop wakes us (dn_resume) once evhttp took some, unless it just did */
+		/* the loop mails us once evhttp took some (htls_input), unless it just did */
 		atomic_store(&t->capped, true);
 		if (t->delivered - atomic_load(&t->consumed) > INPUT_CAP)
 			want = false;
@@ -432,24 +429,17 @@ io_mail(evutil_socket_t fd, short events, void *arg)
 {
 	struct htls_io *io = arg;
 	struct htls *t, *next;
-	uint64_t v;
-	bool quit, start, close_, wake;
+	bool quit, start, close_;
 
 	(void)fd;
 	(void)events;
-	(void)!read(io->wake_fd, &v, sizeof v);
-	pthread_mutex_lock(&io->mu);
-	t = io->dn_head;
-	io->dn_head = io->dn_tail = NULL;
-	quit = io->quit;
-	pthread_mutex_unlock(&io->mu);
-	for (; t != NULL; t = next) {
+	for (t = mail_take(io, TO_IO, &quit); t != NULL; t = next) {
 		pthread_mutex_lock(&io->mu);
-		next = t->dn_next;
-		t->dn_queued = false;
+		next = t->next[TO_IO];
+		t->queued[TO_IO] = false;
 		start = t->dn_start;
 		close_ = t->dn_close;
-		t->dn_start = t->dn_resume = false;   /* a resume: io_poll looks again */
+		t->dn_start = false;    /* mail with nothing else: io_poll looks again */
 		if (evbuffer_get_length(t->dn) > 0) {
 			t->taken_bytes += evbuffer_get_length(t->dn);
 			evbuffer_add_buffer(io->out, t->dn);
@@ -465,10 +455,7 @@ io_mail(evutil_socket_t fd, short events, void *arg)
 			io_teardown(t);
 			pthread_mutex_lock(&io->mu);
 			t->up_closed = true;
-			wake = mail_up(t);
-			pthread_mutex_unlock(&io->mu);
-			if (wake)
-				io_wake(io->loop_fd);
+			mail(t, TO_LOOP);
 			continue;       /* the loop may free t now */
 		}
 		if (start && ((t->rev = event_new(io->base, t->fd, EV_READ | EV_PERSIST, io_read,
@@ -544,47 +531,37 @@ htls_written(struct htls *t, uint64_t n)
 {
 	t->written = n;
 	bufferevent_trigger(t->bev, EV_WRITE, 0);     /* evhttp_write_cb */
-	if (htls_alive(t) && htls_reading(t) &&
+	if (htls_reading(t) &&
 	    evbuffer_get_length(bufferevent_get_input(t->bev)) > 0)
 		t->parse = true;
 }
 
 /*
- * Will evhttp close the connection once told this answer is written? evhttp_send_done
- * does when the request or the answer says "Connection: close" (evhttp copies the
- * request's into the answer; evhttp_send_error and ours add it) or for an HTTP/1.0
- * request without keep-alive (its answer is not HTTP/1.1 and has no "Connection:
- * keep-alive"). Anything else in doubt (no complete head): yes.
+ * Does the answer's head say the connection ends after it? hconn_keeps decided from the
+ * request; what it cannot see is a "Connection: close" added to the answer (evhttp's
+ * errors, ours). Any Connection header but keep-alive, or no complete head: yes.
  */
 static bool
 htls_closes(struct evbuffer *out)
 {
 	struct evbuffer_ptr end = evbuffer_search(out, "\r\n\r\n", 4, NULL);
 	const char *p, *e, *line;
-	bool http11, keepalive = false;
 
 	if (end.pos < 0)
 		return true;
 	p = (const char *)evbuffer_pullup(out, end.pos + 2);
 	e = p + end.pos + 2;
-	http11 = end.pos >= 9 && memcmp(p, "HTTP/1.1 ", 9) == 0;
 	for (line = memchr(p, '\n', (size_t)(e - p)); line != NULL && ++line < e;
 	    line = memchr(line, '\n', (size_t)(e - line))) {
-		size_t n = (size_t)(e - line);
-
-		if (n < 11 || strncasecmp(line, "Connection:", 11) != 0)
+		if ((size_t)(e - line) < 11 || strncasecmp(line, "Connection:", 11) != 0)
 			continue;
 		line += 11;
 		while (line < e && (*line == ' ' || *line == '\t'))
 			line++;
-		if ((size_t)(e - line) >= 5 && strncasecmp(line, "close", 5) == 0)
+		if ((size_t)(e - line) < 10 || strncasecmp(line, "keep-alive", 10) != 0)
 			return true;
-		if ((size_t)(e - line) >= 10 && strncasecmp(line, "keep-alive", 10) == 0)
-			keepalive = true;
-		else
-			return true;    /* a Connection header not ours: in doubt */
 	}
-	return !http11 && !keepalive;
+	return false;
 }
 
 /*
@@ -603,7 +580,7 @@ htls_flush(struct htls *t)
 	struct evbuffer *out = bufferevent_get_output(t->bev);
 	struct htls_io *io = t->io;
 	size_t len = evbuffer_get_length(out);
-	bool wake, wait;
+	bool wait;
 
 	t->dirty = false;
 	if (len == 0)
@@ -622,10 +599,7 @@ htls_flush(struct htls *t)
 	t->dn_handed = t->handed;
 	if (wait)
 		t->dn_wait = true;
-	wake = mail_dn(t);
-	pthread_mutex_unlock(&io->mu);
-	if (wake)
-		io_wake(io->wake_fd);
+	mail(t, TO_IO);
 	if (wait)
 		return;         /* htls_mail tells evhttp, when the thread says so */
 	/*
@@ -715,14 +689,14 @@ htls_mail(struct htls *t, const struct up_mail *m)
 	if (n > 0) {
 		evbuffer_add_buffer(bufferevent_get_input(t->bev), io->in);
 		t->parse = true;
-		if (htls_alive(t) && htls_reading(t))
+		if (htls_reading(t))
 			htls_touch(t);
 	}
-	if (m->progress && htls_alive(t))
+	if (m->progress)
 		htls_touch(t);
 	if (m->written > t->confirmed)
 		t->confirmed = m->written;
-	if (t->confirmed > t->written && !t->err && htls_alive(t))
+	if (t->confirmed > t->written && !t->err)
 		htls_written(t, t->confirmed);
 	if (htls_alive(t))
 		htls_settle(t);
@@ -735,19 +709,13 @@ htls_loop_mail(evutil_socket_t fd, short events, void *arg)
 	struct htls_io *io = arg;
 	struct htls *t, *next;
 	struct up_mail m;
-	uint64_t v;
 
 	(void)fd;
 	(void)events;
-	(void)!read(io->loop_fd, &v, sizeof v);
-	pthread_mutex_lock(&io->mu);
-	t = io->up_head;
-	io->up_head = io->up_tail = NULL;
-	pthread_mutex_unlock(&io->mu);
-	for (; t != NULL; t = next) {
+	for (t = mail_take(io, TO_LOOP, NULL); t != NULL; t = next) {
 		pthread_mutex_lock(&io->mu);
-		next = t->up_next;
-		t->up_queued = false;
+		next = t->next[TO_LOOP];
+		t->queued[TO_LOOP] = false;
 		m.written = t->up_written;
 		m.eof = t->up_eof;
 		m.err = t->up_err;
@@ -780,7 +748,6 @@ static void
 htls_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct htls *t = arg;
-	bool wake = false;
 
 	(void)buf;
 	if (info->n_deleted == 0)
@@ -789,18 +756,13 @@ htls_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 	if (!atomic_load(&t->capped) || !atomic_exchange(&t->capped, false))
 		return;
 	pthread_mutex_lock(&t->io->mu);
-	t->dn_resume = true;
-	wake = mail_dn(t);
-	pthread_mutex_unlock(&t->io->mu);
-	if (wake)
-		io_wake(t->io->wake_fd);
+	mail(t, TO_IO);         /* io_poll looks again */
 }
 
 static void
 htls_kick(evutil_socket_t fd, short events, void *arg)
 {
 	struct htls *t = arg;
-	bool wake;
 
 	(void)fd;
 	(void)events;
@@ -816,10 +778,7 @@ htls_kick(evutil_socket_t fd, short events, void *arg)
 		pthread_mutex_lock(&t->io->mu);
 		t->fd = s;
 		t->dn_start = true;
-		wake = mail_dn(t);
-		pthread_mutex_unlock(&t->io->mu);
-		if (wake)
-			io_wake(t->io->wake_fd);
+		mail(t, TO_IO);
 	}
 	htls_settle(t);
 }
@@ -833,7 +792,6 @@ htls_free(void *arg)
 {
 	struct htls *t = arg;
 	struct htls_io *io = t->io;
-	bool wake;
 
 	evbuffer_remove_cb_entry(bufferevent_get_input(t->bev), t->in_cb);
 	evbuffer_remove_cb_entry(bufferevent_get_output(t->bev), t->out_cb);
@@ -848,10 +806,7 @@ htls_free(void *arg)
 	}
 	pthread_mutex_lock(&io->mu);
 	t->dn_close = true;
-	wake = mail_dn(t);
-	pthread_mutex_unlock(&io->mu);
-	if (wake)
-		io_wake(io->wake_fd);
+	mail(t, TO_IO);
 }
 
 static enum bufferevent_filter_result
@@ -934,10 +889,10 @@ htls_io_free(struct htls_io *io)
 		evbuffer_free(io->out);
 	if (io->in != NULL)
 		evbuffer_free(io->in);
-	if (io->wake_fd != -1)
-		close(io->wake_fd);
-	if (io->loop_fd != -1)
-		close(io->loop_fd);
+	if (io->fd[TO_IO] != -1)
+		close(io->fd[TO_IO]);
+	if (io->fd[TO_LOOP] != -1)
+		close(io->fd[TO_LOOP]);
 	pthread_mutex_destroy(&io->mu);
 	free(io);
 }
@@ -947,16 +902,16 @@ htls_io_start(struct event_base *loop, char **cause)
 {
 	struct htls_io *io = xcalloc(1, sizeof *io);
 
-	io->wake_fd = io->loop_fd = -1;
+	io->fd[TO_IO] = io->fd[TO_LOOP] = -1;
 	pthread_mutex_init(&io->mu, NULL);
-	if ((io->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
-	    (io->loop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+	if ((io->fd[TO_IO] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
+	    (io->fd[TO_LOOP] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		xasprintf(cause, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	if ((io->base = event_base_new()) == NULL ||
-	    (io->wake_ev = event_new(io->base, io->wake_fd, EV_READ | EV_PERSIST, io_mail,
-	    io)) == NULL || (io->loop_ev = event_new(loop, io->loop_fd, EV_READ | EV_PERSIST,
+	    (io->wake_ev = event_new(io->base, io->fd[TO_IO], EV_READ | EV_PERSIST, io_mail,
+	    io)) == NULL || (io->loop_ev = event_new(loop, io->fd[TO_LOOP], EV_READ | EV_PERSIST,
 	    htls_loop_mail, io)) == NULL || (io->got = evbuffer_new()) == NULL ||
 	    (io->out = evbuffer_new()) == NULL || (io->in = evbuffer_new()) == NULL)
 		fatalx("out of memory");
@@ -985,11 +940,11 @@ htls_io_stop(struct htls_io *io)
 	pthread_mutex_lock(&io->mu);
 	io->quit = true;
 	pthread_mutex_unlock(&io->mu);
-	io_wake(io->wake_fd);
+	(void)!write(io->fd[TO_IO], &(uint64_t){ 1 }, sizeof(uint64_t));
 	pthread_join(io->thread, NULL);
 	io->joined = true;
 	io->conns++;            /* not freed by a "closed" taken here */
-	htls_loop_mail(io->loop_fd, EV_READ, io);
+	htls_loop_mail(io->fd[TO_LOOP], EV_READ, io);
 	event_free(io->loop_ev);
 	io->loop_ev = NULL;
 	if (--io->conns == 0)
